@@ -1,0 +1,426 @@
+//! Agent configuration from flags and `VSTATS_*` environment variables.
+//! A flag wins over its variable; a wrong flag or value is a [`ConfigError`]
+//! that the binary turns into exit code 2.
+
+use super::collect::Paths;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tungstenite::http::Uri;
+
+pub const USAGE: &str = "\
+vstats-agent: stream this host's metrics to a vstats relay
+
+Usage: vstats-agent --server URL --token TOKEN [options]
+       vstats-agent --once [options]
+
+Options (each also read from the environment variable shown):
+  -s, --server URL          relay: wss://host:3001 (the agent appends /ws/agent)
+                            or a full ws:// or wss:// URL        [VSTATS_SERVER]
+  -t, --token TOKEN         agent token issued by the relay      [VSTATS_TOKEN]
+      --token-file FILE     read the token from FILE (keeps it out of ps)
+                                                                 [VSTATS_TOKEN_FILE]
+      --ca-file PEM         also trust this CA (a private relay certificate);
+                            Mozilla's roots are always trusted   [VSTATS_CA_FILE]
+  -i, --interval SECONDS    seconds between samples, 0.1-3600 (default 1)
+                                                                 [VSTATS_INTERVAL]
+      --net-interfaces A,B  interfaces counted in network totals (default:
+                            those backed by a device)            [VSTATS_NET_INTERFACES]
+      --path-procfs DIR     where the host's /proc is (default /proc)
+                                                                 [VSTATS_PATH_PROCFS]
+      --path-sysfs DIR      where the host's /sys is (default /sys)
+                                                                 [VSTATS_PATH_SYSFS]
+      --path-rootfs DIR     where the host's / is (default /)    [VSTATS_PATH_ROOTFS]
+      --once                print one sample's data as JSON and exit
+      --log-level LEVEL     error, warn, info, debug or trace (default info)
+                                                                 [VSTATS_LOG_LEVEL]
+  -h, --help                print this help
+  -V, --version             print the version
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Stream to the relay until SIGTERM or SIGINT.
+    Run(Config, Relay),
+    /// Print one sample and exit.
+    Once(Config),
+    Help,
+    Version,
+}
+
+/// Settings shared by streaming and `--once`.
+#[derive(Debug, PartialEq)]
+pub struct Config {
+    pub interval: Duration,
+    pub counted_interfaces: Option<Vec<String>>,
+    pub paths: Paths,
+    pub log_level: log::LevelFilter,
+}
+
+/// Where to stream and how to prove who we are.
+#[derive(PartialEq)]
+pub struct Relay {
+    pub endpoint: Endpoint,
+    pub token: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for Relay {
+    // The token never reaches a log, not even through a Debug print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// A relay's `/ws/agent` URL, without the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, e.g. `/ws/agent`.
+    pub path_and_query: String,
+}
+
+impl Endpoint {
+    /// Accepts `wss://host[:port]` (path `/ws/agent` appended) or a full
+    /// `ws://`/`wss://` URL with its own path.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err(format!("'{text}': the URL must start with ws:// or wss://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("'{text}' has no host"))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!("'{text}': put the token in --token, not in the URL"));
+        }
+        let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("") | Some("/") => "/ws/agent".to_owned(),
+            Some(p) => p.to_owned(),
+        };
+        Ok(Endpoint {
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            path_and_query,
+        })
+    }
+
+    /// The URL to request, with the token as the `token` query parameter.
+    pub fn url_with_token(&self, token: &str) -> String {
+        let separator = if self.path_and_query.contains('?') { '&' } else { '?' };
+        format!(
+            "{self}{separator}token={}",
+            percent_encode_query_value(token)
+        )
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let host = &self.host;
+        if host.contains(':') {
+            write!(f, "{scheme}://[{host}]:{}{}", self.port, self.path_and_query)
+        } else {
+            write!(f, "{scheme}://{host}:{}{}", self.port, self.path_and_query)
+        }
+    }
+}
+
+fn percent_encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A wrong flag or value, worded for the person who typed it.
+#[derive(Debug, PartialEq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<lexopt::Error> for ConfigError {
+    fn from(e: lexopt::Error) -> Self {
+        ConfigError(e.to_string())
+    }
+}
+
+/// Raw settings before validation; each starts from its environment variable.
+#[derive(Default)]
+struct Raw {
+    server: Option<String>,
+    token: Option<String>,
+    token_file: Option<String>,
+    ca_file: Option<String>,
+    interval: Option<String>,
+    net_interfaces: Option<String>,
+    procfs: Option<String>,
+    sysfs: Option<String>,
+    rootfs: Option<String>,
+    log_level: Option<String>,
+}
+
+/// Parses the arguments (without the program name) against an environment.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    use lexopt::prelude::*;
+    let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let mut raw = Raw {
+        server: env("VSTATS_SERVER"),
+        token: env("VSTATS_TOKEN"),
+        token_file: env("VSTATS_TOKEN_FILE"),
+        ca_file: env("VSTATS_CA_FILE"),
+        interval: env("VSTATS_INTERVAL"),
+        net_interfaces: env("VSTATS_NET_INTERFACES"),
+        procfs: env("VSTATS_PATH_PROCFS"),
+        sysfs: env("VSTATS_PATH_SYSFS"),
+        rootfs: env("VSTATS_PATH_ROOTFS"),
+        log_level: env("VSTATS_LOG_LEVEL"),
+    };
+    let mut once = false;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        let slot = match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("once") => {
+                once = true;
+                continue;
+            }
+            Short('s') | Long("server") => &mut raw.server,
+            Short('t') | Long("token") => &mut raw.token,
+            Long("token-file") => &mut raw.token_file,
+            Long("ca-file") => &mut raw.ca_file,
+            Short('i') | Long("interval") => &mut raw.interval,
+            Long("net-interfaces") => &mut raw.net_interfaces,
+            Long("path-procfs") => &mut raw.procfs,
+            Long("path-sysfs") => &mut raw.sysfs,
+            Long("path-rootfs") => &mut raw.rootfs,
+            Long("log-level") => &mut raw.log_level,
+            _ => return Err(arg.unexpected().into()),
+        };
+        *slot = Some(parser.value()?.string()?);
+    }
+    let config = validate_common(&raw)?;
+    if once {
+        return Ok(Command::Once(config));
+    }
+    let relay = validate_relay(raw)?;
+    Ok(Command::Run(config, relay))
+}
+
+fn validate_common(raw: &Raw) -> Result<Config, ConfigError> {
+    let interval = match &raw.interval {
+        None => Duration::from_secs(1),
+        Some(text) => parse_interval(text)?,
+    };
+    let counted_interfaces = raw.net_interfaces.as_ref().map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
+    let defaults = Paths::default();
+    let path = |given: &Option<String>, default: PathBuf| given.as_ref().map_or(default, PathBuf::from);
+    let log_level = match &raw.log_level {
+        None => log::LevelFilter::Info,
+        Some(text) => text.parse().map_err(|_| {
+            ConfigError(format!(
+                "--log-level: '{text}' is not one of off, error, warn, info, debug, trace"
+            ))
+        })?,
+    };
+    Ok(Config {
+        interval,
+        counted_interfaces,
+        paths: Paths {
+            procfs: path(&raw.procfs, defaults.procfs),
+            sysfs: path(&raw.sysfs, defaults.sysfs),
+            rootfs: path(&raw.rootfs, defaults.rootfs),
+        },
+        log_level,
+    })
+}
+
+fn parse_interval(text: &str) -> Result<Duration, ConfigError> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("--interval: '{text}' is not a number of seconds")))?;
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err(ConfigError(format!(
+            "--interval: {text} is out of range (0.1 to 3600 seconds)"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
+    let server = raw.server.ok_or_else(|| {
+        ConfigError("no relay given: pass --server wss://HOST:3001 (or set VSTATS_SERVER)".into())
+    })?;
+    let endpoint = Endpoint::parse(&server).map_err(|e| ConfigError(format!("--server: {e}")))?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(token), _) => token,
+        (None, Some(file)) => std::fs::read_to_string(&file)
+            .map_err(|e| ConfigError(format!("--token-file: cannot read {file}: {e}")))?,
+        (None, None) => {
+            return Err(ConfigError(
+                "no token given: pass --token or --token-file (or set VSTATS_TOKEN)".into(),
+            ));
+        }
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(ConfigError("the token is empty".into()));
+    }
+    Ok(Relay {
+        endpoint,
+        token,
+        ca_file: raw.ca_file.map(PathBuf::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(args.iter().map(OsString::from), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn run_config(args: &[&str], env: &[(&str, &str)]) -> (Config, Relay) {
+        match parse_with(args, env) {
+            Ok(Command::Run(config, relay)) => (config, relay),
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_server_gets_the_agent_path() {
+        let endpoint = Endpoint::parse("wss://relay.example:3001").unwrap();
+        assert_eq!(endpoint.to_string(), "wss://relay.example:3001/ws/agent");
+        assert_eq!(
+            endpoint.url_with_token("a+b/c"),
+            "wss://relay.example:3001/ws/agent?token=a%2Bb%2Fc"
+        );
+    }
+
+    #[test]
+    fn full_url_keeps_its_path_and_query() {
+        let endpoint = Endpoint::parse("ws://[::1]:8080/vstats/ws/agent?x=1").unwrap();
+        assert_eq!(endpoint.host, "::1");
+        assert!(!endpoint.tls);
+        assert_eq!(endpoint.to_string(), "ws://[::1]:8080/vstats/ws/agent?x=1");
+        assert_eq!(
+            endpoint.url_with_token("t"),
+            "ws://[::1]:8080/vstats/ws/agent?x=1&token=t"
+        );
+        assert_eq!(Endpoint::parse("wss://h").unwrap().port, 443);
+    }
+
+    #[test]
+    fn wrong_urls_are_refused_with_the_reason() {
+        for (url, reason) in [
+            ("https://h:3001", "ws:// or wss://"),
+            ("relay:3001", "ws:// or wss://"),
+            ("wss://user:pw@h:3001", "--token"),
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(err.contains(reason), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let (config, relay) = run_config(
+            &["--server", "ws://127.0.0.1:9/", "-i", "2.5"],
+            &[
+                ("VSTATS_SERVER", "wss://ignored"),
+                ("VSTATS_TOKEN", "secret"),
+                ("VSTATS_INTERVAL", "10"),
+                ("VSTATS_NET_INTERFACES", "eth0, wlan0,"),
+            ],
+        );
+        assert_eq!(relay.endpoint.to_string(), "ws://127.0.0.1:9/ws/agent");
+        assert_eq!(relay.token, "secret");
+        assert_eq!(config.interval, Duration::from_millis(2500));
+        assert_eq!(
+            config.counted_interfaces,
+            Some(vec!["eth0".to_owned(), "wlan0".to_owned()])
+        );
+        assert!(!format!("{relay:?}").contains("secret"));
+    }
+
+    #[test]
+    fn once_needs_no_relay() {
+        let Ok(Command::Once(config)) = parse_with(&["--once", "--path-procfs", "/x/proc"], &[])
+        else {
+            panic!("expected Once");
+        };
+        assert_eq!(config.paths.procfs, PathBuf::from("/x/proc"));
+        assert_eq!(config.paths.sysfs, PathBuf::from("/sys"));
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let path = std::env::temp_dir().join(format!("vstats-token-{}", std::process::id()));
+        std::fs::write(&path, "tok\n").unwrap();
+        let (_, relay) = run_config(
+            &["-s", "ws://h:1", "--token-file", path.to_str().unwrap()],
+            &[],
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(relay.token, "tok");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (args, expected) in [
+            (&["--bogus"][..], "--bogus"),
+            (&["--interval"][..], "--interval"),
+            (&["--interval", "0"][..], "out of range"),
+            (&["--interval", "soon"][..], "not a number"),
+            (&["--log-level", "loud"][..], "--log-level"),
+            (&["--token", "t"][..], "no relay given"),
+            (&["--server", "ws://h:1"][..], "no token given"),
+            (&["--server", "ws://h:1", "--token", " "][..], "empty"),
+        ] {
+            let err = parse_with(args, &[]).unwrap_err();
+            assert!(err.0.contains(expected), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! `vstats-agent`: sample the host, stream to the relay.
+
+pub mod backoff;
+pub mod collect;
+pub mod config;
+pub mod session;

@@ -1,0 +1,76 @@
+//! Thin shell: parse flags and environment, then hand over to `vstats::agent`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vstats::agent::collect::Collector;
+use vstats::agent::config::{self, Command};
+use vstats::agent::session::{self, Signals};
+
+/// The longest `--once` waits between its baseline and its sample.
+const ONCE_WINDOW: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let command = match config::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok()) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("vstats-agent: {e}\nTry 'vstats-agent --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", config::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("vstats-agent {}", vstats::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Once(config) => {
+            init_logging(config.log_level);
+            let mut collector = Collector::new(config.paths, config.counted_interfaces);
+            std::thread::sleep(config.interval.min(ONCE_WINDOW));
+            match serde_json::to_string_pretty(&collector.sample()) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vstats-agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(config, relay) => {
+            init_logging(config.log_level);
+            let tls = if relay.endpoint.tls {
+                match vstats::tls::client_config(relay.ca_file.as_deref()) {
+                    Ok(tls) => Some(Arc::new(tls)),
+                    Err(e) => {
+                        eprintln!("vstats-agent: --ca-file: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                None
+            };
+            let signals = match Signals::install() {
+                Ok(signals) => signals,
+                Err(e) => {
+                    eprintln!("vstats-agent: cannot watch for signals: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            session::run(&config, &relay, tls, &signals);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    // A second logger cannot be installed; there is only ever one call.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .init();
+}

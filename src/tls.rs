@@ -1,0 +1,126 @@
+//! rustls configurations for both programs: ring as the only provider,
+//! Mozilla's roots compiled in (routers often ship no CA bundle), PEM loading.
+//!
+//! There is deliberately no way to switch certificate verification off.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    Pem { path: PathBuf, reason: String },
+    /// rustls refused the material (bad key, unsupported algorithm, ...).
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Pem { path, reason } => write!(f, "{}: {reason}", path.display()),
+            TlsError::Rustls(e) => write!(f, "tls: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Fills `out` with random bytes from the TLS provider's system RNG, so the
+/// crate needs no random-number crate of its own.
+pub fn fill_random(out: &mut [u8]) -> Result<(), TlsError> {
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(out)
+        .map_err(|_| TlsError::Rustls(rustls::Error::FailedToGetRandomBytes))
+}
+
+fn pem_error(path: &Path, reason: impl fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file; an empty file is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
+}
+
+/// A client that trusts Mozilla's roots plus, when given, the certificates
+/// of `extra_ca` (a private CA for a relay on a LAN).
+pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_ca {
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| pem_error(path, e))?;
+        }
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A server presenting the chain in `cert` with the key in `key`.
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    Ok(ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_empty_pem_files_say_which_file() {
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("vstats-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a pem\n").unwrap();
+        let err = client_config(Some(&empty)).unwrap_err();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+        fill_random(&mut a).unwrap();
+        fill_random(&mut b).unwrap();
+        assert_ne!(a, b);
+    }
+}
