@@ -1,0 +1,284 @@
+//! `disks`: real filesystems from `/proc/mounts`, sized with statvfs(3).
+//!
+//! Hand-parsed rather than with procfs-core's `MountEntry`, which leaves
+//! `\040` (a space) escaped in mount points, so statvfs would miss them, and
+//! builds a `HashMap` of mount options for every line.
+
+use super::{Paths, percent};
+use crate::protocol::Disk;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::statvfs::statvfs;
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+
+#[derive(Debug, PartialEq)]
+pub(super) struct Mount {
+    device: String,
+    mount: String,
+    fs_type: String,
+}
+
+pub(super) struct DiskCollector {
+    /// `procfs/mounts`, kept open: the kernel flags it POLLPRI when anything
+    /// is mounted or unmounted (proc(5)), so an unchanged table, hundreds
+    /// of lines on a container host, is not parsed again every second.
+    table: Option<File>,
+    mounts: Vec<Mount>,
+}
+
+impl DiskCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut String) -> DiskCollector {
+        let mut collector = DiskCollector {
+            table: None,
+            mounts: Vec::new(),
+        };
+        collector.reload(paths, buf);
+        collector
+    }
+
+    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Vec<Disk> {
+        if self.table_changed() {
+            self.reload(paths, buf);
+        }
+        self.mounts
+            .iter()
+            .filter_map(|mount| measure(paths, mount))
+            .collect()
+    }
+
+    fn table_changed(&self) -> bool {
+        let Some(table) = &self.table else {
+            return true;
+        };
+        let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|events| events.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+            Err(err) => {
+                log::debug!("poll mounts: {err}");
+                true
+            }
+        }
+    }
+
+    fn reload(&mut self, paths: &Paths, buf: &mut String) {
+        let path = paths.procfs.join("mounts");
+        buf.clear();
+        self.table = File::open(&path)
+            .and_then(|mut table| table.read_to_string(buf).map(|_| table))
+            .map_err(|err| log::debug!("{}: {err}", path.display()))
+            .ok();
+        self.mounts = parse_mounts(buf);
+    }
+}
+
+fn measure(paths: &Paths, mount: &Mount) -> Option<Disk> {
+    // Joining an absolute path would replace the root, not go under it.
+    let path = paths.rootfs.join(mount.mount.trim_start_matches('/'));
+    let stat = statvfs(&path)
+        .map_err(|err| log::debug!("statvfs {}: {err}", path.display()))
+        .ok()?;
+    // c_ulong and fsblkcnt_t are u32 on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (fragment, blocks, free) = (
+        u64::from(stat.fragment_size()),
+        u64::from(stat.blocks()),
+        u64::from(stat.blocks_free()),
+    );
+    let total = blocks.saturating_mul(fragment);
+    let used = blocks.saturating_sub(free).saturating_mul(fragment);
+    Some(Disk {
+        name: mount.device.clone(),
+        mount: mount.mount.clone(),
+        fs_type: mount.fs_type.clone(),
+        total,
+        used,
+        usage_percent: percent(used, total),
+    })
+}
+
+/// The mounts that hold real data, each device once (the first mount wins,
+/// so bind mounts and btrfs subvolumes are not counted again).
+pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
+    let mut mounts: Vec<Mount> = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split(' ').map(unescape);
+        let (Some(device), Some(mount), Some(fs_type)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            log::debug!("mounts: short line {line:?}");
+            continue;
+        };
+        if is_real(&device, &mount, &fs_type) && !mounts.iter().any(|m| m.device == device) {
+            mounts.push(Mount {
+                device: device.into_owned(),
+                mount: mount.into_owned(),
+                fs_type: fs_type.into_owned(),
+            });
+        }
+    }
+    mounts
+}
+
+/// Block devices, flash filesystems, and OpenWrt's overlay root (whose
+/// upper layer is the writable flash); never the read-only squashfs image.
+fn is_real(device: &str, mount: &str, fs_type: &str) -> bool {
+    match fs_type {
+        "squashfs" => false,
+        "ubifs" | "jffs2" => true,
+        "overlay" => mount == "/",
+        _ => device.starts_with("/dev/"),
+    }
+}
+
+/// The kernel writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape(field: &str) -> Cow<'_, str> {
+    if !field.contains('\\') {
+        return Cow::Borrowed(field);
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let code = rest
+            .get(1..4)
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok())
+            .filter(u8::is_ascii);
+        match code {
+            Some(code) => {
+                out.push(char::from(code));
+                rest = &rest[4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounts(text: &str) -> Vec<String> {
+        parse_mounts(text)
+            .iter()
+            .map(|m| format!("{} {} {}", m.device, m.mount, m.fs_type))
+            .collect()
+    }
+
+    // TP-Link on OpenWrt: squashfs /rom, jffs2 /overlay, the overlay root
+    // (mounted ro, as on a full overlay), tmpfs and pseudo filesystems.
+    #[test]
+    fn openwrt_overlay_root_and_jffs2_but_not_squashfs() {
+        assert_eq!(
+            mounts(fixture!("openwrt-tplink-jffs2-overlay-ro/proc/mounts")),
+            [
+                "/dev/mtdblock10 /overlay jffs2",
+                "overlayfs:/overlay / overlay"
+            ]
+        );
+    }
+
+    #[test]
+    fn openwrt_ubifs_overlay() {
+        let text = "/dev/root /rom squashfs ro,relatime,errors=continue 0 0\n\
+                    ubi0_1 /overlay ubifs rw,noatime,assert=read-only,ubi=0,vol=1 0 0\n\
+                    overlayfs:/overlay / overlay rw,noatime,lowerdir=/,upperdir=/overlay/upper,workdir=/overlay/work,xino=off 0 0\n";
+        assert_eq!(
+            mounts(text),
+            ["ubi0_1 /overlay ubifs", "overlayfs:/overlay / overlay"]
+        );
+    }
+
+    // sosreport from an OpenShift node, taken inside a container: the host
+    // root is bind-mounted at /host and /dev/sda3 appears seven times.
+    #[test]
+    fn container_view_lists_each_device_once() {
+        assert_eq!(
+            mounts(fixture!(
+                "x86_64-rhcos-4.18-openshift-vm-sosreport/proc/mounts"
+            )),
+            [
+                "overlay / overlay",
+                "/dev/sda3 /host xfs",
+                "/dev/sda2 /host/boot ext4",
+                "/dev/sda1 /host/boot/efi vfat"
+            ]
+        );
+    }
+
+    #[test]
+    fn desktop_without_pseudo_filesystems() {
+        assert_eq!(
+            mounts(fixture!(
+                "x86_64-linux3x-8cpu-node-exporter-2015/proc/mounts"
+            )),
+            ["/dev/dm-2 / ext4", "/dev/sda3 /boot ext2"]
+        );
+    }
+
+    #[test]
+    fn btrfs_subvolumes_and_snap_squashfs() {
+        let text = "/dev/nvme0n1p2 / btrfs rw,subvol=/@ 0 0\n\
+                    /dev/nvme0n1p2 /home btrfs rw,subvol=/@home 0 0\n\
+                    /dev/loop3 /snap/core/17200 squashfs ro,nodev,relatime 0 0\n\
+                    /dev/nvme0n1p1 /boot/efi vfat rw 0 0\n";
+        assert_eq!(
+            mounts(text),
+            ["/dev/nvme0n1p2 / btrfs", "/dev/nvme0n1p1 /boot/efi vfat"]
+        );
+    }
+
+    #[test]
+    fn octal_escapes_in_mount_points() {
+        let text = "/dev/sdb1 /media/My\\040Disk\\134x ext4 rw 0 0\n";
+        assert_eq!(mounts(text), ["/dev/sdb1 /media/My Disk\\x ext4"]);
+        assert_eq!(unescape("a\\0"), "a\\0");
+        assert_eq!(unescape("\\777\\"), "\\777\\");
+    }
+
+    #[test]
+    fn garbage_mounts() {
+        assert!(mounts("").is_empty());
+        assert!(mounts("/dev/sda1\n\u{1F600} \\\\ x\n/dev/sda1 /\n").is_empty());
+    }
+
+    #[test]
+    fn mount_table_is_reread_only_when_it_changes() {
+        let mut buf = String::new();
+        let live = DiskCollector::new(&Paths::default(), &mut buf);
+        assert!(live.table.is_some());
+        assert!(!live.table_changed());
+        let missing = Paths {
+            procfs: "/nonexistent/vstats".into(),
+            ..Paths::default()
+        };
+        let mut collector = DiskCollector::new(&missing, &mut buf);
+        assert!(collector.table_changed());
+        assert!(collector.sample(&missing, &mut buf).is_empty());
+    }
+
+    #[test]
+    fn statvfs_failure_skips_the_mount() {
+        let paths = Paths {
+            rootfs: "/nonexistent/vstats".into(),
+            ..Paths::default()
+        };
+        let mount = |path: &str| Mount {
+            device: "/dev/sda1".into(),
+            mount: path.into(),
+            fs_type: "ext4".into(),
+        };
+        assert_eq!(measure(&paths, &mount("/")), None);
+        let disk = measure(&Paths::default(), &mount("/")).unwrap();
+        assert!(disk.total > 0 && disk.used <= disk.total);
+    }
+}

@@ -1,0 +1,43 @@
+//! `load_average`: `/proc/loadavg`.
+
+use super::{Paths, read_file, round2};
+use crate::protocol::LoadAverage;
+use procfs_core::FromRead;
+
+pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<LoadAverage> {
+    read_file(&paths.procfs.join("loadavg"), buf).and_then(parse)
+}
+
+pub(super) fn parse(text: &str) -> Option<LoadAverage> {
+    let load = procfs_core::LoadAverage::from_read(text.as_bytes())
+        .map_err(|err| log::debug!("loadavg: {err}"))
+        .ok()?;
+    // procfs-core parses f32; rounding drops the float noise (0.21 would
+    // otherwise serialize as 0.20999999344348907).
+    Some(LoadAverage {
+        one: round2(load.one.into()),
+        five: round2(load.five.into()),
+        fifteen: round2(load.fifteen.into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loadavg() {
+        let load = parse(fixture!(
+            "x86_64-linux3x-laptop-node-exporter-2014/proc/loadavg"
+        ))
+        .unwrap();
+        assert_eq!((load.one, load.five, load.fifteen), (0.21, 0.37, 0.39));
+    }
+
+    #[test]
+    fn garbage_loadavg() {
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("0.76 0.77"), None);
+        assert_eq!(parse("a b c 1/2 3"), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! Collectors: one file per source, each a pure parser plus a thin reader.
+//!
+//! Every path is rooted at [`Paths`], so tests and `--once` can point the
+//! agent at a captured fixture tree instead of the live `/proc`. What cannot
+//! be read is left out of the sample and logged at debug level; nothing here
+//! fails or panics on odd input.
+
+/// A fixture file's text, compiled in so parser tests stay pure.
+#[cfg(test)]
+macro_rules! fixture {
+    ($path:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $path
+        ))
+    };
+}
+
+mod cpu;
+mod diskio;
+mod disks;
+mod load;
+mod memory;
+mod network;
+mod os;
+mod processes;
+mod sockets;
+mod thermal;
+mod uptime;
+
+use crate::protocol::{self, Metrics};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Where the agent finds the host's `/proc`, `/sys` and `/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paths {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            procfs: "/proc".into(),
+            sysfs: "/sys".into(),
+            rootfs: "/".into(),
+        }
+    }
+}
+
+/// Takes samples; keeps the previous counters so rates need one reading.
+pub struct Collector {
+    paths: Paths,
+    /// Every file is read into this one buffer, so steady state does not
+    /// allocate a string per file.
+    buf: String,
+    hostname: String,
+    os: protocol::Os,
+    cpu: cpu::CpuCollector,
+    disks: disks::DiskCollector,
+    disk_io: diskio::DiskIoCollector,
+    network: network::NetworkCollector,
+    sensors: Vec<thermal::Sensor>,
+    processes: processes::ProcessCounter,
+}
+
+impl Collector {
+    /// Reads the static facts and takes the baseline reading, so the first
+    /// [`Collector::sample`] already carries real rates.
+    pub fn new(paths: Paths, counted_interfaces: Option<Vec<String>>) -> Collector {
+        let mut buf = String::with_capacity(16 * 1024);
+        let (hostname, os) = os::read(&paths, &mut buf);
+        Collector {
+            hostname,
+            os,
+            cpu: cpu::CpuCollector::new(&paths, &mut buf),
+            disks: disks::DiskCollector::new(&paths, &mut buf),
+            disk_io: diskio::DiskIoCollector::new(&paths, &mut buf),
+            network: network::NetworkCollector::new(&paths, &mut buf, counted_interfaces),
+            sensors: thermal::discover(&paths, &mut buf),
+            processes: processes::ProcessCounter::default(),
+            paths,
+            buf,
+        }
+    }
+
+    /// One full sample. Never fails: what cannot be read is left out.
+    pub fn sample(&mut self) -> Metrics {
+        let (paths, buf) = (&self.paths, &mut self.buf);
+        Metrics {
+            timestamp: protocol::rfc3339(SystemTime::now()),
+            hostname: self.hostname.clone(),
+            os: self.os.clone(),
+            cpu: self.cpu.sample(paths, buf),
+            memory: memory::read(paths, buf),
+            disks: self.disks.sample(paths, buf),
+            disk_io: self.disk_io.sample(paths, buf),
+            network: self.network.sample(paths, buf),
+            uptime: uptime::read(paths, buf),
+            load_average: load::read(paths, buf),
+            temperatures: thermal::read(&self.sensors, buf),
+            sockets: sockets::read(paths, buf),
+            processes: self.processes.sample(&paths.procfs),
+        }
+    }
+}
+
+/// Reads a whole file into the reused `buf`; logs why when it cannot.
+fn read_file<'b>(path: &Path, buf: &'b mut String) -> Option<&'b str> {
+    buf.clear();
+    match File::open(path).and_then(|mut file| file.read_to_string(buf)) {
+        Ok(_) => Some(buf),
+        Err(err) => {
+            log::debug!("{}: {err}", path.display());
+            None
+        }
+    }
+}
+
+/// The previous reading of each device or interface, in the order the
+/// kernel lists them, so that in steady state each lookup hits at once and
+/// nothing is allocated.
+struct Previous<T> {
+    entries: Vec<(String, T)>,
+}
+
+impl<T> Previous<T> {
+    fn new() -> Self {
+        Previous {
+            entries: Vec::new(),
+        }
+    }
+
+    /// The entry for `name`, the `index`-th listed this time, and whether it
+    /// was seen before; a new name gets `first()`.
+    fn entry(&mut self, index: usize, name: &str, first: impl FnOnce() -> T) -> (&mut T, bool) {
+        let index = index.min(self.entries.len());
+        let seen = self.entries[index..]
+            .iter()
+            .position(|(known, _)| known == name);
+        match seen {
+            Some(offset) => self.entries.swap(index, index + offset),
+            None => self.entries.insert(index, (name.to_owned(), first())),
+        }
+        (&mut self.entries[index].1, seen.is_some())
+    }
+
+    /// Forgets the names not listed this time, which all sit after the
+    /// `listed` that were.
+    fn forget_after(&mut self, listed: usize) {
+        self.entries.truncate(listed);
+    }
+}
+
+/// Two decimals are all a dashboard shows, and they keep the JSON short.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    round2(part as f64 / whole as f64 * 100.0)
+}
+
+/// Per-second rate of a counter; one that went backwards (wrapped, or its
+/// device was re-created) gives 0 for the interval rather than a huge number.
+fn rate(now: u64, prev: u64, secs: f64) -> f64 {
+    match now.checked_sub(prev) {
+        Some(delta) if secs > 0.0 => round2(delta as f64 / secs),
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_of_a_counter_that_went_backwards_is_zero() {
+        assert_eq!(rate(100, 200, 1.0), 0.0);
+        assert_eq!(rate(300, 100, 2.0), 100.0);
+        assert_eq!(rate(300, 100, 0.0), 0.0);
+    }
+
+    #[test]
+    fn percent_of_nothing_is_zero() {
+        assert_eq!(percent(1, 0), 0.0);
+        assert_eq!(percent(1, 3), 33.33);
+    }
+
+    #[test]
+    fn previous_follows_the_kernel_order() {
+        let mut previous = Previous::new();
+        for (index, name) in ["a", "b", "c"].into_iter().enumerate() {
+            assert_eq!(previous.entry(index, name, || 1), (&mut 1, false));
+        }
+        // b went away, d appeared, c moved first.
+        for (index, name) in ["c", "a", "d"].into_iter().enumerate() {
+            let (value, seen) = previous.entry(index, name, || 2);
+            assert_eq!(
+                (*value, seen),
+                (if name == "d" { 2 } else { 1 }, name != "d")
+            );
+        }
+        previous.forget_after(3);
+        let names: Vec<_> = previous
+            .entries
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["c", "a", "d"]);
+    }
+
+    #[test]
+    fn a_missing_file_reads_as_none() {
+        let mut buf = String::from("stale");
+        assert_eq!(read_file(Path::new("/nonexistent/vstats"), &mut buf), None);
+    }
+}

@@ -1,0 +1,34 @@
+//! `uptime`: whole seconds since boot, from `/proc/uptime`.
+
+use super::{Paths, read_file};
+use procfs_core::{FromRead, Uptime};
+
+pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<u64> {
+    read_file(&paths.procfs.join("uptime"), buf).and_then(parse)
+}
+
+pub(super) fn parse(text: &str) -> Option<u64> {
+    let uptime = Uptime::from_read(text.as_bytes())
+        .map_err(|err| log::debug!("uptime: {err}"))
+        .ok()?;
+    // Saturating: NaN and negatives become 0.
+    Some(uptime.uptime as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime() {
+        assert_eq!(parse("2578790.61 1999230.98\n"), Some(2578790));
+        assert_eq!(parse("nan 1\n"), Some(0));
+    }
+
+    #[test]
+    fn garbage_uptime() {
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("12.5"), None);
+        assert_eq!(parse("x y"), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! Test helpers shared by the integration tests: a scriptable WebSocket
+//! server standing in for the relay (plain or TLS), a test CA, and the real
+//! agent binary as a child process.
+#![allow(dead_code)] // each test file uses its own subset
+
+use rustls::ServerConfig;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::{Message, WebSocket};
+
+/// How the stand-in relay treats the next connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admission {
+    /// Upgrade and read frames.
+    Accept,
+    /// Answer the upgrade with `401 Unauthorized`.
+    Reject401,
+    /// Accept TCP, then close at once (a relay that refuses).
+    HangUp,
+    /// Upgrade, then never read or write (a relay that froze).
+    Mute,
+}
+
+/// What the stand-in relay saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A TCP connection arrived (before any TLS or HTTP).
+    Accepted,
+    /// An upgrade request: its URI and `Authorization` header.
+    Request {
+        uri: String,
+        authorization: Option<String>,
+    },
+    Text(String),
+    Pong(Vec<u8>),
+    /// A close frame's code.
+    Close(Option<u16>),
+    /// The connection ended (either side).
+    Gone,
+}
+
+pub enum Order {
+    Ping(Vec<u8>),
+    Drop,
+}
+
+struct Shared {
+    admission: Mutex<Admission>,
+    orders: Mutex<VecDeque<Order>>,
+    tls: Option<Arc<ServerConfig>>,
+}
+
+pub struct FakeRelay {
+    pub port: u16,
+    events: Receiver<(Instant, Event)>,
+    shared: Arc<Shared>,
+}
+
+trait Transport: Read + Write + Send {}
+impl<T: Read + Write + Send> Transport for T {}
+
+impl FakeRelay {
+    pub fn start(tls: Option<ServerConfig>) -> FakeRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            admission: Mutex::new(Admission::Accept),
+            orders: Mutex::new(VecDeque::new()),
+            tls: tls.map(Arc::new),
+        });
+        let (sender, events) = channel();
+        let accept_shared = shared.clone();
+        thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let shared = accept_shared.clone();
+                let sender = sender.clone();
+                thread::spawn(move || serve(tcp, &shared, &sender));
+            }
+        });
+        FakeRelay {
+            port,
+            events,
+            shared,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.shared.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admit(&self, admission: Admission) {
+        *self.shared.admission.lock().unwrap() = admission;
+    }
+
+    pub fn order(&self, order: Order) {
+        self.shared.orders.lock().unwrap().push_back(order);
+    }
+
+    /// The next event that `wanted` accepts, skipping others; panics after
+    /// `timeout` naming what was awaited.
+    pub fn wait_for(&self, timeout: Duration, what: &str, wanted: impl Fn(&Event) -> bool) -> (Instant, Event) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((at, event)) if wanted(&event) => return (at, event),
+                Ok(_) => {}
+                Err(_) => panic!("no {what} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// The next text frame of the given `type`, parsed.
+    pub fn wait_for_frame(&self, timeout: Duration, kind: &str) -> serde_json::Value {
+        let (_, event) = self.wait_for(timeout, kind, |e| {
+            matches!(e, Event::Text(t) if frame_type(t) == kind)
+        });
+        let Event::Text(text) = event else { unreachable!() };
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Every event that arrives within `window`.
+    pub fn collect(&self, window: Duration) -> Vec<(Instant, Event)> {
+        let deadline = Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(event) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            seen.push(event);
+        }
+        seen
+    }
+}
+
+fn frame_type(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn serve(tcp: TcpStream, shared: &Shared, events: &Sender<(Instant, Event)>) {
+    let send = |event| {
+        let _ = events.send((Instant::now(), event));
+    };
+    send(Event::Accepted);
+    let admission = *shared.admission.lock().unwrap();
+    if admission == Admission::HangUp {
+        return;
+    }
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let stream: Box<dyn Transport> = match &shared.tls {
+        Some(config) => {
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            Box::new(rustls::StreamOwned::new(connection, tcp.try_clone().unwrap()))
+        }
+        None => Box::new(tcp.try_clone().unwrap()),
+    };
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        send(Event::Request {
+            uri: request.uri().to_string(),
+            authorization: request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        });
+        if admission == Admission::Reject401 {
+            let mut refusal = ErrorResponse::new(Some("invalid token".into()));
+            *refusal.status_mut() = tungstenite::http::StatusCode::UNAUTHORIZED;
+            return Err(refusal);
+        }
+        Ok(response)
+    };
+    let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
+        send(Event::Gone);
+        return;
+    };
+    if admission == Admission::Mute {
+        thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    tcp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    read_frames(&mut ws, shared, &send);
+    send(Event::Gone);
+}
+
+fn read_frames(ws: &mut WebSocket<Box<dyn Transport>>, shared: &Shared, send: &dyn Fn(Event)) {
+    loop {
+        if let Some(order) = shared.orders.lock().unwrap().pop_front() {
+            match order {
+                Order::Ping(payload) => ws.send(Message::Ping(payload.into())).unwrap(),
+                Order::Drop => return,
+            }
+        }
+        match ws.read() {
+            Ok(Message::Text(text)) => send(Event::Text(text.to_string())),
+            Ok(Message::Pong(payload)) => send(Event::Pong(payload.to_vec())),
+            Ok(Message::Close(frame)) => send(Event::Close(frame.map(|f| f.code.into()))),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A CA made for one test, and a server certificate it signed for
+/// `localhost` and `127.0.0.1`, as PEM files in a temporary directory.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "vstats test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        let cert_pem = dir.path().join("cert.pem");
+        let key_pem = dir.path().join("key.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        std::fs::write(&cert_pem, leaf.pem()).unwrap();
+        std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+        TestCa {
+            dir,
+            ca_pem,
+            cert_pem,
+            key_pem,
+        }
+    }
+
+    pub fn server_config(&self) -> ServerConfig {
+        vstats::tls::server_config(&self.cert_pem, &self.key_pem).unwrap()
+    }
+}
+
+/// The binary under test; `VSTATS_TEST_RUNNER` (e.g. `qemu-arm-static`)
+/// and `VSTATS_AGENT_BIN` run a cross-built agent instead.
+pub fn agent_command() -> Command {
+    let binary = std::env::var("VSTATS_AGENT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vstats-agent").to_owned());
+    let mut command = match std::env::var("VSTATS_TEST_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut command = Command::new(runner);
+            command.arg(binary);
+            command
+        }
+        _ => Command::new(binary),
+    };
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VSTATS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A running agent; killed when dropped. Its stderr is kept for asserts.
+pub struct Agent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    pub fn spawn(args: &[&str]) -> Agent {
+        let mut child = agent_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Agent { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for exit, at most `timeout`; panics if it is still running.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agent still running after {timeout:?}; log:\n{}", self.log());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
