@@ -19,8 +19,16 @@ fn agent_for(relay: &FakeRelay, extra: &[&str]) -> Agent {
 
 fn host_mem_total_bytes() -> u64 {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    let line = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 fn host_cpu_count() -> u64 {
@@ -36,7 +44,10 @@ fn assert_complete_sample(data: &Value) {
     assert_eq!(data["hostname"], hostname.trim());
     assert!(data["timestamp"].as_str().unwrap().ends_with('Z'), "{data}");
     for field in ["name", "kernel", "arch"] {
-        assert!(!data["os"][field].as_str().unwrap().is_empty(), "os.{field}: {data}");
+        assert!(
+            !data["os"][field].as_str().unwrap().is_empty(),
+            "os.{field}: {data}"
+        );
     }
     assert!(data["os"]["version"].is_string());
     let cpu = &data["cpu"];
@@ -44,7 +55,10 @@ fn assert_complete_sample(data: &Value) {
     assert!(!cpu["brand"].as_str().unwrap().is_empty());
     let usage = cpu["usage"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&usage), "cpu.usage {usage}");
-    assert_eq!(cpu["per_core"].as_array().unwrap().len() as u64, host_cpu_count());
+    assert_eq!(
+        cpu["per_core"].as_array().unwrap().len() as u64,
+        host_cpu_count()
+    );
     let memory = &data["memory"];
     assert_eq!(memory["total"].as_u64().unwrap(), host_mem_total_bytes());
     assert_eq!(
@@ -62,7 +76,13 @@ fn assert_complete_sample(data: &Value) {
     for field in ["rx", "tx", "rx_total", "tx_total"] {
         assert!(network[field].as_f64().unwrap() >= 0.0, "network.{field}");
     }
-    assert!(network["interfaces"].as_array().unwrap().iter().all(|i| i["name"] != "lo"));
+    assert!(
+        network["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["name"] != "lo")
+    );
     assert!(data["uptime"].as_u64().unwrap() > 0);
     for field in ["one", "five", "fifteen"] {
         assert!(data["load_average"][field].as_f64().unwrap() >= 0.0);
@@ -77,7 +97,9 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     let relay = FakeRelay::start(None);
     let agent = agent_for(&relay, &["--interval", "1"]);
 
-    let (_, request) = relay.wait_for(SOON, "upgrade request", |e| matches!(e, Event::Request { .. }));
+    let (_, request) = relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
     assert_eq!(
         request,
         Event::Request {
@@ -91,7 +113,11 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     let second = relay.wait_for_frame(SOON, "metrics");
     assert_ne!(first["data"]["timestamp"], Value::Null);
     assert!(second["data"]["cpu"]["usage"].is_number());
-    assert!(!agent.log().contains(TOKEN), "token leaked into the log:\n{}", agent.log());
+    assert!(
+        !agent.log().contains(TOKEN),
+        "token leaked into the log:\n{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -112,7 +138,9 @@ fn tls_refuses_a_certificate_nobody_vouches_for() {
     relay.wait_for(SOON, "connection", |e| *e == Event::Accepted);
     let events = relay.collect(Duration::from_secs(2));
     assert!(
-        !events.iter().any(|(_, e)| matches!(e, Event::Request { .. })),
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Request { .. })),
         "the agent spoke HTTP over an unverified TLS session: {events:?}"
     );
     assert!(agent.log().contains("UnknownIssuer"), "{}", agent.log());
@@ -122,25 +150,36 @@ fn tls_refuses_a_certificate_nobody_vouches_for() {
 fn pings_are_answered() {
     let relay = FakeRelay::start(None);
     let _agent = agent_for(&relay, &["--interval", "60"]);
-    relay.wait_for(SOON, "upgrade request", |e| matches!(e, Event::Request { .. }));
+    relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
     relay.order(Order::Ping(b"are you there".to_vec()));
-    relay.wait_for(SOON, "pong", |e| *e == Event::Pong(b"are you there".to_vec()));
+    relay.wait_for(SOON, "pong", |e| {
+        *e == Event::Pong(b"are you there".to_vec())
+    });
 }
 
 #[test]
 fn heartbeat_keeps_a_long_interval_alive() {
     let relay = FakeRelay::start(None);
     let _agent = agent_for(&relay, &["--interval", "3600"]);
-    let (connected, _) = relay.wait_for(SOON, "upgrade request", |e| matches!(e, Event::Request { .. }));
+    let (connected, _) = relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
     let (beat, event) = relay.wait_for(Duration::from_secs(40), "heartbeat", |e| {
         matches!(e, Event::Text(_))
     });
-    let Event::Text(text) = event else { unreachable!() };
+    let Event::Text(text) = event else {
+        unreachable!()
+    };
     let frame: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(frame["type"], "heartbeat", "{text}");
     assert!(frame["timestamp"].is_string());
     let quiet = beat - connected;
-    assert!(quiet >= Duration::from_secs(29), "heartbeat after only {quiet:?}");
+    assert!(
+        quiet >= Duration::from_secs(29),
+        "heartbeat after only {quiet:?}"
+    );
 }
 
 #[test]
@@ -151,7 +190,9 @@ fn agent_comes_back_after_the_relay_drops_it() {
     relay.order(Order::Drop);
     relay.wait_for(SOON, "end of the first connection", |e| *e == Event::Gone);
     // After a working connection the backoff restarts at 1 s.
-    relay.wait_for(Duration::from_secs(3), "reconnection", |e| matches!(e, Event::Request { .. }));
+    relay.wait_for(Duration::from_secs(3), "reconnection", |e| {
+        matches!(e, Event::Request { .. })
+    });
     relay.wait_for_frame(SOON, "metrics");
 }
 
@@ -176,7 +217,9 @@ fn rejected_token_is_logged_once_and_does_not_kill_the_agent() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::Reject401);
     let mut agent = agent_for(&relay, &[]);
-    relay.wait_for(SOON, "upgrade request", |e| matches!(e, Event::Request { .. }));
+    relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
     relay.admit(Admission::Accept);
     std::thread::sleep(Duration::from_millis(500));
     assert!(agent.is_running());
@@ -192,13 +235,18 @@ fn a_silent_relay_is_dropped_after_75_seconds() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::Mute);
     let _agent = agent_for(&relay, &[]);
-    let (muted, _) = relay.wait_for(SOON, "upgrade request", |e| matches!(e, Event::Request { .. }));
+    let (muted, _) = relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
     relay.admit(Admission::Accept);
     let (back, _) = relay.wait_for(Duration::from_secs(90), "reconnection", |e| {
         matches!(e, Event::Request { .. })
     });
     let silence = back - muted;
-    assert!(silence >= Duration::from_secs(75), "gave up after {silence:?}");
+    assert!(
+        silence >= Duration::from_secs(75),
+        "gave up after {silence:?}"
+    );
 }
 
 #[test]
@@ -224,7 +272,11 @@ fn sigint_while_waiting_to_reconnect_exits_zero() {
 
 #[test]
 fn wrong_flags_exit_2_with_a_message() {
-    for args in [&["--bogus"][..], &["--interval", "-1", "--once"], &["--server", "http://x", "--token", "t"]] {
+    for args in [
+        &["--bogus"][..],
+        &["--interval", "-1", "--once"],
+        &["--server", "http://x", "--token", "t"],
+    ] {
         let output = common::agent_command().args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -237,7 +289,10 @@ fn wrong_flags_exit_2_with_a_message() {
 
 #[test]
 fn once_prints_one_sample_of_this_host() {
-    let output = common::agent_command().args(["--once", "--interval", "0.2"]).output().unwrap();
+    let output = common::agent_command()
+        .args(["--once", "--interval", "0.2"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let data: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_complete_sample(&data);

@@ -13,7 +13,10 @@ fn seed_examples() -> Vec<Value> {
         .skip(1)
         .map(|block| {
             let json = block.split("```").next().unwrap();
-            let json = json.replace("[...]", "[]").replace("{ ... }", "{}").replace("{...}", "{}");
+            let json = json
+                .replace("[...]", "[]")
+                .replace("{ ... }", "{}")
+                .replace("{...}", "{}");
             serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
         })
         .collect()

@@ -105,7 +105,9 @@ impl Endpoint {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| format!("'{text}' has no host"))?;
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(format!("'{text}': put the token in --token, not in the URL"));
+            return Err(format!(
+                "'{text}': put the token in --token, not in the URL"
+            ));
         }
         let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
             None | Some("") | Some("/") => "/ws/agent".to_owned(),
@@ -113,7 +115,10 @@ impl Endpoint {
         };
         Ok(Endpoint {
             tls,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path_and_query,
         })
@@ -121,7 +126,11 @@ impl Endpoint {
 
     /// The URL to request, with the token as the `token` query parameter.
     pub fn url_with_token(&self, token: &str) -> String {
-        let separator = if self.path_and_query.contains('?') { '&' } else { '?' };
+        let separator = if self.path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!(
             "{self}{separator}token={}",
             percent_encode_query_value(token)
@@ -134,7 +143,11 @@ impl fmt::Display for Endpoint {
         let scheme = if self.tls { "wss" } else { "ws" };
         let host = &self.host;
         if host.contains(':') {
-            write!(f, "{scheme}://[{host}]:{}{}", self.port, self.path_and_query)
+            write!(
+                f,
+                "{scheme}://[{host}]:{}{}",
+                self.port, self.path_and_query
+            )
         } else {
             write!(f, "{scheme}://{host}:{}{}", self.port, self.path_and_query)
         }
@@ -250,7 +263,8 @@ fn validate_common(raw: &Raw) -> Result<Config, ConfigError> {
             .collect()
     });
     let defaults = Paths::default();
-    let path = |given: &Option<String>, default: PathBuf| given.as_ref().map_or(default, PathBuf::from);
+    let path =
+        |given: &Option<String>, default: PathBuf| given.as_ref().map_or(default, PathBuf::from);
     let log_level = match &raw.log_level {
         None => log::LevelFilter::Info,
         Some(text) => text.parse().map_err(|_| {
@@ -315,8 +329,10 @@ mod tests {
     use super::*;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         parse(args.iter().map(OsString::from), move |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })

@@ -296,26 +296,26 @@ pub fn connect(
         HeaderValue::from_static(concat!("vstats-agent/", env!("CARGO_PKG_VERSION"))),
     );
 
-    let (ws, _response) = tungstenite::client::client_with_config(
-        request,
-        stream,
-        Some(websocket_config()),
-    )
-    .map_err(|e| match e {
-        // A read or write timeout surfaces as WouldBlock, i.e. Interrupted.
-        HandshakeError::Interrupted(_) => ConnectError::Timeout(Timeout::Handshake),
-        HandshakeError::Failure(tungstenite::Error::Http(response))
-            if response.status() == 401 =>
-        {
-            ConnectError::TokenRejected
-        }
-        HandshakeError::Failure(tungstenite::Error::Io(e))
-            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-        {
-            ConnectError::Timeout(Timeout::Handshake)
-        }
-        HandshakeError::Failure(e) => ConnectError::Handshake(e),
-    })?;
+    let (ws, _response) =
+        tungstenite::client::client_with_config(request, stream, Some(websocket_config()))
+            .map_err(|e| match e {
+                // A read or write timeout surfaces as WouldBlock, i.e. Interrupted.
+                HandshakeError::Interrupted(_) => ConnectError::Timeout(Timeout::Handshake),
+                HandshakeError::Failure(tungstenite::Error::Http(response))
+                    if response.status() == 401 =>
+                {
+                    ConnectError::TokenRejected
+                }
+                HandshakeError::Failure(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    ConnectError::Timeout(Timeout::Handshake)
+                }
+                HandshakeError::Failure(e) => ConnectError::Handshake(e),
+            })?;
     let tcp = ws.get_ref().tcp();
     tcp.set_read_timeout(None).map_err(ConnectError::Connect)?;
     tcp.set_write_timeout(None).map_err(ConnectError::Connect)?;
@@ -382,7 +382,10 @@ impl Session {
                 Ok(message) => {
                     self.last_heard = Instant::now();
                     if let Message::Close(Some(frame)) = &message {
-                        info!("relay closes the connection: {} {}", frame.code, frame.reason);
+                        info!(
+                            "relay closes the connection: {} {}",
+                            frame.code, frame.reason
+                        );
                     }
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -504,6 +507,9 @@ mod tests {
     fn poll_timeouts_round_up() {
         assert_eq!(i32::from(poll_timeout(Duration::from_micros(1))), 1);
         assert_eq!(i32::from(poll_timeout(Duration::ZERO)), 0);
-        assert_eq!(i32::from(poll_timeout(Duration::from_secs(1 << 40))), i32::MAX);
+        assert_eq!(
+            i32::from(poll_timeout(Duration::from_secs(1 << 40))),
+            i32::MAX
+        );
     }
 }

@@ -11,7 +11,8 @@ use vstats::agent::session::{self, Signals};
 const ONCE_WINDOW: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let command = match config::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok()) {
+    let command = match config::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok())
+    {
         Ok(command) => command,
         Err(e) => {
             eprintln!("vstats-agent: {e}\nTry 'vstats-agent --help'.");
@@ -70,7 +71,5 @@ fn main() -> ExitCode {
 
 fn init_logging(level: log::LevelFilter) {
     // A second logger cannot be installed; there is only ever one call.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .init();
+    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
 }

@@ -93,7 +93,11 @@ impl FakeRelay {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.shared.tls.is_some() { "wss" } else { "ws" };
+        let scheme = if self.shared.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -107,7 +111,12 @@ impl FakeRelay {
 
     /// The next event that `wanted` accepts, skipping others; panics after
     /// `timeout` naming what was awaited.
-    pub fn wait_for(&self, timeout: Duration, what: &str, wanted: impl Fn(&Event) -> bool) -> (Instant, Event) {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> (Instant, Event) {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -121,10 +130,14 @@ impl FakeRelay {
 
     /// The next text frame of the given `type`, parsed.
     pub fn wait_for_frame(&self, timeout: Duration, kind: &str) -> serde_json::Value {
-        let (_, event) = self.wait_for(timeout, kind, |e| {
-            matches!(e, Event::Text(t) if frame_type(t) == kind)
-        });
-        let Event::Text(text) = event else { unreachable!() };
+        let (_, event) = self.wait_for(
+            timeout,
+            kind,
+            |e| matches!(e, Event::Text(t) if frame_type(t) == kind),
+        );
+        let Event::Text(text) = event else {
+            unreachable!()
+        };
         serde_json::from_str(&text).unwrap()
     }
 
@@ -162,10 +175,15 @@ fn serve(tcp: TcpStream, shared: &Shared, events: &Sender<(Instant, Event)>) {
     let stream: Box<dyn Transport> = match &shared.tls {
         Some(config) => {
             let connection = rustls::ServerConnection::new(config.clone()).unwrap();
-            Box::new(rustls::StreamOwned::new(connection, tcp.try_clone().unwrap()))
+            Box::new(rustls::StreamOwned::new(
+                connection,
+                tcp.try_clone().unwrap(),
+            ))
         }
         None => Box::new(tcp.try_clone().unwrap()),
     };
+    // The error type is tungstenite's, sized as it chose.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         send(Event::Request {
             uri: request.uri().to_string(),
@@ -189,7 +207,8 @@ fn serve(tcp: TcpStream, shared: &Shared, events: &Sender<(Instant, Event)>) {
         thread::sleep(Duration::from_secs(120));
         return;
     }
-    tcp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     read_frames(&mut ws, shared, &send);
     send(Event::Gone);
 }
@@ -208,7 +227,10 @@ fn read_frames(ws: &mut WebSocket<Box<dyn Transport>>, shared: &Shared, send: &d
             Ok(Message::Close(frame)) => send(Event::Close(frame.map(|f| f.code.into()))),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -229,7 +251,9 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "vstats test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "vstats test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
         let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -329,7 +353,10 @@ impl Agent {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        panic!("agent still running after {timeout:?}; log:\n{}", self.log());
+        panic!(
+            "agent still running after {timeout:?}; log:\n{}",
+            self.log()
+        );
     }
 }
 
