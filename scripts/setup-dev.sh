@@ -1,13 +1,34 @@
 #!/bin/sh
-# Installs what building and testing vstats needs on a fresh Debian machine
-# with rustup. Idempotent: safe to run before every test run.
+# Installs what building, testing and benchmarking vstats needs on a fresh
+# Debian machine with rustup. Idempotent: safe to run before every test run.
 set -eu
+cd "$(dirname "$0")/.."
 
-need_rustup_component() {
-    rustup component list --installed 2>/dev/null | grep -q "^$1" || rustup component add "$1"
-}
+installed_components=$(rustup component list --installed)
+for component in rustfmt clippy rust-src; do
+    echo "$installed_components" | grep -q "^$component" || rustup component add "$component"
+done
+# armv7 musl has no prebuilt std: it is built from rust-src (cross/README.md).
+installed_targets=$(rustup target list --installed)
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    echo "$installed_targets" | grep -qx "$target" || rustup target add "$target"
+done
 
-need_rustup_component rustfmt
-need_rustup_component clippy
-rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
-    rustup target add x86_64-unknown-linux-musl
+# zig is the C compiler and linker of the musl builds (scripts/build-release.sh).
+if [ ! -x .tools/bin/cargo-zigbuild ] || [ ! -x .tools/bin/python-zig ]; then
+    python3 -m venv .tools
+    .tools/bin/pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
+fi
+
+# Debian packages: valgrind for scripts/bench-agent.sh.
+missing=""
+for package in valgrind; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+    else
+        echo "setup-dev: please install:$missing" >&2
+    fi
+fi

@@ -297,3 +297,29 @@ fn once_prints_one_sample_of_this_host() {
     let data: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_complete_sample(&data);
 }
+
+#[test]
+fn once_turns_a_captured_tree_into_a_sample() {
+    let tree = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rpi3bplus-raspios12-aarch64"
+    );
+    let output = common::agent_command()
+        .arg("--once")
+        .args(["--interval", "0.1"])
+        .args(["--path-procfs", &format!("{tree}/proc")])
+        .args(["--path-sysfs", &format!("{tree}/sys")])
+        .args(["--path-rootfs", tree])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let data: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(data["hostname"], "raspberrypi");
+    assert_eq!(data["os"]["kernel"], "6.6.31+rpt-rpi-v8");
+    assert_eq!(data["cpu"]["brand"], "Raspberry Pi 3 Model B Plus Rev 1.3");
+    assert_eq!(data["memory"]["total"], 951_398_400);
+}
