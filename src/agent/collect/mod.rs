@@ -43,6 +43,28 @@ pub struct Paths {
     pub rootfs: PathBuf,
 }
 
+impl Paths {
+    /// `/proc`, `/sys` and `/` of a host whose root is mounted at `root`
+    /// (a container's view of its host, or a captured fixture tree).
+    pub fn under(root: &Path) -> Paths {
+        Paths {
+            procfs: root.join("proc"),
+            sysfs: root.join("sys"),
+            rootfs: root.to_owned(),
+        }
+    }
+}
+
+/// The paths of a fixture tree in `tests/fixtures/`.
+#[cfg(test)]
+fn fixture_paths(machine: &str) -> Paths {
+    Paths::under(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(machine),
+    )
+}
+
 impl Default for Paths {
     fn default() -> Self {
         Paths {

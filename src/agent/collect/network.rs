@@ -173,13 +173,7 @@ mod tests {
     // bytes again.
     #[test]
     fn counted_interfaces_are_those_with_a_device() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/openwrt-router-composite");
-        let paths = Paths {
-            procfs: root.join("proc"),
-            sysfs: root.join("sys"),
-            rootfs: root,
-        };
+        let paths = crate::agent::collect::fixture_paths("openwrt-router-composite");
         let mut buf = String::new();
         let network = NetworkCollector::new(&paths, &mut buf, None)
             .sample(&paths, &mut buf)

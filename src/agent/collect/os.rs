@@ -78,7 +78,7 @@ fn shell_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::agent::collect::fixture_paths;
 
     fn owned(name: &str, version: &str) -> Option<(String, String)> {
         Some((name.to_owned(), version.to_owned()))
@@ -125,17 +125,6 @@ mod tests {
             Some("\"unterminated")
         );
         assert_eq!(shell_value("NAMEX=1\n", "NAME"), None);
-    }
-
-    fn fixture_paths(machine: &str) -> Paths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(machine);
-        Paths {
-            procfs: root.join("proc"),
-            sysfs: root.join("sys"),
-            rootfs: root,
-        }
     }
 
     // OpenWrt ships /etc/os-release as a symlink to ../usr/lib/os-release;

@@ -107,17 +107,7 @@ fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<(u32, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture_paths(machine: &str) -> Paths {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(machine);
-        Paths {
-            procfs: root.join("proc"),
-            sysfs: root.join("sys"),
-            rootfs: root,
-        }
-    }
+    use crate::agent::collect::fixture_paths;
 
     fn temperatures(machine: &str) -> Vec<(String, f64)> {
         let mut buf = String::new();
