@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod protocol;
+pub mod relay;
 pub mod tls;
 
 /// The version every binary reports, taken from `Cargo.toml`.

@@ -1,0 +1,1 @@
+//! Placeholder: the registry CLI (server add|list|remove|rotate-token).

@@ -1,0 +1,1 @@
+//! Placeholder: the server registry and its state file.
