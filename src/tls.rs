@@ -5,10 +5,63 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ConnectionCommon, RootCertStore, ServerConfig, SideData, StreamOwned};
 use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A TCP stream, plain or under TLS (`C` is rustls' client or server
+/// connection). On a non-blocking socket reads and writes return
+/// `WouldBlock` as the socket does; rustls keeps what it has buffered.
+pub enum MaybeTls<C> {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<C, TcpStream>>),
+}
+
+impl<C> MaybeTls<C> {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            MaybeTls::Plain(tcp) => tcp,
+            MaybeTls::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl<C, S> Read for MaybeTls<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            MaybeTls::Plain(s) => s.read(buf),
+            MaybeTls::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl<C, S> Write for MaybeTls<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MaybeTls::Plain(s) => s.write(buf),
+            MaybeTls::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MaybeTls::Plain(s) => s.flush(),
+            MaybeTls::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug)]

@@ -3,6 +3,8 @@
 //! that the binary turns into exit code 2.
 
 use super::collect::Paths;
+pub use crate::ConfigError;
+use crate::parse_log_level;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
@@ -166,24 +168,6 @@ fn percent_encode_query_value(value: &str) -> String {
     out
 }
 
-/// A wrong flag or value, worded for the person who typed it.
-#[derive(Debug, PartialEq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<lexopt::Error> for ConfigError {
-    fn from(e: lexopt::Error) -> Self {
-        ConfigError(e.to_string())
-    }
-}
-
 /// Raw settings before validation; each starts from its environment variable.
 #[derive(Default)]
 struct Raw {
@@ -265,14 +249,7 @@ fn validate_common(raw: &Raw) -> Result<Config, ConfigError> {
     let defaults = Paths::default();
     let path =
         |given: &Option<String>, default: PathBuf| given.as_ref().map_or(default, PathBuf::from);
-    let log_level = match &raw.log_level {
-        None => log::LevelFilter::Info,
-        Some(text) => text.parse().map_err(|_| {
-            ConfigError(format!(
-                "--log-level: '{text}' is not one of off, error, warn, info, debug, trace"
-            ))
-        })?,
-    };
+    let log_level = parse_log_level(raw.log_level.as_deref())?;
     Ok(Config {
         interval,
         counted_interfaces,

@@ -9,13 +9,14 @@ use super::backoff::Backoff;
 use super::collect::Collector;
 use super::config::{Config, Relay};
 use crate::protocol::{AgentMessage, Frame};
+use crate::tls::MaybeTls;
 use log::{debug, error, info, warn};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -81,45 +82,8 @@ enum End {
     Lost(String),
 }
 
-/// The socket under the WebSocket, plain or TLS.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
+/// The socket under the agent's WebSocket.
+pub type Stream = MaybeTls<ClientConnection>;
 
 /// SIGTERM and SIGINT, blocked and delivered through a file descriptor so
 /// the one `poll` of the loop sees them (no handler, no unsafe code).
@@ -271,7 +235,7 @@ pub fn connect(
         .map_err(ConnectError::Connect)?;
 
     let stream = match tls {
-        None => Stream::Plain(tcp),
+        None => MaybeTls::Plain(tcp),
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                 .map_err(|_| ConnectError::ServerName(endpoint.host.clone()))?;
@@ -279,7 +243,7 @@ pub fn connect(
             let connection = ClientConnection::new(config, name).map_err(|e| {
                 ConnectError::Handshake(tungstenite::Error::Io(io::Error::other(e)))
             })?;
-            Stream::Tls(Box::new(StreamOwned::new(connection, tcp)))
+            MaybeTls::Tls(Box::new(StreamOwned::new(connection, tcp)))
         }
     };
 

@@ -1,0 +1,47 @@
+//! Thin shell: parse flags, dispatch `server ...` to the registry CLI,
+//! otherwise serve.
+
+use std::process::ExitCode;
+use vstats::relay::config::{self, Command};
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let command = match config::parse(args, |name| std::env::var(name).ok()) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("vstats-relay: {e}\nTry 'vstats-relay --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", config::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("vstats-relay {}", vstats::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Registry(args) => {
+            let code = vstats::relay::cli::server_command(
+                args,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(code)
+        }
+        Command::Serve(config) => {
+            // A second logger cannot be installed; there is only this call.
+            let _ = simple_logger::SimpleLogger::new()
+                .with_level(config.log_level)
+                .init();
+            match vstats::relay::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vstats-relay: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

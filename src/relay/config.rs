@@ -1,0 +1,231 @@
+//! Relay flags and `VSTATS_*` environment variables. A flag wins over its
+//! variable; a wrong flag or value is a [`ConfigError`] (exit code 2).
+
+use crate::{ConfigError, parse_log_level};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+vstats-relay: admit vstats agents by token and stream their metrics to dashboards
+
+Usage: vstats-relay [options]
+       vstats-relay server add|list|remove|rotate-token ...   (see: vstats-relay server --help)
+
+Options (each also read from the environment variable shown):
+      --listen ADDR            address to serve on (default 0.0.0.0:3001)   [VSTATS_LISTEN]
+      --state FILE             the server registry (default ./vstats-relay.json)
+                                                                          [VSTATS_STATE]
+      --tls-cert PEM           serve wss:// and https:// with this certificate chain
+                                                                          [VSTATS_TLS_CERT]
+      --tls-key PEM            ... and this private key; both reloaded on SIGHUP
+                                                                          [VSTATS_TLS_KEY]
+      --allow-origin ORIGIN    a browser origin besides the relay's own that may open
+                               /ws, e.g. https://grafana.lan (repeatable)  [VSTATS_ALLOW_ORIGIN, comma-separated]
+      --viewer-token TOKEN     require this token of dashboards (/ws?token=, Bearer)
+                                                                          [VSTATS_VIEWER_TOKEN]
+      --agent-timeout SECONDS  an agent silent this long is offline (default 90)
+                                                                          [VSTATS_AGENT_TIMEOUT]
+      --max-connections N      refuse connections beyond N (default: what the open-files
+                               limit allows)                             [VSTATS_MAX_CONNECTIONS]
+      --log-level LEVEL        error, warn, info (default), debug or trace [VSTATS_LOG_LEVEL]
+  -h, --help                   print this help
+  -V, --version                print the version
+
+Signals: SIGHUP reloads the registry and the certificate; SIGTERM and SIGINT close every
+connection (1001) and exit 0. The registry file is also re-read within 2 s of a change.
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub state: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub allowed_origins: Vec<String>,
+    pub viewer_token: Option<String>,
+    pub agent_timeout: Duration,
+    pub max_connections: Option<usize>,
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Serve(Config),
+    /// `server ...`: the registry subcommands, with their arguments.
+    Registry(Vec<OsString>),
+    Help,
+    Version,
+}
+
+pub fn parse(
+    args: Vec<OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    use lexopt::prelude::*;
+    if args.first().is_some_and(|first| first == "server") {
+        return Ok(Command::Registry(args[1..].to_vec()));
+    }
+    let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let mut listen = env("VSTATS_LISTEN");
+    let mut state = env("VSTATS_STATE");
+    let mut cert = env("VSTATS_TLS_CERT");
+    let mut key = env("VSTATS_TLS_KEY");
+    let mut origins: Vec<String> = env("VSTATS_ALLOW_ORIGIN")
+        .map(|list| {
+            list.split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut viewer_token = env("VSTATS_VIEWER_TOKEN");
+    let mut agent_timeout = env("VSTATS_AGENT_TIMEOUT");
+    let mut max_connections = env("VSTATS_MAX_CONNECTIONS");
+    let mut log_level = env("VSTATS_LOG_LEVEL");
+    let mut origins_from_flags = Vec::new();
+
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("allow-origin") => origins_from_flags.push(parser.value()?.string()?),
+            Long("listen") => listen = Some(parser.value()?.string()?),
+            Long("state") => state = Some(parser.value()?.string()?),
+            Long("tls-cert") => cert = Some(parser.value()?.string()?),
+            Long("tls-key") => key = Some(parser.value()?.string()?),
+            Long("viewer-token") => viewer_token = Some(parser.value()?.string()?),
+            Long("agent-timeout") => agent_timeout = Some(parser.value()?.string()?),
+            Long("max-connections") => max_connections = Some(parser.value()?.string()?),
+            Long("log-level") => log_level = Some(parser.value()?.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    if !origins_from_flags.is_empty() {
+        origins = origins_from_flags;
+    }
+    let listen = listen.as_deref().unwrap_or("0.0.0.0:3001");
+    let listen = listen.parse().map_err(|_| {
+        ConfigError(format!(
+            "--listen: '{listen}' is not an address like 0.0.0.0:3001 or [::]:3001"
+        ))
+    })?;
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        (None, None) => None,
+        _ => return Err(ConfigError("--tls-cert and --tls-key go together".into())),
+    };
+    for origin in &origins {
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "--allow-origin: '{origin}' is not an origin like https://host[:port]"
+            )));
+        }
+    }
+    let agent_timeout = match agent_timeout {
+        None => Duration::from_secs(90),
+        Some(text) => match text.parse::<f64>() {
+            Ok(seconds) if (1.0..=86_400.0).contains(&seconds) => Duration::from_secs_f64(seconds),
+            _ => {
+                return Err(ConfigError(format!(
+                    "--agent-timeout: '{text}' is not a number of seconds from 1 to 86400"
+                )));
+            }
+        },
+    };
+    let max_connections = match max_connections {
+        None => None,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ConfigError(format!(
+                    "--max-connections: '{text}' is not a positive number"
+                )));
+            }
+        },
+    };
+    let log_level = parse_log_level(log_level.as_deref())?;
+    Ok(Command::Serve(Config {
+        listen,
+        state: PathBuf::from(state.unwrap_or_else(|| "./vstats-relay.json".into())),
+        tls,
+        allowed_origins: origins,
+        viewer_token,
+        agent_timeout,
+        max_connections,
+        log_level,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(args.iter().map(OsString::from).collect(), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let Ok(Command::Serve(config)) = parse_with(&[], &[]) else {
+            panic!()
+        };
+        assert_eq!(config.listen.to_string(), "0.0.0.0:3001");
+        assert_eq!(config.state, PathBuf::from("./vstats-relay.json"));
+        assert_eq!(config.agent_timeout, Duration::from_secs(90));
+        assert_eq!(config.tls, None);
+    }
+
+    #[test]
+    fn flags_win_and_origins_repeat() {
+        let Ok(Command::Serve(config)) = parse_with(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-origin",
+                "https://a",
+                "--allow-origin",
+                "http://b:8",
+            ],
+            &[
+                ("VSTATS_ALLOW_ORIGIN", "https://env"),
+                ("VSTATS_AGENT_TIMEOUT", "5"),
+            ],
+        ) else {
+            panic!()
+        };
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.allowed_origins, ["https://a", "http://b:8"]);
+        assert_eq!(config.agent_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn server_subcommand_passes_through() {
+        assert_eq!(
+            parse_with(&["server", "list", "--json"], &[]),
+            Ok(Command::Registry(vec!["list".into(), "--json".into()]))
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (args, expected) in [
+            (&["--listen", "3001"][..], "--listen"),
+            (&["--tls-cert", "c.pem"][..], "go together"),
+            (&["--allow-origin", "grafana.lan"][..], "--allow-origin"),
+            (&["--agent-timeout", "0"][..], "--agent-timeout"),
+            (&["--max-connections", "lots"][..], "--max-connections"),
+            (&["--frobnicate"][..], "--frobnicate"),
+        ] {
+            let err = parse_with(args, &[]).unwrap_err();
+            assert!(err.0.contains(expected), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! One client connection through its phases: reading the request head,
+//! writing a response (a page, a refusal, or the `101` of an upgrade), then
+//! a WebSocket for an agent or a dashboard.
+//!
+//! Non-blocking contract: every function here reads or writes until the
+//! socket says `WouldBlock` (the poller is edge-triggered), buffers what it
+//! could not write, and reports `Done` when the connection should be dropped.
+
+use super::http::{MAX_HEAD, Parsed, parse_head};
+use super::outbox::Outbox;
+use crate::tls::MaybeTls;
+use rustls::ServerConnection;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes, WebSocket};
+
+pub type Stream = MaybeTls<ServerConnection>;
+
+/// Largest agent or dashboard frame accepted (larger: close 1009).
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Bytes handed to tungstenite before one flush to the socket.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Sized for many idle peers: tungstenite's default 128 KiB read buffer per
+/// connection would cost over a gigabyte for 10,000 agents.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(WRITE_BATCH)
+        .max_write_buffer_size(4 * WRITE_BATCH)
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME))
+}
+
+/// The connection is finished; drop it.
+#[derive(Debug, PartialEq)]
+pub struct Done;
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Reading the request head, within the head deadline.
+pub struct HeadPhase {
+    pub stream: Stream,
+    buf: Vec<u8>,
+}
+
+impl HeadPhase {
+    pub fn new(stream: Stream) -> HeadPhase {
+        HeadPhase {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads what has arrived; `Ok(Some)` once the head is complete (or
+    /// refused), `Ok(None)` to wait for more.
+    pub fn read(&mut self) -> Result<Option<(Parsed, Vec<u8>)>, Done> {
+        let mut chunk = [0u8; 2048];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(Done),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    match parse_head(&self.buf) {
+                        Parsed::Partial if self.buf.len() < MAX_HEAD => continue,
+                        Parsed::Partial => return Ok(Some((Parsed::Refuse(431), Vec::new()))),
+                        Parsed::Complete(head, len) => {
+                            let rest = self.buf.split_off(len);
+                            return Ok(Some((Parsed::Complete(head, len), rest)));
+                        }
+                        refused => return Ok(Some((refused, Vec::new()))),
+                    }
+                }
+                Err(e) if would_block(&e) => return Ok(None),
+                Err(_) => return Err(Done),
+            }
+        }
+    }
+}
+
+/// What becomes of a connection once its response is written.
+pub enum Then {
+    Close,
+    Agent { server_id: String, rest: Vec<u8> },
+    Dashboard { rest: Vec<u8> },
+}
+
+/// Writing a response the relay produced itself.
+pub struct RespondPhase {
+    pub stream: Stream,
+    out: Vec<u8>,
+    sent: usize,
+    pub then: Then,
+}
+
+impl RespondPhase {
+    pub fn new(stream: Stream, out: Vec<u8>, then: Then) -> RespondPhase {
+        RespondPhase {
+            stream,
+            out,
+            sent: 0,
+            then,
+        }
+    }
+
+    /// Writes on; `Ok(true)` once everything is out.
+    pub fn write(&mut self) -> Result<bool, Done> {
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(Done),
+                Ok(n) => self.sent += n,
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(_) => return Err(Done),
+            }
+        }
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if would_block(&e) => Ok(false),
+            Err(_) => Err(Done),
+        }
+    }
+}
+
+/// An open WebSocket with the relay's keepalive bookkeeping.
+pub struct Socket {
+    pub ws: WebSocket<Stream>,
+    pub last_heard: Instant,
+    pub last_ping: Instant,
+    /// When the close frame was queued; the peer has until the close
+    /// timeout to answer.
+    pub closing: Option<Instant>,
+}
+
+/// What a read produced.
+pub enum Incoming {
+    Text(Utf8Bytes),
+    /// A frame the protocol does not use (binary).
+    Unexpected,
+}
+
+impl Socket {
+    pub fn new(stream: Stream, rest: Vec<u8>) -> Socket {
+        let now = Instant::now();
+        Socket {
+            ws: WebSocket::from_partially_read(
+                stream,
+                rest,
+                Role::Server,
+                Some(websocket_config()),
+            ),
+            last_heard: now,
+            last_ping: now,
+            closing: None,
+        }
+    }
+
+    /// Reads every frame that has arrived, passing text and unexpected
+    /// frames to `each`. Pings are answered (the pong waits for the next
+    /// flush). `Err(Done)` when the connection ended or broke.
+    pub fn read(&mut self, mut each: impl FnMut(&mut Socket, Incoming)) -> Result<(), Done> {
+        loop {
+            match self.ws.read() {
+                Ok(message) => {
+                    self.last_heard = Instant::now();
+                    match message {
+                        Message::Text(text) => each(self, Incoming::Text(text)),
+                        Message::Binary(_) => each(self, Incoming::Unexpected),
+                        _ => {}
+                    }
+                }
+                Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(()),
+                Err(tungstenite::Error::Capacity(_)) => {
+                    self.close(CloseCode::Size, "frame larger than 64 KiB");
+                    return Ok(());
+                }
+                Err(tungstenite::Error::Utf8(_)) => {
+                    self.close(CloseCode::Invalid, "text frame is not UTF-8");
+                    return Ok(());
+                }
+                Err(_) => return Err(Done),
+            }
+        }
+    }
+
+    /// Queues a close frame; the connection lingers until the peer answers
+    /// or the close timeout passes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        if self.closing.is_none() {
+            self.closing = Some(Instant::now());
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = self.ws.close(Some(frame));
+            let _ = self.ws.flush();
+        }
+    }
+
+    pub fn ping(&mut self) {
+        self.last_ping = Instant::now();
+        let _ = self.ws.write(Message::Ping(Default::default()));
+    }
+
+    /// Pushes out what tungstenite holds (pongs, pings, frames).
+    pub fn flush(&mut self) -> Result<(), Done> {
+        match self.ws.flush() {
+            Ok(()) => Ok(()),
+            Err(tungstenite::Error::Io(e)) if would_block(&e) => Ok(()),
+            Err(_) => Err(Done),
+        }
+    }
+
+    /// Moves messages from `outbox` to the socket until either runs dry;
+    /// returns how many messages and bytes went out.
+    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<(u64, u64), Done> {
+        let (mut messages, mut bytes) = (0, 0);
+        if self.closing.is_some() {
+            return self.flush().map(|()| (0, 0));
+        }
+        loop {
+            match self.ws.flush() {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok((messages, bytes)),
+                Err(_) => return Err(Done),
+            }
+            let mut batch = 0;
+            while batch < WRITE_BATCH {
+                let Some(message) = outbox.pop() else { break };
+                batch += message.len();
+                messages += 1;
+                match self.ws.write(Message::Text(message)) {
+                    Ok(()) => {}
+                    // Buffered by tungstenite; the flush above retries.
+                    Err(tungstenite::Error::Io(e)) if would_block(&e) => break,
+                    Err(_) => return Err(Done),
+                }
+            }
+            bytes += batch as u64;
+            if batch == 0 {
+                return Ok((messages, bytes));
+            }
+        }
+    }
+}

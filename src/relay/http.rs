@@ -1,0 +1,356 @@
+//! The relay's front door: request heads parsed with `httparse`, routes, and
+//! the few responses the relay writes itself (plain pages and the WebSocket
+//! upgrade). Pure functions over bytes; the event loop does the I/O.
+
+use std::borrow::Cow;
+
+/// A request head larger than this is refused (`431`).
+pub const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 32;
+
+/// What the relay needs to know of a request head.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub authorization: Option<String>,
+    /// `Upgrade: websocket` with `Connection: upgrade`.
+    pub websocket: bool,
+    pub websocket_key: Option<String>,
+    pub websocket_version: Option<String>,
+}
+
+/// The outcome of feeding the bytes received so far.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    /// Need more bytes.
+    Partial,
+    /// A whole head of `len` bytes; what follows belongs to the next layer.
+    Complete(Box<Head>, usize),
+    /// Not HTTP, or too large: answer with this status and close.
+    Refuse(u16),
+}
+
+pub fn parse_head(bytes: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Parsed::Complete(Box::new(head_of(&request)), len),
+        Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD => Parsed::Refuse(431),
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => Parsed::Refuse(431),
+        Err(_) => Parsed::Refuse(400),
+    }
+}
+
+fn head_of(request: &httparse::Request) -> Head {
+    let target = request.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
+    let mut head = Head {
+        method: request.method.unwrap_or_default().to_owned(),
+        path: path.to_owned(),
+        query,
+        ..Head::default()
+    };
+    let mut upgrade = false;
+    let mut connection_upgrade = false;
+    for header in request.headers.iter() {
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            continue;
+        };
+        let value = value.trim();
+        let name = header.name;
+        if name.eq_ignore_ascii_case("host") {
+            head.host = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade = value
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.websocket_key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.websocket_version = Some(value.to_owned());
+        }
+    }
+    head.websocket = upgrade && connection_upgrade;
+    head
+}
+
+impl Head {
+    /// A query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| percent_decode(value).into_owned())
+        })
+    }
+
+    /// The credential the client offers: `Authorization: Bearer T` is
+    /// preferred (it stays out of proxy logs), else the `token` parameter.
+    pub fn token(&self) -> Option<String> {
+        let bearer = self.authorization.as_deref().and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+        bearer.or_else(|| self.query_param("token"))
+    }
+
+    /// Whether a browser's `Origin` may open the dashboard stream: absent
+    /// (not a browser), the relay's own `Host`, or one the operator allowed.
+    pub fn origin_allowed(&self, allowed: &[String]) -> bool {
+        let Some(origin) = &self.origin else {
+            return true;
+        };
+        if allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match (authority, &self.host) {
+            (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host),
+            _ => false,
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Route {
+    Page,
+    Servers,
+    Metrics,
+    Health,
+    DashboardStream,
+    AgentStream,
+    NotFound,
+    MethodNotAllowed,
+}
+
+pub fn route(head: &Head) -> Route {
+    let route = match head.path.as_str() {
+        "/" | "/index.html" => Route::Page,
+        "/api/servers" => Route::Servers,
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Health,
+        "/ws" => Route::DashboardStream,
+        "/ws/agent" => Route::AgentStream,
+        _ => return Route::NotFound,
+    };
+    match head.method.as_str() {
+        "GET" => route,
+        // HEAD gets the same answer without a body; the caller drops it.
+        "HEAD" if !matches!(route, Route::DashboardStream | Route::AgentStream) => route,
+        _ => Route::MethodNotAllowed,
+    }
+}
+
+/// A complete response that closes the connection.
+pub fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    if status == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    let mut out = out.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A short plain-text error or status response.
+pub fn text_response(status: u16, text: &str) -> Vec<u8> {
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{text}\n").as_bytes(),
+        false,
+    )
+}
+
+/// The `101` that completes a WebSocket upgrade, or the refusal to send
+/// when the request is not a valid one.
+pub fn upgrade_response(head: &Head) -> Result<Vec<u8>, Vec<u8>> {
+    let key = match (&head.websocket_key, head.websocket_version.as_deref()) {
+        (Some(key), Some("13")) if head.websocket => key,
+        _ => {
+            return Err(text_response(
+                400,
+                "expected a WebSocket upgrade (version 13)",
+            ));
+        }
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /ws/agent?token=a%2Bb HTTP/1.1\r\nHost: relay:3001\r\n\
+        Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nEXTRA";
+
+    #[test]
+    fn an_upgrade_head_parses_and_leaves_the_rest() {
+        let Parsed::Complete(head, len) = parse_head(UPGRADE) else {
+            panic!("not complete");
+        };
+        assert_eq!(&UPGRADE[len..], b"EXTRA");
+        assert_eq!(head.path, "/ws/agent");
+        assert!(head.websocket);
+        assert_eq!(head.token().as_deref(), Some("a+b"));
+        assert_eq!(route(&head), Route::AgentStream);
+        // RFC 6455 section 1.3's example key and answer.
+        let response = String::from_utf8(upgrade_response(&head).unwrap()).unwrap();
+        assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+
+    #[test]
+    fn partial_large_and_garbage_heads() {
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        );
+        let mut large = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        large.resize(MAX_HEAD, b'a');
+        assert_eq!(parse_head(&large), Parsed::Refuse(431));
+        assert_eq!(
+            parse_head(b"\x16\x03\x01\x02\x00garbage\r\n\r\n"),
+            Parsed::Refuse(400)
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..40 {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_head(&many), Parsed::Refuse(431));
+    }
+
+    #[test]
+    fn bearer_wins_over_the_query() {
+        let head = Head {
+            query: Some("token=query".into()),
+            authorization: Some("Bearer header".into()),
+            ..Head::default()
+        };
+        assert_eq!(head.token().as_deref(), Some("header"));
+        let head = Head {
+            query: Some("x=1&token=%E4%B8%8A".into()),
+            ..Head::default()
+        };
+        assert_eq!(head.token().as_deref(), Some("上"));
+        assert_eq!(Head::default().token(), None);
+    }
+
+    #[test]
+    fn origins() {
+        let head = |origin: Option<&str>| Head {
+            host: Some("relay.lan:3001".into()),
+            origin: origin.map(str::to_owned),
+            ..Head::default()
+        };
+        let allowed = ["https://grafana.lan".to_owned()];
+        assert!(head(None).origin_allowed(&[]));
+        assert!(head(Some("http://relay.lan:3001")).origin_allowed(&[]));
+        assert!(head(Some("https://RELAY.lan:3001")).origin_allowed(&[]));
+        assert!(!head(Some("https://evil.example")).origin_allowed(&allowed));
+        assert!(!head(Some("http://relay.lan:3002")).origin_allowed(&[]));
+        assert!(head(Some("https://grafana.lan")).origin_allowed(&allowed));
+        assert!(!head(Some("null")).origin_allowed(&[]));
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        let head = |method: &str, path: &str| Head {
+            method: method.into(),
+            path: path.into(),
+            ..Head::default()
+        };
+        assert_eq!(route(&head("GET", "/healthz")), Route::Health);
+        assert_eq!(route(&head("HEAD", "/")), Route::Page);
+        assert_eq!(
+            route(&head("POST", "/api/servers")),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(&head("GET", "/nope")), Route::NotFound);
+        assert_eq!(route(&head("HEAD", "/ws")), Route::MethodNotAllowed);
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bad_escapes() {
+        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+        assert_eq!(percent_decode("a%41+b"), "aA b");
+    }
+}

@@ -1,0 +1,282 @@
+//! What the relay knows of each registered server, and the dashboard
+//! messages it builds from that: each serialized once, its bytes shared by
+//! every dashboard (a `Utf8Bytes` clone only bumps a reference count).
+
+use super::outbox::Slot;
+use super::registry::Registry;
+use crate::protocol::{
+    DashboardMessage, Frame, Hello, Metrics, ServerInfo, ServerMetrics, ServerRef, Status, rfc3339,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+use tungstenite::Utf8Bytes;
+
+/// The connection an agent holds, as the event loop numbers connections.
+pub type ConnId = u64;
+
+pub struct ServerState {
+    pub id: String,
+    pub name: String,
+    pub location: String,
+    /// Stable for the life of this entry, unlike its index in `servers`.
+    pub slot: Slot,
+    /// The agent connection currently speaking for this server.
+    pub agent: Option<ConnId>,
+    pub online: bool,
+    /// When its agent last sent any frame (for the agent timeout).
+    pub last_frame: Option<Instant>,
+    /// Wall-clock time of the last frame, for `/api/servers`.
+    pub last_seen: Option<SystemTime>,
+    /// The agent's last sample, as it sent it.
+    pub latest_data: Option<Box<RawValue>>,
+    /// The dashboard `metrics` message built from it.
+    pub latest_message: Option<Utf8Bytes>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    /// In registry order.
+    pub servers: Vec<ServerState>,
+    index: HashMap<String, usize>,
+    next_slot: Slot,
+}
+
+impl Hub {
+    pub fn new(registry: &Registry) -> Hub {
+        let mut hub = Hub::default();
+        hub.sync(registry);
+        hub
+    }
+
+    /// Makes the server list follow the registry: new entries appended,
+    /// removed ones dropped, names and locations updated. Returns the ids
+    /// added and the removed states (their agents must be closed).
+    pub fn sync(&mut self, registry: &Registry) -> (Vec<String>, Vec<ServerState>) {
+        let mut old: HashMap<String, ServerState> =
+            self.servers.drain(..).map(|s| (s.id.clone(), s)).collect();
+        let mut added = Vec::new();
+        for server in registry.servers() {
+            let state = match old.remove(&server.id) {
+                Some(mut state) => {
+                    state.name.clone_from(&server.name);
+                    state.location.clone_from(&server.location);
+                    state
+                }
+                None => {
+                    added.push(server.id.clone());
+                    self.next_slot += 1;
+                    ServerState {
+                        id: server.id.clone(),
+                        name: server.name.clone(),
+                        location: server.location.clone(),
+                        slot: self.next_slot,
+                        agent: None,
+                        online: false,
+                        last_frame: None,
+                        last_seen: None,
+                        latest_data: None,
+                        latest_message: None,
+                    }
+                }
+            };
+            self.servers.push(state);
+        }
+        self.index = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        (added, old.into_values().collect())
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut ServerState> {
+        let index = *self.index.get(id)?;
+        self.servers.get_mut(index)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ServerState> {
+        self.servers.get(*self.index.get(id)?)
+    }
+
+    /// The snapshot a new dashboard starts with: `hello`, then per server
+    /// `server_added`, `status` and its latest `metrics` if known.
+    pub fn snapshot(&self) -> Vec<Utf8Bytes> {
+        let mut messages = Vec::with_capacity(1 + self.servers.len() * 3);
+        messages.push(message(DashboardMessage::<()>::Hello(Hello {
+            version: crate::VERSION.to_owned(),
+            servers: self.servers.len() as u64,
+        })));
+        for server in &self.servers {
+            messages.push(server_added(server));
+            messages.push(status(&server.id, server.online));
+            if let Some(latest) = &server.latest_message {
+                messages.push(latest.clone());
+            }
+        }
+        messages
+    }
+
+    /// `GET /api/servers`: every server with its state and latest sample.
+    pub fn servers_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            id: &'a str,
+            name: &'a str,
+            location: &'a str,
+            online: bool,
+            last_seen: Option<String>,
+            metrics: Option<&'a RawValue>,
+        }
+        let entries: Vec<Entry> = self
+            .servers
+            .iter()
+            .map(|s| Entry {
+                id: &s.id,
+                name: &s.name,
+                location: &s.location,
+                online: s.online,
+                last_seen: s.last_seen.map(rfc3339),
+                metrics: s.latest_data.as_deref(),
+            })
+            .collect();
+        // Serializing plain structs and raw JSON into a Vec cannot fail.
+        serde_json::to_vec(&entries).unwrap_or_default()
+    }
+}
+
+/// A sample checked against the protocol, ready to store and forward.
+pub struct Sample {
+    pub data: Box<RawValue>,
+}
+
+impl Sample {
+    /// Validates an agent's `data` by parsing it as [`Metrics`], but keeps
+    /// the agent's own bytes to forward.
+    pub fn check(data: &RawValue) -> serde_json::Result<Sample> {
+        serde_json::from_str::<Metrics>(data.get())?;
+        Ok(Sample {
+            data: data.to_owned(),
+        })
+    }
+}
+
+fn message<M: Serialize>(message: DashboardMessage<M>) -> Utf8Bytes {
+    let frame = Frame::now(message);
+    // Our own types always serialize.
+    serde_json::to_string(&frame).unwrap_or_default().into()
+}
+
+pub fn metrics(server_id: &str, data: &RawValue) -> Utf8Bytes {
+    message(DashboardMessage::Metrics(ServerMetrics {
+        server_id: server_id.to_owned(),
+        metrics: data,
+    }))
+}
+
+pub fn status(server_id: &str, online: bool) -> Utf8Bytes {
+    message(DashboardMessage::<()>::Status(Status {
+        server_id: server_id.to_owned(),
+        online,
+    }))
+}
+
+pub fn server_added(server: &ServerState) -> Utf8Bytes {
+    message(DashboardMessage::<()>::ServerAdded(ServerInfo {
+        id: server.id.clone(),
+        name: server.name.clone(),
+        location: server.location.clone(),
+    }))
+}
+
+pub fn server_removed(server_id: &str) -> Utf8Bytes {
+    message(DashboardMessage::<()>::ServerRemoved(ServerRef {
+        id: server_id.to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn registry_with(names: &[&str]) -> Registry {
+        let mut registry = Registry::empty();
+        for name in names {
+            registry.add(name, "上海").unwrap();
+        }
+        registry
+    }
+
+    #[test]
+    fn sync_follows_the_registry_and_keeps_slots() {
+        let mut registry = registry_with(&["a", "b"]);
+        let mut hub = Hub::new(&registry);
+        let b = registry.servers()[1].id.clone();
+        let b_slot = hub.get(&b).unwrap().slot;
+        let a = registry.servers()[0].id.clone();
+        registry.remove(&a).unwrap();
+        registry.add("c", "").unwrap();
+        let (added, removed) = hub.sync(&registry);
+        assert_eq!(added, [registry.servers()[1].id.clone()]);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].id, a);
+        assert_eq!(hub.get(&b).unwrap().slot, b_slot);
+        assert!(hub.get(&a).is_none());
+        assert_ne!(hub.servers[1].slot, b_slot);
+    }
+
+    #[test]
+    fn snapshot_is_hello_then_added_status_metrics_per_server() {
+        let registry = registry_with(&["a", "b"]);
+        let mut hub = Hub::new(&registry);
+        let data = RawValue::from_string(r#"{"hostname":"h"}"#.into()).unwrap();
+        let id = hub.servers[0].id.clone();
+        hub.servers[0].latest_message = Some(metrics(&id, &data));
+        let types: Vec<String> = hub
+            .snapshot()
+            .iter()
+            .map(|m| {
+                serde_json::from_str::<Value>(m).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "hello",
+                "server_added",
+                "status",
+                "metrics",
+                "server_added",
+                "status"
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_message_forwards_the_agents_bytes() {
+        let data = RawValue::from_string(r#"{"cpu": {"usage": 1.50}, "x": [1,2]}"#.into()).unwrap();
+        let text = metrics("abc", &data);
+        assert!(
+            text.contains(
+                r#""data":{"server_id":"abc","metrics":{"cpu": {"usage": 1.50}, "x": [1,2]}}"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn samples_are_validated() {
+        let good = RawValue::from_string(r#"{"hostname":"h","cpu":{"usage":3}}"#.into()).unwrap();
+        assert!(Sample::check(&good).is_ok());
+        let bad = RawValue::from_string(r#"{"cpu":{"usage":"high"}}"#.into()).unwrap();
+        assert!(Sample::check(&bad).is_err());
+        let not_object = RawValue::from_string("[1]".into()).unwrap();
+        assert!(Sample::check(&not_object).is_err());
+    }
+}
