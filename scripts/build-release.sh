@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")/.."
 PATH="$PWD/.tools/bin:$PATH"
 
-bins="vstats-agent"
+bins="vstats-agent vstats-relay"
 wanted=" ${*:-x86_64 aarch64 armv7} "
 mkdir -p dist
 

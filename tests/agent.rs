@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Admission, Agent, Event, FakeRelay, Order, TestCa};
+use common::{Admission, Agent, Event, FakeRelay, Order, Process, TestCa};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 const TOKEN: &str = "test-token-0123456789abcdef";
 const SOON: Duration = Duration::from_secs(10);
 
-fn agent_for(relay: &FakeRelay, extra: &[&str]) -> Agent {
+fn agent_for(relay: &FakeRelay, extra: &[&str]) -> Process {
     let url = relay.url();
     let mut args = vec!["--server", url.as_str(), "--token", TOKEN];
     args.extend_from_slice(extra);

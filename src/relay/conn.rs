@@ -133,6 +133,10 @@ pub struct Socket {
     /// When the close frame was queued; the peer has until the close
     /// timeout to answer.
     pub closing: Option<Instant>,
+    /// The peer broke the protocol: tungstenite must not read again (its
+    /// frame state is past repair), so what arrives is thrown away until
+    /// the peer closes or the close timeout passes.
+    discarding: bool,
 }
 
 /// What a read produced.
@@ -155,6 +159,7 @@ impl Socket {
             last_heard: now,
             last_ping: now,
             closing: None,
+            discarding: false,
         }
     }
 
@@ -162,6 +167,9 @@ impl Socket {
     /// frames to `each`. Pings are answered (the pong waits for the next
     /// flush). `Err(Done)` when the connection ended or broke.
     pub fn read(&mut self, mut each: impl FnMut(&mut Socket, Incoming)) -> Result<(), Done> {
+        if self.discarding {
+            return self.discard();
+        }
         loop {
             match self.ws.read() {
                 Ok(message) => {
@@ -174,13 +182,31 @@ impl Socket {
                 }
                 Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(()),
                 Err(tungstenite::Error::Capacity(_)) => {
-                    self.close(CloseCode::Size, "frame larger than 64 KiB");
-                    return Ok(());
+                    return self.refuse(CloseCode::Size, "frame larger than 64 KiB");
                 }
                 Err(tungstenite::Error::Utf8(_)) => {
-                    self.close(CloseCode::Invalid, "text frame is not UTF-8");
-                    return Ok(());
+                    return self.refuse(CloseCode::Invalid, "text frame is not UTF-8");
                 }
+                Err(_) => return Err(Done),
+            }
+        }
+    }
+
+    fn refuse(&mut self, code: CloseCode, reason: &str) -> Result<(), Done> {
+        self.close(code, reason);
+        self.discarding = true;
+        self.discard()
+    }
+
+    /// Reads and drops raw bytes until `WouldBlock`; `Err(Done)` at the end
+    /// of the stream.
+    fn discard(&mut self) -> Result<(), Done> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            match self.ws.get_mut().read(&mut scratch) {
+                Ok(0) => return Err(Done),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Ok(()),
                 Err(_) => return Err(Done),
             }
         }

@@ -3,6 +3,8 @@
 //! agent binary as a child process.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod relay;
+
 use rustls::ServerConfig;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -64,7 +66,7 @@ pub struct FakeRelay {
     shared: Arc<Shared>,
 }
 
-trait Transport: Read + Write + Send {}
+pub trait Transport: Read + Write + Send {}
 impl<T: Read + Write + Send> Transport for T {}
 
 impl FakeRelay {
@@ -279,11 +281,19 @@ impl TestCa {
     }
 }
 
-/// The binary under test; `VSTATS_TEST_RUNNER` (e.g. `qemu-arm-static`)
-/// and `VSTATS_AGENT_BIN` run a cross-built agent instead.
+/// The agent under test; `VSTATS_AGENT_BIN` and `VSTATS_TEST_RUNNER` (e.g.
+/// `qemu-arm-static`) run a cross-built one instead.
 pub fn agent_command() -> Command {
-    let binary = std::env::var("VSTATS_AGENT_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vstats-agent").to_owned());
+    binary_command("VSTATS_AGENT_BIN", env!("CARGO_BIN_EXE_vstats-agent"))
+}
+
+/// The relay under test; `VSTATS_RELAY_BIN` as for the agent.
+pub fn relay_command() -> Command {
+    binary_command("VSTATS_RELAY_BIN", env!("CARGO_BIN_EXE_vstats-relay"))
+}
+
+fn binary_command(variable: &str, built: &str) -> Command {
+    let binary = std::env::var(variable).unwrap_or_else(|_| built.to_owned());
     let mut command = match std::env::var("VSTATS_TEST_RUNNER") {
         Ok(runner) if !runner.is_empty() => {
             let mut command = Command::new(runner);
@@ -300,16 +310,27 @@ pub fn agent_command() -> Command {
     command
 }
 
-/// A running agent; killed when dropped. Its stderr is kept for asserts.
-pub struct Agent {
+/// A running agent or relay; killed when dropped. Its stderr is kept for
+/// asserts.
+pub struct Process {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
+/// The agent binary run with `args`.
+pub struct Agent;
+
 impl Agent {
-    pub fn spawn(args: &[&str]) -> Agent {
-        let mut child = agent_command()
-            .args(args)
+    pub fn spawn(args: &[&str]) -> Process {
+        let mut command = agent_command();
+        command.args(args);
+        Process::spawn(command)
+    }
+}
+
+impl Process {
+    pub fn spawn(mut command: Command) -> Process {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -325,7 +346,22 @@ impl Agent {
                 log.push('\n');
             }
         });
-        Agent { child, log }
+        Process { child, log }
+    }
+
+    /// Waits until the log holds `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&self, timeout: Duration, needle: &str) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if Instant::now() >= deadline {
+                panic!("no '{needle}' in the log within {timeout:?}:\n{log}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -360,7 +396,7 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

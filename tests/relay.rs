@@ -1,0 +1,336 @@
+//! The real relay process with real agents, scripted agents and dashboard
+//! clients over loopback, plain and TLS.
+
+mod common;
+
+use common::relay::{Relay, Seen, is};
+use common::{Agent, TestCa};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn real_agent(relay: &Relay, token: &str, extra: &[&str]) -> common::Process {
+    let url = relay.url();
+    let mut args = vec!["--server", url.as_str(), "--token", token];
+    args.extend_from_slice(extra);
+    Agent::spawn(&args)
+}
+
+fn sample(hostname: &str) -> Value {
+    json!({"hostname": hostname, "cpu": {"usage": 12.5, "cores": 4}, "memory": {"total": 1024, "used": 512}})
+}
+
+#[test]
+fn snapshot_then_live_metrics_to_several_dashboards() {
+    let relay = Relay::start(&[]);
+    let (pi, pi_token) = relay.add_server("pi", "上海");
+    let (router, _) = relay.add_server("router", "");
+    let _agent = real_agent(&relay, &pi_token, &[]);
+    let mut first = relay.dashboard();
+    first.wait_for(SOON, "pi online", |f| {
+        is(f, "status", &pi) && f["data"]["online"] == true
+    });
+    first.wait_for(SOON, "pi metrics", |f| is(f, "metrics", &pi));
+
+    // A dashboard arriving now gets the whole state first, in order.
+    let mut second = relay.dashboard();
+    let mut snapshot = Vec::new();
+    while snapshot.len() < 6 {
+        match second.next(SOON) {
+            Some(Seen::Frame(frame)) => snapshot.push(frame),
+            other => panic!("snapshot cut short: {other:?}"),
+        }
+    }
+    assert_eq!(snapshot[0]["type"], "hello");
+    assert_eq!(snapshot[0]["data"]["servers"], 2);
+    assert_eq!(
+        snapshot[1]["data"],
+        json!({"id": pi, "name": "pi", "location": "上海"})
+    );
+    assert!(is(&snapshot[2], "status", &pi) && snapshot[2]["data"]["online"] == true);
+    assert!(is(&snapshot[3], "metrics", &pi));
+    assert!(is(&snapshot[4], "server_added", &router));
+    assert!(is(&snapshot[5], "status", &router) && snapshot[5]["data"]["online"] == false);
+
+    // Live samples reach both, with the agent's fields and the relay's clock.
+    for dashboard in [&mut first, &mut second] {
+        let frame = dashboard.wait_for(SOON, "live metrics", |f| is(f, "metrics", &pi));
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(frame["data"]["metrics"]["hostname"], hostname.trim());
+        assert!(
+            frame["data"]["metrics"]["memory"]["total"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        assert!(frame["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    let (status, body) = relay.get("/api/servers");
+    assert_eq!(status, 200);
+    let servers: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(servers[0]["id"], pi.as_str());
+    assert_eq!(servers[0]["online"], true);
+    assert!(servers[0]["metrics"]["cpu"]["cores"].as_u64().unwrap() > 0);
+    assert_eq!(servers[1]["metrics"], Value::Null);
+    assert!(!body.contains(&pi_token));
+}
+
+#[test]
+fn status_goes_offline_on_disconnect_and_on_silence() {
+    let relay = Relay::start(&["--agent-timeout", "3"]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    let agent = real_agent(&relay, &token, &[]);
+    let online = |f: &Value| is(f, "status", &id) && f["data"]["online"] == true;
+    let offline = |f: &Value| is(f, "status", &id) && f["data"]["online"] == false;
+    dashboard.wait_for(SOON, "online", online);
+
+    // Frozen: the socket stays open, the server goes offline after 3 s.
+    agent.signal(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    dashboard.wait_for(SOON, "offline after the agent timeout", offline);
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "offline after only {waited:?}"
+    );
+    agent.signal(Signal::SIGCONT);
+    dashboard.wait_for(SOON, "online again", online);
+
+    // Gone: offline at once.
+    drop(agent);
+    let killed = Instant::now();
+    dashboard.wait_for(SOON, "offline on disconnect", offline);
+    assert!(killed.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn servers_added_removed_and_rotated_while_running() {
+    let relay = Relay::start(&[]);
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(SOON, "hello", |f| f["type"] == "hello");
+
+    let (id, token) = relay.add_server("new-server", "上海");
+    let added = dashboard.wait_for(SOON, "server_added", |f| is(f, "server_added", &id));
+    assert_eq!(added["data"]["location"], "上海");
+
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(sample("h"));
+    dashboard.wait_for(SOON, "metrics", |f| is(f, "metrics", &id));
+
+    // A rotated token closes the agent with 1008; the old token is refused.
+    let output = relay.cli(&["rotate-token", &id, "--json"]);
+    assert!(output.status.success());
+    let rotated: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(agent.wait_for_close(SOON), Some(1008));
+    assert_eq!(
+        relay
+            .connect(
+                "/ws/agent",
+                &[("authorization", &format!("Bearer {token}"))]
+            )
+            .err(),
+        Some("401".to_owned())
+    );
+    let mut agent = relay.fake_agent(rotated["token"].as_str().unwrap());
+
+    // Removal: server_removed to dashboards, 1008 to its agent.
+    assert!(relay.cli(&["remove", &id]).status.success());
+    dashboard.wait_for(SOON, "server_removed", |f| is(f, "server_removed", &id));
+    assert_eq!(agent.wait_for_close(SOON), Some(1008));
+}
+
+#[test]
+fn refusals_401_403_and_bad_requests() {
+    let relay = Relay::start(&["--allow-origin", "https://grafana.lan"]);
+    let (_, token) = relay.add_server("pi", "");
+    let err = relay.connect("/ws/agent?token=wrong", &[]).err();
+    assert_eq!(err.as_deref(), Some("401"));
+    assert_eq!(
+        relay.connect("/ws/agent", &[]).err().as_deref(),
+        Some("401")
+    );
+    assert!(
+        relay
+            .connect(&format!("/ws/agent?token={token}"), &[])
+            .is_ok()
+    );
+
+    let foreign = [("origin", "https://evil.example")];
+    assert_eq!(relay.connect("/ws", &foreign).err().as_deref(), Some("403"));
+    let own = format!("http://127.0.0.1:{}", relay.addr.port());
+    assert!(relay.connect("/ws", &[("origin", own.as_str())]).is_ok());
+    assert!(
+        relay
+            .connect("/ws", &[("origin", "https://grafana.lan")])
+            .is_ok()
+    );
+
+    assert_eq!(relay.get("/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(relay.get("/nope").0, 404);
+    assert_eq!(
+        relay
+            .http("POST /api/servers HTTP/1.1\r\nHost: x\r\n\r\n")
+            .0,
+        405
+    );
+    assert_eq!(relay.http("\x16\x03\x01garbage\r\n\r\n").0, 400);
+    let huge = format!("GET / HTTP/1.1\r\nX-Fill: {}\r\n\r\n", "a".repeat(9000));
+    assert_eq!(relay.http(&huge).0, 431);
+}
+
+#[test]
+fn viewer_token_guards_dashboards() {
+    let relay = Relay::start(&["--viewer-token", "look"]);
+    assert_eq!(relay.connect("/ws", &[]).err().as_deref(), Some("401"));
+    assert_eq!(relay.get("/api/servers").0, 401);
+    assert!(relay.connect("/ws?token=look", &[]).is_ok());
+    assert_eq!(relay.get("/api/servers?token=look").0, 200);
+}
+
+#[test]
+fn oversized_and_malformed_frames_close_the_agent() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(json!({"hostname": "x".repeat(70 * 1024)}));
+    assert_eq!(agent.wait_for_close(SOON), Some(1009));
+
+    let mut agent = relay.fake_agent(&token);
+    // Dropped and counted, but the connection lives: a good frame follows.
+    agent.send("not json".into());
+    agent.send(json!({"type": "metrics", "data": {"cpu": {"usage": "high"}}}).to_string());
+    agent.send(json!({"type": "from_the_future", "data": {}}).to_string());
+    agent.send_metrics(sample("after-garbage"));
+    let frame = dashboard.wait_for(SOON, "the good sample", |f| is(f, "metrics", &id));
+    assert_eq!(frame["data"]["metrics"]["hostname"], "after-garbage");
+    for _ in 0..10 {
+        agent.send("{garbage".into());
+    }
+    assert_eq!(agent.wait_for_close(SOON), Some(1007));
+}
+
+#[test]
+fn a_newer_connection_replaces_the_older_and_the_server_stays_online() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    let mut old = relay.fake_agent(&token);
+    old.send_metrics(sample("old"));
+    dashboard.wait_for(SOON, "online", |f| {
+        is(f, "status", &id) && f["data"]["online"] == true
+    });
+
+    let mut new = relay.fake_agent(&token);
+    assert_eq!(old.wait_for_close(SOON), Some(1000));
+    new.send_metrics(sample("new"));
+    let frame = dashboard.wait_for(SOON, "the new agent's sample", |f| {
+        is(f, "metrics", &id) && f["data"]["metrics"]["hostname"] == "new"
+    });
+    assert_eq!(frame["data"]["server_id"], id.as_str());
+    // No offline in between.
+    let (_, body) = relay.get("/api/servers");
+    assert!(body.contains(r#""online":true"#), "{body}");
+}
+
+#[test]
+fn a_dashboard_that_never_reads_stalls_no_one_and_stays_bounded() {
+    let relay = Relay::start(&[]);
+    let agents: Vec<_> = (0..5)
+        .map(|i| relay.add_server(&format!("s{i}"), ""))
+        .collect();
+    let mut clients: Vec<_> = agents
+        .iter()
+        .map(|(_, token)| relay.fake_agent(token))
+        .collect();
+    // Connected, then never read from again.
+    let _stuck = relay.dashboard();
+    let mut live = relay.dashboard();
+    let baseline = relay.rss_kib();
+
+    let padding = "p".repeat(8 * 1024);
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send_metrics(json!({"hostname": format!("s{i}"), "seq": sent, "pad": padding}));
+        }
+        // The live dashboard gets this round's samples promptly.
+        live.wait_for(Duration::from_secs(2), "this round's sample", |f| {
+            f["type"] == "metrics"
+                && f["data"]["metrics"]["hostname"] == "s4"
+                && f["data"]["metrics"]["seq"] == sent
+        });
+        sent += 1;
+    }
+    let grown = relay.rss_kib().saturating_sub(baseline);
+    // 5 servers x 8 KiB samples sent hundreds of times: without
+    // conflation the stuck dashboard would hold tens of megabytes.
+    assert!(sent > 100, "only {sent} rounds");
+    assert!(grown < 8 * 1024, "relay grew by {grown} KiB");
+}
+
+#[test]
+fn restart_keeps_servers_and_tokens_and_sigterm_says_goodbye() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(SOON, "hello", |f| f["type"] == "hello");
+    let relay = relay.restart(&[]);
+    assert_eq!(dashboard.wait_for_close(SOON), Some(1001));
+
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(sample("back"));
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(SOON, "metrics after restart", |f| is(f, "metrics", &id));
+}
+
+#[test]
+fn a_corrupt_state_file_on_reload_keeps_the_registry() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    std::fs::write(&relay.state, "{ this is not json").unwrap();
+    relay.process.signal(Signal::SIGHUP);
+    relay.process.wait_for_log(SOON, "keeping the registry");
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(sample("still-here"));
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(SOON, "metrics", |f| is(f, "metrics", &id));
+}
+
+#[test]
+fn a_corrupt_state_file_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, "[1, 2").unwrap();
+    let output = common::relay_command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("state.json"), "{stderr}");
+    let wrong = common::relay_command().arg("--listen").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[test]
+fn tls_end_to_end_with_a_private_ca() {
+    let ca = TestCa::new();
+    let relay = Relay::start_tls(&ca);
+    let (id, token) = relay.add_server("pi", "");
+    let _agent = real_agent(&relay, &token, &["--ca-file", ca.ca_pem.to_str().unwrap()]);
+    let mut dashboard = relay.dashboard();
+    let frame = dashboard.wait_for(SOON, "metrics over TLS", |f| is(f, "metrics", &id));
+    assert!(frame["data"]["metrics"]["cpu"]["cores"].as_u64().unwrap() > 0);
+}
