@@ -62,10 +62,12 @@ callgrind_run() {
     instructions=$(awk '/^summary:/ { print $2 }' "$work/cg.$1")
     echo "$samples $instructions"
 }
-set -- $(callgrind_run 15)
-short_samples=$1 short_ir=$2
-set -- $(callgrind_run 75)
-long_samples=$1 long_ir=$2
+read -r short_samples short_ir <<EOF2
+$(callgrind_run 15)
+EOF2
+read -r long_samples long_ir <<EOF2
+$(callgrind_run 75)
+EOF2
 per_sample=$(( (long_ir - short_ir) / (long_samples - short_samples) ))
 
 # CPU at a 1 s interval, from the kernel's accounting of the process.

@@ -19,10 +19,13 @@ grep -v '^#' cross/targets | while read -r triple name _runner; do
     if [ "$triple" = armv7-unknown-linux-musleabihf ]; then
         flags="$flags, \"-Clink-self-contained=no\""
     fi
+    bin_flags=""
+    for bin in $bins; do bin_flags="$bin_flags --bin $bin"; done
+    # $bin_flags is split on purpose: one word per flag.
+    # shellcheck disable=SC2086
     env "CFLAGS_$(echo "$triple" | tr - _)=-fno-asynchronous-unwind-tables -fno-unwind-tables" \
         RUSTC_BOOTSTRAP=1 cargo zigbuild --quiet --release --locked --target "$triple" \
-        $(for bin in $bins; do printf -- '--bin %s ' "$bin"; done) \
-        -Z build-std=std,panic_abort \
+        $bin_flags -Z build-std=std,panic_abort \
         --config "target.$triple.rustflags = $flags]"
     for bin in $bins; do
         cp "target/$triple/release/$bin" "dist/$bin-linux-$name"

@@ -22,11 +22,13 @@ fi
 
 # Debian packages: valgrind for scripts/bench-agent.sh.
 missing=""
-for package in valgrind; do
+for package in valgrind busybox dash shellcheck systemd; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
+        # $missing is a list of package names: split on purpose.
+        # shellcheck disable=SC2086
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
     else
         echo "setup-dev: please install:$missing" >&2
