@@ -12,6 +12,7 @@ pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod poller;
+pub mod prometheus;
 pub mod registry;
 
 use config::Config;
@@ -392,7 +393,14 @@ impl Relay {
                 DASHBOARD_PAGE.as_bytes(),
                 head_only,
             ),
-            Route::Metrics | Route::NotFound => http::text_response(404, "not found"),
+            Route::Metrics => http::response(
+                200,
+                prometheus::CONTENT_TYPE,
+                prometheus::render(&self.hub.servers, &self.counters, self.connections())
+                    .as_bytes(),
+                head_only,
+            ),
+            Route::NotFound => http::text_response(404, "not found"),
             Route::MethodNotAllowed => http::text_response(405, "method not allowed"),
             Route::AgentStream => return self.answer_agent(&head, rest),
             Route::DashboardStream => {
@@ -425,6 +433,18 @@ impl Relay {
             Ok(out) => (out, Then::Agent { server_id, rest }),
             Err(out) => (out, Then::Close),
         }
+    }
+
+    fn connections(&self) -> prometheus::Connections {
+        let mut count = prometheus::Connections::default();
+        for conn in self.conns.values() {
+            match conn.phase {
+                Phase::Agent(_) => count.agents += 1,
+                Phase::Dashboard(_) => count.dashboards += 1,
+                _ => count.http += 1,
+            }
+        }
+        count
     }
 
     fn viewer_allowed(&self, head: &Head) -> bool {
@@ -854,9 +874,8 @@ fn raise_open_files_limit() -> usize {
     (limit as usize).saturating_sub(32).max(16)
 }
 
-/// The dashboard page (replaced by the full page in its own change).
-const DASHBOARD_PAGE: &str = "<!doctype html><meta charset=utf-8><title>vstats</title>\
-<p>vstats relay: dashboards connect to <code>/ws</code>.</p>\n";
+/// The dashboard page: one self-contained file, nothing fetched elsewhere.
+const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
 
 /// Starts a relay with this configuration and serves until stopped.
 pub fn run(config: Config) -> Result<(), RelayError> {
