@@ -29,7 +29,7 @@ if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ]; then
         # $missing is a list of package names: split on purpose.
         # shellcheck disable=SC2086
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     else
         echo "setup-dev: please install:$missing" >&2
     fi

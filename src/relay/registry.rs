@@ -229,27 +229,35 @@ impl Registry {
     /// Atomic: writes `<path>.tmp.<pid>` in the same directory, fsyncs it,
     /// renames it over `path` and fsyncs the directory, so a crash leaves the
     /// old file or the new one. Mode 0600: the file holds token hashes.
+    ///
+    /// The new file keeps the owner of the one it replaces (or of the
+    /// directory, for a first save): `server add` run as root must not leave
+    /// a file the relay's own unprivileged user can no longer read.
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
         let mut temp = OsString::from(path);
         temp.push(format!(".tmp.{}", std::process::id()));
         let temp = PathBuf::from(temp);
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let owner = fs::metadata(path)
+            .or_else(|_| fs::metadata(dir))
+            .ok()
+            .map(|m| (m.uid(), m.gid()));
         let written = self
-            .write_new_file(&temp)
+            .write_new_file(&temp, owner)
             .and_then(|()| fs::rename(&temp, path));
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
             return Err(io_error(path)(e));
         }
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
         File::open(dir)
             .and_then(|dir| dir.sync_all())
             .map_err(io_error(dir))
     }
 
-    fn write_new_file(&self, path: &Path) -> io::Result<()> {
+    fn write_new_file(&self, path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         let file = StateFile {
             version: FORMAT_VERSION,
             servers: self
@@ -274,6 +282,13 @@ impl Registry {
             .create_new(true)
             .mode(0o600)
             .open(path)?;
+        if let Some((uid, gid)) = owner {
+            let mine = out.metadata()?;
+            if (mine.uid(), mine.gid()) != (uid, gid) {
+                // Only root may give a file away; anyone else keeps it.
+                let _ = std::os::unix::fs::fchown(&out, Some(uid), Some(gid));
+            }
+        }
         out.write_all(&json)?;
         out.sync_all()
     }
@@ -513,6 +528,25 @@ mod tests {
 
     fn state_in(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("vstats-relay.json")
+    }
+
+    #[test]
+    fn a_save_keeps_the_owner_of_the_file_it_replaces() {
+        // Giving a file away needs root, which is how the CLI runs beside a
+        // relay with its own user (and how CI runs these tests).
+        let dir = tempfile::tempdir().unwrap();
+        if fs::metadata(dir.path()).unwrap().uid() != 0 {
+            return;
+        }
+        let path = state_in(&dir);
+        Registry::empty().save(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+        let mut registry = Registry::load(&path).unwrap();
+        registry.add("pi", "").unwrap();
+        registry.save(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
