@@ -157,9 +157,10 @@ fn the_agent_unit_is_locked_down_but_still_sees_the_host() {
 fn the_relay_unit_keeps_its_state_and_reloads_on_hup() {
     let lines = unit_lines("vstats-relay.service");
     for wanted in [
+        "Environment=VSTATS_STATE=/var/lib/vstats-relay/vstats-relay.json \
+         VSTATS_LISTEN=0.0.0.0:3001",
         "EnvironmentFile=-/etc/vstats/relay.env",
-        "ExecStart=/usr/local/bin/vstats-relay --state /var/lib/vstats-relay/vstats-relay.json \
-         --listen 0.0.0.0:3001 $VSTATS_RELAY_ARGS",
+        "ExecStart=/usr/local/bin/vstats-relay $VSTATS_RELAY_ARGS",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "StateDirectory=vstats-relay",
         "DynamicUser=yes",
