@@ -5,6 +5,8 @@
 //! `systemctl` and a stand-in OpenWrt `/etc/rc.common`
 //! (`packaging/openwrt/test/rc.common`) record the service calls.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -784,4 +786,28 @@ fn bad_options_are_refused_before_anything_happens() {
         run.stdout
             .starts_with("Usage: install.sh --server URL --token TOKEN")
     );
+}
+
+/// One relay is a LAN's whole install source: `--dist-dir` serves
+/// `install.sh` and the release files the installer then downloads.
+#[test]
+fn installs_from_a_relay_serving_its_dist_dir() {
+    let sandbox = Sandbox::new(Host::Systemd);
+    let agent = agent_binary();
+    let dist = sandbox.tmp.path().join("dist");
+    write_dist(&dist, &[("x86_64", &agent)]);
+    let script = fs::read(repo().join("scripts/install.sh")).unwrap();
+    fs::write(dist.join("install.sh"), &script).unwrap();
+    let relay = common::relay::Relay::start(&["--dist-dir", dist.to_str().unwrap()]);
+
+    let (status, served) = relay.get("/install.sh");
+    assert_eq!((status, served.as_bytes()), (200, script.as_slice()));
+    assert_eq!(relay.get("/dl/../state.json").0, 404);
+    assert_eq!(relay.get("/dl/missing").0, 404);
+
+    let base = format!("http://{}/dl", relay.addr);
+    let args = ["--server", SERVER, "--token", TOKEN, "--base-url", &base];
+    sandbox.install(Shell::Busybox, &args, &[]).assert_ok();
+    let bin = sandbox.root.join("usr/local/bin/vstats-agent");
+    assert_eq!(fs::read(bin).unwrap(), agent);
 }

@@ -29,6 +29,9 @@ Options (each also read from the environment variable shown):
                                                                           [VSTATS_AGENT_TIMEOUT]
       --max-connections N      refuse connections beyond N (default: what the open-files
                                limit allows)                             [VSTATS_MAX_CONNECTIONS]
+      --dist-dir DIR           serve release files: DIR/install.sh at /install.sh and
+                               DIR/NAME at /dl/NAME (a LAN's own install source)
+                                                                          [VSTATS_DIST_DIR]
       --log-level LEVEL        error, warn, info (default), debug or trace [VSTATS_LOG_LEVEL]
   -h, --help                   print this help
   -V, --version                print the version
@@ -46,6 +49,7 @@ pub struct Config {
     pub viewer_token: Option<String>,
     pub agent_timeout: Duration,
     pub max_connections: Option<usize>,
+    pub dist_dir: Option<PathBuf>,
     pub log_level: log::LevelFilter,
 }
 
@@ -83,6 +87,7 @@ pub fn parse(
     let mut agent_timeout = env("VSTATS_AGENT_TIMEOUT");
     let mut max_connections = env("VSTATS_MAX_CONNECTIONS");
     let mut log_level = env("VSTATS_LOG_LEVEL");
+    let mut dist_dir = env("VSTATS_DIST_DIR");
     let mut origins_from_flags = Vec::new();
 
     let mut parser = lexopt::Parser::from_args(args);
@@ -99,6 +104,7 @@ pub fn parse(
             Long("agent-timeout") => agent_timeout = Some(parser.value()?.string()?),
             Long("max-connections") => max_connections = Some(parser.value()?.string()?),
             Long("log-level") => log_level = Some(parser.value()?.string()?),
+            Long("dist-dir") => dist_dir = Some(parser.value()?.string()?),
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -154,6 +160,7 @@ pub fn parse(
         viewer_token,
         agent_timeout,
         max_connections,
+        dist_dir: dist_dir.map(PathBuf::from),
         log_level,
     }))
 }

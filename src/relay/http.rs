@@ -168,6 +168,8 @@ pub enum Route {
     Health,
     DashboardStream,
     AgentStream,
+    /// A file of the release directory (`--dist-dir`): its name.
+    Dist,
     NotFound,
     MethodNotAllowed,
 }
@@ -180,6 +182,7 @@ pub fn route(head: &Head) -> Route {
         "/healthz" => Route::Health,
         "/ws" => Route::DashboardStream,
         "/ws/agent" => Route::AgentStream,
+        path if dist_file(path).is_some() => Route::Dist,
         _ => return Route::NotFound,
     };
     match head.method.as_str() {
@@ -188,6 +191,21 @@ pub fn route(head: &Head) -> Route {
         "HEAD" if !matches!(route, Route::DashboardStream | Route::AgentStream) => route,
         _ => Route::MethodNotAllowed,
     }
+}
+
+/// The release file a path asks for: `/install.sh`, or `/dl/NAME` where
+/// NAME is a plain file name (no directories, nothing hidden).
+pub fn dist_file(path: &str) -> Option<&str> {
+    if path == "/install.sh" {
+        return Some("install.sh");
+    }
+    let name = path.strip_prefix("/dl/")?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    plain.then_some(name)
 }
 
 /// A complete response that closes the connection.
@@ -346,6 +364,26 @@ mod tests {
         );
         assert_eq!(route(&head("GET", "/nope")), Route::NotFound);
         assert_eq!(route(&head("HEAD", "/ws")), Route::MethodNotAllowed);
+    }
+
+    #[test]
+    fn dist_files_are_plain_names() {
+        assert_eq!(dist_file("/install.sh"), Some("install.sh"));
+        assert_eq!(
+            dist_file("/dl/vstats-agent-linux-armv7"),
+            Some("vstats-agent-linux-armv7")
+        );
+        assert_eq!(dist_file("/dl/SHA256SUMS"), Some("SHA256SUMS"));
+        for refused in [
+            "/dl/",
+            "/dl/../state.json",
+            "/dl/a/b",
+            "/dl/.hidden",
+            "/dl/%2e%2e",
+            "/x.sh",
+        ] {
+            assert_eq!(dist_file(refused), None, "{refused}");
+        }
     }
 
     #[test]

@@ -400,6 +400,7 @@ impl Relay {
                     .as_bytes(),
                 head_only,
             ),
+            Route::Dist => self.dist_file(&head.path, head_only),
             Route::NotFound => http::text_response(404, "not found"),
             Route::MethodNotAllowed => http::text_response(405, "method not allowed"),
             Route::AgentStream => return self.answer_agent(&head, rest),
@@ -432,6 +433,28 @@ impl Relay {
         match http::upgrade_response(head) {
             Ok(out) => (out, Then::Agent { server_id, rest }),
             Err(out) => (out, Then::Close),
+        }
+    }
+
+    /// A release file from `--dist-dir`, read whole: binaries are about a
+    /// megabyte and installs are rare.
+    fn dist_file(&self, path: &str, head_only: bool) -> Vec<u8> {
+        let (Some(dir), Some(name)) = (&self.config.dist_dir, http::dist_file(path)) else {
+            return http::text_response(404, "not found");
+        };
+        match std::fs::read(dir.join(name)) {
+            Ok(bytes) => {
+                let content_type = if name.ends_with(".sh") || name == "SHA256SUMS" {
+                    "text/plain; charset=utf-8"
+                } else {
+                    "application/octet-stream"
+                };
+                http::response(200, content_type, &bytes, head_only)
+            }
+            Err(e) => {
+                debug!("{}: {e}", dir.join(name).display());
+                http::text_response(404, "not found")
+            }
         }
     }
 
