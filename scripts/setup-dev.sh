@@ -22,7 +22,7 @@ fi
 
 # Debian packages: valgrind for scripts/bench-agent.sh.
 missing=""
-for package in valgrind busybox dash shellcheck systemd prometheus; do
+for package in valgrind busybox dash shellcheck systemd prometheus qemu-user-static; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
@@ -25,9 +25,15 @@ pub struct Relay {
 impl Relay {
     /// A relay on a free loopback port with a fresh state file.
     pub fn start(extra: &[&str]) -> Relay {
+        Relay::start_binary(relay_command(), extra)
+    }
+
+    /// As [`Relay::start`], with another relay binary (a cross build run
+    /// under qemu, say).
+    pub fn start_binary(command: Command, extra: &[&str]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
-        Relay::start_on(dir, state, "127.0.0.1:0", extra, None)
+        Relay::start_on(command, dir, state, "127.0.0.1:0", extra, None)
     }
 
     pub fn start_tls(ca: &super::TestCa) -> Relay {
@@ -35,6 +41,7 @@ impl Relay {
         let state = dir.path().join("state.json");
         let (cert, key) = (ca.cert_pem.to_str().unwrap(), ca.key_pem.to_str().unwrap());
         Relay::start_on(
+            relay_command(),
             dir,
             state,
             "127.0.0.1:0",
@@ -44,13 +51,13 @@ impl Relay {
     }
 
     fn start_on(
+        mut command: Command,
         dir: tempfile::TempDir,
         state: PathBuf,
         listen: &str,
         extra: &[&str],
         tls_ca: Option<PathBuf>,
     ) -> Relay {
-        let mut command = relay_command();
         command
             .args(["--listen", listen, "--state", state.to_str().unwrap()])
             .args(extra);
@@ -83,7 +90,14 @@ impl Relay {
         } = self;
         process.signal(nix::sys::signal::Signal::SIGTERM);
         assert!(process.wait(Duration::from_secs(10)).success());
-        Relay::start_on(dir, state, &addr.to_string(), extra, tls_ca)
+        Relay::start_on(
+            relay_command(),
+            dir,
+            state,
+            &addr.to_string(),
+            extra,
+            tls_ca,
+        )
     }
 
     pub fn url(&self) -> String {
