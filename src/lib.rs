@@ -43,3 +43,9 @@ pub fn parse_log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigErr
         }),
     }
 }
+
+/// Logs to stderr, where journald and procd's logd collect them.
+pub fn init_logging(level: log::LevelFilter) {
+    // Only the first logger installed counts; each binary installs one.
+    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+}

@@ -42,7 +42,12 @@ fn promtool_accepts_the_exposition() {
     let (relay, _agent, id) = relay_with_agent();
     let (status, body) = relay.get("/metrics");
     assert_eq!(status, 200);
-    assert!(body.contains(&format!("vstats_up{{server_id=\"{id}\",name=\"pi \\\"lab\\\"\"}} 1")), "{body}");
+    assert!(
+        body.contains(&format!(
+            "vstats_up{{server_id=\"{id}\",name=\"pi \\\"lab\\\"\"}} 1"
+        )),
+        "{body}"
+    );
     let mut promtool = Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -50,7 +55,12 @@ fn promtool_accepts_the_exposition() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let output = promtool.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -64,7 +74,10 @@ fn promtool_accepts_the_exposition() {
 fn prometheus_scrapes_vstats_up() {
     let (relay, _agent, id) = relay_with_agent();
     let dir = tempfile::tempdir().unwrap();
-    let web = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let web = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -108,7 +121,9 @@ fn http_body(addr: std::net::SocketAddr, request: &str) -> Option<String> {
     tcp.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     tcp.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
 }
 
 /// The value of `vstats_up` for `id` in a query API answer.

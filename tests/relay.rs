@@ -334,3 +334,39 @@ fn tls_end_to_end_with_a_private_ca() {
     let frame = dashboard.wait_for(SOON, "metrics over TLS", |f| is(f, "metrics", &id));
     assert!(frame["data"]["metrics"]["cpu"]["cores"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_request_head_must_arrive_within_10_seconds() {
+    use std::io::{Read, Write};
+    let relay = Relay::start(&[]);
+    let mut tcp = std::net::TcpStream::connect(relay.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow")
+        .unwrap();
+    let opened = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    let held = opened.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(15)).contains(&held),
+        "{held:?}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let relay = Relay::start_tls(&old_ca);
+    assert!(relay.connect("/ws", &[]).is_ok());
+    // Same file names, new contents: the operator renewed the certificate.
+    std::fs::copy(&new_ca.cert_pem, &old_ca.cert_pem).unwrap();
+    std::fs::copy(&new_ca.key_pem, &old_ca.key_pem).unwrap();
+    relay.process.signal(Signal::SIGHUP);
+    relay.process.wait_for_log(SOON, "certificate reloaded");
+    let err = relay.connect("/ws", &[]).err().unwrap_or_default();
+    // The old CA no longer vouches for what the relay presents.
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    let renewed = relay.with_ca(&new_ca.ca_pem);
+    assert!(renewed.connect("/ws", &[]).is_ok());
+}

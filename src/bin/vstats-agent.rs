@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Once(config) => {
-            init_logging(config.log_level);
+            vstats::init_logging(config.log_level);
             let mut collector = Collector::new(config.paths, config.counted_interfaces);
             std::thread::sleep(config.interval.min(ONCE_WINDOW));
             match serde_json::to_string_pretty(&collector.sample()) {
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(config, relay) => {
-            init_logging(config.log_level);
+            vstats::init_logging(config.log_level);
             let tls = if relay.endpoint.tls {
                 match vstats::tls::client_config(relay.ca_file.as_deref()) {
                     Ok(tls) => Some(Arc::new(tls)),
@@ -67,9 +67,4 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
-}
-
-fn init_logging(level: log::LevelFilter) {
-    // A second logger cannot be installed; there is only ever one call.
-    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
 }

@@ -31,10 +31,7 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
         Command::Serve(config) => {
-            // A second logger cannot be installed; there is only this call.
-            let _ = simple_logger::SimpleLogger::new()
-                .with_level(config.log_level)
-                .init();
+            vstats::init_logging(config.log_level);
             match vstats::relay::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

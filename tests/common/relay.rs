@@ -16,10 +16,25 @@ use tungstenite::{Message, WebSocket};
 
 pub struct Relay {
     pub process: Process,
-    pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
+    /// How to reach it: `Relay` dereferences to this.
+    pub client: RelayClient,
+}
+
+/// Where a relay listens and which CA its TLS certificate comes from.
+#[derive(Clone)]
+pub struct RelayClient {
+    pub addr: SocketAddr,
     tls_ca: Option<PathBuf>,
+}
+
+impl std::ops::Deref for Relay {
+    type Target = RelayClient;
+
+    fn deref(&self) -> &RelayClient {
+        &self.client
+    }
 }
 
 impl Relay {
@@ -71,10 +86,9 @@ impl Relay {
             .unwrap_or_else(|| panic!("no address in the log:\n{log}"));
         Relay {
             process,
-            addr,
             dir,
             state,
-            tls_ca,
+            client: RelayClient { addr, tls_ca },
         }
     }
 
@@ -83,10 +97,9 @@ impl Relay {
     pub fn restart(self, extra: &[&str]) -> Relay {
         let Relay {
             mut process,
-            addr,
             dir,
             state,
-            tls_ca,
+            client: RelayClient { addr, tls_ca },
         } = self;
         process.signal(nix::sys::signal::Signal::SIGTERM);
         assert!(process.wait(Duration::from_secs(10)).success());
@@ -98,11 +111,6 @@ impl Relay {
             extra,
             tls_ca,
         )
-    }
-
-    pub fn url(&self) -> String {
-        let scheme = if self.tls_ca.is_some() { "wss" } else { "ws" };
-        format!("{scheme}://127.0.0.1:{}", self.addr.port())
     }
 
     /// `vstats-relay server ARGS...` on this relay's state file.
@@ -132,6 +140,33 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(50));
         }
         (id, added["token"].as_str().unwrap().to_owned())
+    }
+
+    /// The relay's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl RelayClient {
+    /// The same relay, trusting another CA.
+    pub fn with_ca(&self, ca: &std::path::Path) -> RelayClient {
+        RelayClient {
+            addr: self.addr,
+            tls_ca: Some(ca.to_owned()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls_ca.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}", self.addr.port())
     }
 
     /// A connection to the relay, under TLS when it serves TLS.
@@ -200,18 +235,6 @@ impl Relay {
     pub fn fake_agent(&self, token: &str) -> Client {
         let bearer = format!("Bearer {token}");
         self.connect("/ws/agent", &[("authorization", &bearer)])
-            .unwrap()
-    }
-
-    /// The relay's resident memory, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
             .unwrap()
     }
 }

@@ -1,0 +1,741 @@
+//! The dashboard page in a real browser: headless Chromium, driven over the
+//! DevTools protocol, loads `/` from a real relay fed by a real agent, and
+//! the test reads what the page shows.
+//!
+//! Self-contained on purpose (its own process helpers rather than
+//! `tests/common`), so it only depends on the binaries' command lines.
+//! Screenshots land in `target/browser-artifacts/`.
+
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A child process killed (with its whole process group) when dropped; its
+/// stderr is kept for failure messages.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Proc {
+        // Its own group, so that dropping it also ends what it spawned
+        // (Chromium's zygote and renderers).
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        Proc::collect(child.stdout.take().unwrap(), &log);
+        Proc::collect(child.stderr.take().unwrap(), &log);
+        Proc { child, log }
+    }
+
+    /// Appends `output`'s lines to `log` as they come.
+    fn collect(output: impl Read + Send + 'static, log: &Arc<Mutex<String>>) {
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+
+    /// The process group this process leads (it and what it spawned).
+    fn group(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(-(self.child.id() as i32))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(self.group(), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `what()` until it returns `Some`, at most `timeout`; then panics with
+/// `context()` (logs, the page's state) to say why.
+fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    context: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {timeout:?}\n{}", context());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn relay_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vstats-relay"));
+    // A developer's VSTATS_* settings must not leak into the processes.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VSTATS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+struct Relay {
+    proc: Proc,
+    port: u16,
+    state: PathBuf,
+}
+
+impl Relay {
+    fn start(dir: &Path, extra: &[&str]) -> Relay {
+        let state = dir.join("state.json");
+        let mut command = relay_command();
+        command.args(["--listen", "127.0.0.1:0", "--state"]);
+        command.arg(&state).args(extra);
+        let proc = Proc::spawn(command);
+        let port = poll(
+            Duration::from_secs(10),
+            "relay listening",
+            || proc.log(),
+            || {
+                let log = proc.log();
+                let addr = log
+                    .split("listening on ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
+                addr.rsplit(':').next()?.parse().ok()
+            },
+        );
+        Relay { proc, port, state }
+    }
+
+    /// `vstats-relay server ARGS --state FILE`, which must succeed.
+    fn cli(&self, args: &[&str]) -> Vec<u8> {
+        let output = relay_command()
+            .arg("server")
+            .args(args)
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "server {args:?}: {output:?}");
+        output.stdout
+    }
+
+    /// Registers a server; returns its id and token.
+    fn add_server(&self, name: &str, location: &str) -> (String, String) {
+        let out = self.cli(&["add", "--name", name, "--location", location, "--json"]);
+        let added: Value = serde_json::from_slice(&out).unwrap();
+        let field = |k: &str| added[k].as_str().unwrap().to_owned();
+        (field("id"), field("token"))
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A plain HTTP GET on loopback; returns the body of a `200`. Reads by
+/// `Content-Length`: Chromium's DevTools server keeps the connection open.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        &tcp,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut reader = BufReader::new(tcp);
+    let mut status = String::new();
+    reader.read_line(&mut status).ok()?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    status
+        .starts_with("HTTP/1.1 200")
+        .then(|| String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Headless Chromium and a DevTools session on its one tab.
+struct Browser {
+    cdp: WebSocket<TcpStream>,
+    next_id: u64,
+    // Dropped after `cdp`: the profile directory outlives the browser.
+    proc: Proc,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch() -> Browser {
+        let binary = std::env::var("VSTATS_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned());
+        assert!(
+            Path::new(&binary).exists(),
+            "{binary} not found: the browser test needs Chromium; \
+             run ./scripts/setup-dev.sh (it installs the `chromium` package)"
+        );
+        let profile = tempfile::tempdir().unwrap();
+        let mut command = Command::new(&binary);
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--window-size=1280,800",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank");
+        let proc = Proc::spawn(command);
+        // Chromium picks a free port and writes it to this file.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let port: u16 = poll(
+            Duration::from_secs(30),
+            "Chromium's DevToolsActivePort",
+            || proc.log(),
+            || {
+                std::fs::read_to_string(&port_file)
+                    .ok()?
+                    .lines()
+                    .next()?
+                    .parse()
+                    .ok()
+            },
+        );
+        let target = poll(
+            Duration::from_secs(10),
+            "a page target in /json/list",
+            || proc.log(),
+            || {
+                let list: Value = serde_json::from_str(&http_get(port, "/json/list")?).ok()?;
+                list.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let (cdp, _) = tungstenite::client(target.as_str(), tcp).unwrap();
+        let mut browser = Browser {
+            cdp,
+            next_id: 0,
+            proc,
+            _profile: profile,
+        };
+        browser.call("Page.enable", json!({}));
+        browser
+    }
+
+    /// One DevTools command; returns its `result`, skipping events.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({"id": id, "method": method, "params": params});
+        self.cdp.send(Message::text(request.to_string())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {method}\n{}",
+                self.proc.log()
+            );
+            let text = match self.cdp.read() {
+                Ok(Message::Text(text)) => text,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("DevTools connection failed during {method}: {e}"),
+            };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                if let Some(error) = answer.get("error") {
+                    panic!("{method} failed: {error}");
+                }
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JS expression in the page; returns its value as JSON.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        if let Some(exception) = result.get("exceptionDetails") {
+            panic!("{expression} threw: {exception}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        poll(
+            Duration::from_secs(10),
+            "the page loaded",
+            String::new,
+            || (self.eval("document.readyState") == "complete").then_some(()),
+        );
+    }
+
+    /// A PNG of the viewport, written to `target/browser-artifacts/NAME`.
+    fn screenshot(&mut self, name: &str) -> PathBuf {
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": false}),
+        );
+        let png = base64_decode(shot["data"].as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("browser-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        File::create(&path).unwrap().write_all(&png).unwrap();
+        path
+    }
+
+    /// What server `id`'s card shows: each `data-field`'s text, the card's
+    /// classes, and how many points its CPU sparkline has; `null` when there
+    /// is no such card.
+    fn card(&mut self, id: &str) -> Value {
+        let id = serde_json::to_string(id).unwrap();
+        self.eval(&format!(
+            r#"(() => {{
+                const card = document.querySelector('[data-server-id="' + CSS.escape({id}) + '"]');
+                if (!card) return null;
+                const out = {{ class: card.className }};
+                for (const e of card.querySelectorAll('[data-field]')) out[e.dataset.field] = e.textContent;
+                const line = card.querySelector('.cpu polyline');
+                const points = line && line.getAttribute('points');
+                out.points = points ? points.split(' ').length : 0;
+                return out;
+            }})()"#
+        ))
+    }
+
+    fn conn(&mut self) -> Value {
+        self.eval(
+            "(() => { const c = document.querySelector('#conn'); \
+             return { state: c.dataset.state, text: c.textContent }; })()",
+        )
+    }
+}
+
+/// Standard base64 (with padding), as DevTools sends screenshots.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .map(value)
+        .collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &d)| acc | (u32::from(d) << (18 - 6 * i)));
+        for i in 0..chunk.len() - 1 {
+            out.push((bits >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// The page's size format (binary units, one decimal below 100): the
+/// number and the unit.
+fn human_bytes(mut n: f64) -> (f64, &'static str) {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut i = 0;
+    while n >= 1024.0 && i < units.len() - 1 {
+        n /= 1024.0;
+        i += 1;
+    }
+    (n, units[i])
+}
+
+fn host_mem_total() -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024.0
+}
+
+fn text<'a>(card: &'a Value, field: &str) -> &'a str {
+    card[field].as_str().unwrap_or_default()
+}
+
+#[test]
+fn dashboard_shows_live_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(dir.path(), &[]);
+    let (id, token) = relay.add_server("alpha", "上海");
+
+    let mut agent_command = Command::new(env!("CARGO_BIN_EXE_vstats-agent"));
+    agent_command
+        .args(["--server", &format!("ws://127.0.0.1:{}", relay.port)])
+        .args(["--interval", "0.5"])
+        .env_clear()
+        .env("VSTATS_TOKEN", &token);
+    // The relay notices the new registry entry within 2 s; until then the
+    // agent is refused and retries, so waiting on the page covers both.
+    let mut agent = Proc::spawn(agent_command);
+
+    let mut browser = Browser::launch();
+    browser.navigate(&relay.url());
+    let logs = |relay: &Relay, agent: &Proc| {
+        format!(
+            "relay log:\n{}\nagent log:\n{}",
+            relay.proc.log(),
+            agent.log()
+        )
+    };
+
+    // Live, with the server online and a real sample in its card.
+    let first = poll(
+        Duration::from_secs(30),
+        "alpha's card online with a CPU figure",
+        || logs(&relay, &agent),
+        || {
+            let card = browser.card(&id);
+            (text(&card, "status") == "online" && text(&card, "cpu").ends_with('%')).then_some(card)
+        },
+    );
+    assert_eq!(browser.conn()["state"], "live");
+    assert_eq!(text(&first, "name"), "alpha");
+    assert_eq!(text(&first, "location"), "上海");
+    assert!(has_class(&first, "on"), "{first}");
+
+    // Memory: "used / total", total the host's MemTotal in binary units.
+    let memory = text(&first, "memory");
+    let (_, total) = memory
+        .split_once(" / ")
+        .unwrap_or_else(|| panic!("memory shows {memory:?}"));
+    let (shown, unit) = total.split_once(' ').unwrap();
+    let (expected, expected_unit) = human_bytes(host_mem_total());
+    assert_eq!(unit, expected_unit, "memory total {total:?}");
+    let shown: f64 = shown.parse().unwrap();
+    let tolerance = if expected < 100.0 { 0.051 } else { 0.51 };
+    assert!(
+        (shown - expected).abs() <= tolerance,
+        "memory total {total:?}, host has {expected:.2} {expected_unit}"
+    );
+    for field in ["disk", "net", "load", "uptime"] {
+        let value = text(&first, field);
+        assert!(
+            !value.is_empty() && value != "–",
+            "{field} shows {value:?}: {first}"
+        );
+    }
+    assert!(text(&first, "net").contains("/s"), "{first}");
+
+    // Live updates: the sparkline grows, and a figure changes.
+    let figures = |card: &Value| {
+        ["cpu", "net", "uptime", "load"]
+            .map(|field| text(card, field).to_owned())
+            .join(" | ")
+    };
+    let before = figures(&first);
+    poll(
+        Duration::from_secs(20),
+        "alpha's figures changing",
+        || logs(&relay, &agent),
+        || {
+            let card = browser.card(&id);
+            (figures(&card) != before && card["points"].as_u64()? > first["points"].as_u64()?)
+                .then_some(())
+        },
+    );
+
+    // A server registered while the page is open appears without a reload;
+    // it has no agent, so it is offline.
+    let (beta, _) = relay.add_server("beta", "Frankfurt");
+    let card = poll(
+        Duration::from_secs(10),
+        "beta's card",
+        || logs(&relay, &agent),
+        || Some(browser.card(&beta)).filter(|c| !c.is_null()),
+    );
+    assert_eq!(text(&card, "name"), "beta");
+    assert_eq!(text(&card, "status"), "offline");
+    assert!(has_class(&card, "off"), "{card}");
+    let order = browser
+        .eval("[...document.querySelectorAll('[data-server-id]')].map(c => c.dataset.serverId)");
+    assert_eq!(order, json!([id, beta]), "cards in registration order");
+
+    // Let the sparklines fill a little for the picture.
+    thread::sleep(Duration::from_secs(3));
+    let shot = browser.screenshot("dashboard.png");
+    eprintln!("screenshot: {}", shot.display());
+
+    // Phone width: one column, nothing wider than the screen.
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    let layout = poll(
+        Duration::from_secs(5),
+        "the layout at 360 px",
+        String::new,
+        || {
+            let layout = browser.eval(
+                "({ width: innerWidth, scroll: document.documentElement.scrollWidth, \
+                   columns: getComputedStyle(document.querySelector('#grid')).gridTemplateColumns.split(' ').length })",
+            );
+            (layout["width"] == 360).then_some(layout)
+        },
+    );
+    assert_eq!(layout["columns"], 1, "{layout}");
+    assert!(layout["scroll"].as_u64().unwrap() <= 360, "{layout}");
+    browser.screenshot("dashboard-phone.png");
+    browser.call("Emulation.clearDeviceMetricsOverride", json!({}));
+
+    // Removed from the registry: the card goes, without a reload.
+    relay.cli(&["remove", &beta]);
+    poll(
+        Duration::from_secs(10),
+        "beta's card gone",
+        || logs(&relay, &agent),
+        || browser.card(&beta).is_null().then_some(()),
+    );
+
+    // The agent dies: its card turns offline and grey.
+    agent.kill();
+    let card = poll(
+        Duration::from_secs(10),
+        "alpha offline",
+        || logs(&relay, &agent),
+        || {
+            let card = browser.card(&id);
+            (text(&card, "status") == "offline").then_some(card)
+        },
+    );
+    assert!(has_class(&card, "off"), "{card}");
+    assert_eq!(text(&card, "name"), "alpha", "the card stays, greyed");
+
+    // The relay goes away: the page says it is reconnecting.
+    relay.proc.kill();
+    let conn = poll(
+        Duration::from_secs(10),
+        "the page reconnecting",
+        String::new,
+        || {
+            let conn = browser.conn();
+            (conn["state"] == "down").then_some(conn)
+        },
+    );
+    assert!(
+        conn["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("reconnecting in "),
+        "{conn}"
+    );
+}
+
+fn has_class(card: &Value, class: &str) -> bool {
+    text(card, "class").split_whitespace().any(|c| c == class)
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `scripts/demo.sh --no-build` on the debug binaries, a free port and a
+/// fresh demo directory: it registers this machine once, runs a relay and
+/// an agent that shows up online, keeps the token private, and a SIGTERM
+/// stops everything it started.
+#[test]
+fn demo_script_runs_relay_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo-state");
+    let port = free_port();
+    let hostname = nix::unistd::gethostname().unwrap();
+    let hostname = hostname.to_str().unwrap();
+    let start = || {
+        let mut command = Command::new("sh");
+        command
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+            .arg("--no-build")
+            .env("VSTATS_DEMO_PORT", port.to_string())
+            .env("VSTATS_DEMO_DIR", &demo_dir)
+            .env("VSTATS_RELAY_BIN", env!("CARGO_BIN_EXE_vstats-relay"))
+            .env("VSTATS_AGENT_BIN", env!("CARGO_BIN_EXE_vstats-agent"));
+        let demo = Proc::spawn(command);
+        let url = format!("dashboard at http://127.0.0.1:{port}/");
+        poll(
+            Duration::from_secs(20),
+            "the demo's dashboard URL",
+            || demo.log(),
+            || demo.log().contains(&url).then_some(()),
+        );
+        demo
+    };
+    let servers_online = |demo: &Proc| {
+        poll(
+            Duration::from_secs(20),
+            "this machine online in /api/servers",
+            || demo.log(),
+            || {
+                let servers: Value = serde_json::from_str(&http_get(port, "/api/servers")?).ok()?;
+                let servers = servers.as_array()?.clone();
+                servers
+                    .iter()
+                    .any(|s| {
+                        s["name"] == hostname && s["location"] == "local" && s["online"] == true
+                    })
+                    .then_some(servers)
+            },
+        )
+    };
+    let stop = |mut demo: Proc| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(demo.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let log = demo.log.clone();
+        poll(
+            Duration::from_secs(15),
+            "the demo exiting on SIGTERM",
+            || log.lock().unwrap().clone(),
+            || demo.child.try_wait().unwrap(),
+        );
+        // Nothing it started is left: not in its process group, not on the port.
+        poll(
+            Duration::from_secs(5),
+            "the demo's relay and agent gone",
+            || demo.log(),
+            || {
+                nix::sys::signal::kill(demo.group(), None)
+                    .is_err()
+                    .then_some(())
+            },
+        );
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    };
+
+    let demo = start();
+    assert_eq!(servers_online(&demo).len(), 1);
+    let page = http_get(port, "/").unwrap();
+    assert!(page.contains("id=conn"), "the dashboard page is served");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&demo_dir), 0o700);
+    assert_eq!(mode(&demo_dir.join("agent.token")), 0o600);
+    stop(demo);
+
+    // A second run reuses the registration rather than adding a server.
+    let demo = start();
+    assert_eq!(servers_online(&demo).len(), 1);
+    stop(demo);
+}
+
+/// A relay that wants a viewer token: the page passes on the `token` of its
+/// own URL to `/ws`, and without it stays disconnected.
+#[test]
+fn dashboard_passes_viewer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path(), &["--viewer-token", "s3cret&x"]);
+    let (id, _) = relay.add_server("gamma", "東京");
+    let mut browser = Browser::launch();
+
+    browser.navigate(&format!("{}?token=s3cret%26x", relay.url()));
+    poll(
+        Duration::from_secs(15),
+        "gamma's card with the viewer token",
+        || relay.proc.log(),
+        || {
+            let card = browser.card(&id);
+            (text(&card, "location") == "東京").then_some(())
+        },
+    );
+    assert_eq!(browser.conn()["state"], "live");
+
+    browser.navigate(&relay.url());
+    let conn = poll(
+        Duration::from_secs(10),
+        "the page refused without the token",
+        || relay.proc.log(),
+        || {
+            let conn = browser.conn();
+            (conn["state"] == "down").then_some(conn)
+        },
+    );
+    assert!(browser.card(&id).is_null(), "no data without the token");
+    assert!(
+        text(&conn, "text").starts_with("reconnecting in "),
+        "{conn}"
+    );
+}
