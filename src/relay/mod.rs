@@ -349,7 +349,7 @@ impl Relay {
                         }
                     }
                 }
-                Phase::Agent(agent) => return self.read_agent(agent),
+                Phase::Agent(agent) => return self.read_agent(id, agent),
                 Phase::Dashboard(dashboard) => {
                     dashboard.socket.read(|_, _| {})?;
                     if !dashboard.dirty {
@@ -535,13 +535,22 @@ impl Relay {
         })
     }
 
-    fn read_agent(&mut self, agent: &mut AgentConn) -> Result<(), Done> {
+    fn read_agent(&mut self, id: ConnId, agent: &mut AgentConn) -> Result<(), Done> {
         let mut frames = Vec::new();
         let mut unexpected = 0;
         agent.socket.read(|_, incoming| match incoming {
             Incoming::Text(text) => frames.push(text),
             Incoming::Unexpected => unexpected += 1,
         })?;
+        let speaks_for_server = self
+            .hub
+            .get(&agent.server_id)
+            .is_some_and(|server| server.agent == Some(id));
+        if !speaks_for_server {
+            // Replaced by a newer connection, or its server was removed:
+            // what it still sends while closing is not the server's state.
+            return agent.socket.flush();
+        }
         let heard = agent.socket.last_heard;
         for _ in 0..unexpected {
             self.malformed(agent, "binary frame");
