@@ -20,9 +20,11 @@ if [ ! -x .tools/bin/cargo-zigbuild ] || [ ! -x .tools/bin/python-zig ]; then
     .tools/bin/pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
 fi
 
-# Debian packages: valgrind for scripts/bench-agent.sh.
+# Debian packages: valgrind (bench-agent.sh), busybox, dash, shellcheck and
+# systemd-analyze (installer and packaging tests), prometheus (scrape test),
+# qemu-user-static (cross tests), chromium and a CJK font (browser test).
 missing=""
-for package in valgrind busybox dash shellcheck systemd prometheus qemu-user-static; do
+for package in valgrind busybox dash shellcheck systemd prometheus qemu-user-static chromium fonts-wqy-microhei; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -227,6 +227,21 @@ pub fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -
     out
 }
 
+/// The dashboard page. Its policy lets it run its own inline script and
+/// style and talk to its own origin, and nothing else; no referrer, so a
+/// viewer token in the page's URL goes nowhere.
+pub fn page_response(body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = response(200, "text/html; charset=utf-8", body, head_only);
+    let headers = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
+                   style-src 'unsafe-inline'; img-src data:; connect-src 'self'; \
+                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
+                   Referrer-Policy: no-referrer\r\n";
+    // Just before the blank line that ends the head.
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 2;
+    out.splice(end..end, headers.bytes());
+    out
+}
+
 /// A short plain-text error or status response.
 pub fn text_response(status: u16, text: &str) -> Vec<u8> {
     response(
@@ -364,6 +379,15 @@ mod tests {
         );
         assert_eq!(route(&head("GET", "/nope")), Route::NotFound);
         assert_eq!(route(&head("HEAD", "/ws")), Route::MethodNotAllowed);
+    }
+
+    #[test]
+    fn the_page_carries_its_policy_in_the_head() {
+        let out = String::from_utf8(page_response(b"<p>hi", false)).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("\r\nContent-Security-Policy: default-src 'none';"));
+        assert!(head.ends_with("Referrer-Policy: no-referrer"));
+        assert_eq!(body, "<p>hi");
     }
 
     #[test]

@@ -387,12 +387,7 @@ impl Relay {
             Route::Servers => {
                 http::response(200, "application/json", &self.hub.servers_json(), head_only)
             }
-            Route::Page => http::response(
-                200,
-                "text/html; charset=utf-8",
-                DASHBOARD_PAGE.as_bytes(),
-                head_only,
-            ),
+            Route::Page => http::page_response(DASHBOARD_PAGE.as_bytes(), head_only),
             Route::Metrics => http::response(
                 200,
                 prometheus::CONTENT_TYPE,
