@@ -147,20 +147,11 @@ impl Hub {
     }
 }
 
-/// A sample checked against the protocol, ready to store and forward.
-pub struct Sample {
-    pub data: Box<RawValue>,
-}
-
-impl Sample {
-    /// Validates an agent's `data` by parsing it as [`Metrics`], but keeps
-    /// the agent's own bytes to forward.
-    pub fn check(data: &RawValue) -> serde_json::Result<Sample> {
-        serde_json::from_str::<Metrics>(data.get())?;
-        Ok(Sample {
-            data: data.to_owned(),
-        })
-    }
+/// Validates an agent's `data` by parsing it as [`Metrics`], but keeps the
+/// agent's own bytes to store and forward.
+pub fn check_sample(data: &RawValue) -> serde_json::Result<Box<RawValue>> {
+    serde_json::from_str::<Metrics>(data.get())?;
+    Ok(data.to_owned())
 }
 
 fn message<M: Serialize>(message: DashboardMessage<M>) -> Utf8Bytes {
@@ -273,10 +264,10 @@ mod tests {
     #[test]
     fn samples_are_validated() {
         let good = RawValue::from_string(r#"{"hostname":"h","cpu":{"usage":3}}"#.into()).unwrap();
-        assert!(Sample::check(&good).is_ok());
+        assert!(check_sample(&good).is_ok());
         let bad = RawValue::from_string(r#"{"cpu":{"usage":"high"}}"#.into()).unwrap();
-        assert!(Sample::check(&bad).is_err());
+        assert!(check_sample(&bad).is_err());
         let not_object = RawValue::from_string("[1]".into()).unwrap();
-        assert!(Sample::check(&not_object).is_err());
+        assert!(check_sample(&not_object).is_err());
     }
 }

@@ -18,7 +18,7 @@ pub mod registry;
 use config::Config;
 use conn::{Done, HeadPhase, Incoming, RespondPhase, Socket, Stream, Then};
 use http::{Head, Parsed, Route};
-use hub::{ConnId, Hub, Sample};
+use hub::{ConnId, Hub};
 use log::{debug, error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -26,6 +26,7 @@ use outbox::Outbox;
 use poller::Poller;
 use registry::{FileStamp, Registry};
 use rustls::ServerConfig;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -79,7 +80,7 @@ impl fmt::Display for RelayError {
 impl std::error::Error for RelayError {}
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Counters {
     pub frames_in: u64,
     pub frames_out: u64,
@@ -584,7 +585,7 @@ impl Relay {
         };
         match raw.kind.as_ref() {
             "metrics" => {
-                let sample = match raw.data.ok_or(()).map(Sample::check) {
+                let sample = match raw.data.ok_or(()).map(hub::check_sample) {
                     Ok(Ok(sample)) => sample,
                     Ok(Err(e)) => return self.malformed(agent, &e.to_string()),
                     Err(()) => return self.malformed(agent, "metrics without data"),
@@ -614,13 +615,13 @@ impl Relay {
     }
 
     /// Stores a server's sample and queues it to every dashboard.
-    fn fan_out(&mut self, server_id: &str, sample: Sample) {
+    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>) {
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
-        let message = hub::metrics(server_id, &sample.data);
+        let message = hub::metrics(server_id, &sample);
         server.latest_message = Some(message.clone());
-        server.latest_data = Some(sample.data);
+        server.latest_data = Some(sample);
         let slot = server.slot;
         for id in &self.dashboards {
             if let Some(Conn {
