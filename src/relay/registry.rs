@@ -80,6 +80,9 @@ pub struct Registry {
     servers: Vec<Server>,
     /// Token hash to position in `servers`.
     by_token: HashMap<[u8; 32], usize>,
+    /// Id to position in `servers`: loading and editing a fleet of
+    /// thousands must not be quadratic.
+    by_id: HashMap<String, usize>,
 }
 
 impl fmt::Debug for Registry {
@@ -172,6 +175,7 @@ impl Registry {
         Registry {
             servers: Vec::new(),
             by_token: HashMap::new(),
+            by_id: HashMap::new(),
         }
     }
 
@@ -297,9 +301,9 @@ impl Registry {
         &self.servers
     }
 
-    /// A linear search: registries are small and this is not a per-frame path.
+    /// The server with this id.
     pub fn get(&self, id: &str) -> Option<&Server> {
-        self.servers.iter().find(|server| server.id == id)
+        self.servers.get(*self.by_id.get(id)?)
     }
 
     /// Registers a server under a fresh id and token. Returns the new server
@@ -329,8 +333,10 @@ impl Registry {
         let position = self.position(id)?;
         let server = self.servers.remove(position);
         self.by_token.clear();
+        self.by_id.clear();
         for (position, server) in self.servers.iter().enumerate() {
             self.by_token.insert(server.token_sha256, position);
+            self.by_id.insert(server.id.clone(), position);
         }
         Ok(server)
     }
@@ -391,13 +397,14 @@ impl Registry {
     fn push(&mut self, server: Server) {
         self.by_token
             .insert(server.token_sha256, self.servers.len());
+        self.by_id.insert(server.id.clone(), self.servers.len());
         self.servers.push(server);
     }
 
     fn position(&self, id: &str) -> Result<usize, RegistryError> {
-        self.servers
-            .iter()
-            .position(|server| server.id == id)
+        self.by_id
+            .get(id)
+            .copied()
             .ok_or_else(|| RegistryError::UnknownServer(id.to_owned()))
     }
 
