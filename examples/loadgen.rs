@@ -1,0 +1,1028 @@
+//! Load generator for `vstats-relay`, driven by `scripts/bench-relay.sh`.
+//!
+//! One thread and one epoll loop, like the relay itself, so 10,000 agents
+//! cost the generator a socket and a few KiB each rather than a thread each.
+//! Modes:
+//!
+//! - fleet (the default): `--dashboards` dashboards connect, then `--agents`
+//!   agents over `--ramp` seconds, each sending a realistic `metrics` sample
+//!   (`--sample-bytes`) `--rate` times a second, phases spread evenly. Every
+//!   dashboard times each sample it receives that was sent in the
+//!   measurement window (`--duration` seconds, after the ramp and a settle).
+//! - `--idle`: the agents connect and send nothing (memory per connection).
+//! - `--handshakes SECONDS`: agents connect, finish the WebSocket upgrade
+//!   (under TLS for `wss://`) and close, `--agents` of them in flight at a
+//!   time, for that long.
+//!
+//! Latency is a dashboard's receive time minus the `loadgen_sent_us` stamp
+//! the agent put in the sample, both on this process's clock: it includes
+//! the generator's own delays, so it is an upper bound on the relay's.
+//!
+//! The run prints a human-readable report and, as its last line, the same
+//! figures as one JSON object.
+//!
+//! Usage: cargo run --release --example loadgen -- --relay ws://127.0.0.1:PORT
+//!        --tokens FILE [--agents N] [--dashboards M] [--rate HZ] [--ramp S]
+//!        [--duration S] [--sample-bytes B] [--idle] [--handshakes S]
+//!        [--ca-file PEM] [--relay-pid PID]
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
+use serde_json::json;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::{ClientHandshake, Request};
+use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+use vstats::tls::MaybeTls;
+
+type Stream = MaybeTls<ClientConnection>;
+
+/// A loopback connect completes in the kernel unless the relay's accept
+/// queue is full; past this the relay is refusing and the attempt fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection not upgraded by then counts as failed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dashboards get to connect and take their snapshot.
+const DASHBOARD_SETUP: Duration = Duration::from_secs(15);
+/// Between the end of the ramp and the window: the last agents' first
+/// samples and the dashboards' snapshots are out of the way.
+const SETTLE: Duration = Duration::from_secs(1);
+/// After the window: samples sent at its very end may still arrive.
+const GRACE: Duration = Duration::from_secs(3);
+/// The loop wakes at least this often (handshake deadlines, the ramp).
+const MAX_WAIT: Duration = Duration::from_millis(5);
+/// File descriptors kept for stdio, epoll and /proc reads.
+const SPARE_FDS: u64 = 64;
+const STAMP: &str = "\"loadgen_sent_us\":";
+const METRICS_PREFIX: &str = "{\"type\":\"metrics\"";
+
+const USAGE: &str = "\
+loadgen: drive vstats-relay with agents and dashboards on loopback
+
+Usage: loadgen --relay ws://127.0.0.1:PORT --tokens FILE [options]
+
+  --relay URL          ws:// or wss:// on 127.0.0.0/8
+  --ca-file PEM        trust this CA (wss://)
+  --tokens FILE        agent tokens, one a line (one per agent)
+  --agents N           agents (default 100); in --handshakes mode, in flight
+  --dashboards M       dashboards (default 10)
+  --rate HZ            samples per second per agent (default 1)
+  --ramp SECONDS       spread agent connections over this (default N/2000)
+  --duration SECONDS   measurement window after the ramp (default 10)
+  --sample-bytes B     size of an agent's data object (default 1000)
+  --idle               agents connect and send nothing
+  --handshakes SECONDS open and close agent connections this long
+  --relay-pid PID      report the relay's CPU and memory
+";
+
+struct Args {
+    url: String,
+    addr: SocketAddr,
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    agents: usize,
+    dashboards: usize,
+    rate: f64,
+    ramp: Option<f64>,
+    duration: f64,
+    sample_bytes: usize,
+    idle: bool,
+    handshakes: Option<f64>,
+    relay_pid: Option<u32>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut relay = None;
+    let mut args = Args {
+        url: String::new(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: false,
+        ca_file: None,
+        tokens: None,
+        agents: 100,
+        dashboards: 10,
+        rate: 1.0,
+        ramp: None,
+        duration: 10.0,
+        sample_bytes: 1000,
+        idle: false,
+        handshakes: None,
+        relay_pid: None,
+    };
+    let fail = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(fail)? {
+        match arg {
+            Long("relay") => relay = Some(parser.value().map_err(fail)?.string().map_err(fail)?),
+            Long("ca-file") => args.ca_file = Some(parser.value().map_err(fail)?.into()),
+            Long("tokens") => args.tokens = Some(parser.value().map_err(fail)?.into()),
+            Long("agents") => args.agents = parser.value().map_err(fail)?.parse().map_err(fail)?,
+            Long("dashboards") => {
+                args.dashboards = parser.value().map_err(fail)?.parse().map_err(fail)?
+            }
+            Long("rate") => args.rate = parser.value().map_err(fail)?.parse().map_err(fail)?,
+            Long("ramp") => args.ramp = Some(parser.value().map_err(fail)?.parse().map_err(fail)?),
+            Long("duration") => {
+                args.duration = parser.value().map_err(fail)?.parse().map_err(fail)?
+            }
+            Long("sample-bytes") => {
+                args.sample_bytes = parser.value().map_err(fail)?.parse().map_err(fail)?
+            }
+            Long("idle") => args.idle = true,
+            Long("handshakes") => {
+                args.handshakes = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
+            }
+            Long("relay-pid") => {
+                args.relay_pid = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
+            }
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => return Err(fail(arg.unexpected())),
+        }
+    }
+    let url = relay.ok_or("--relay is required")?;
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        (false, rest)
+    } else {
+        return Err(format!("{url}: not a ws:// or wss:// URL"));
+    };
+    let addr: SocketAddr = rest
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("{url}: want ws://127.0.0.1:PORT"))?;
+    // A load generator must never be pointed at someone else's machine.
+    if !addr.ip().is_loopback() {
+        return Err(format!("{url}: only loopback addresses are allowed"));
+    }
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+            Ok(())
+        } else {
+            Err(format!("--{name} must be above 0 and at most a day"))
+        }
+    };
+    positive("rate", args.rate)?;
+    positive("duration", args.duration)?;
+    // A ramp of 0 connects every agent at once.
+    if let Some(ramp) = args.ramp.filter(|&r| r != 0.0) {
+        positive("ramp", ramp)?;
+    }
+    if let Some(seconds) = args.handshakes {
+        positive("handshakes", seconds)?;
+    }
+    args.url = url.trim_end_matches('/').to_owned();
+    args.addr = addr;
+    args.tls = tls;
+    Ok(args)
+}
+
+/// Raises the open-files soft limit to the hard one; returns how many
+/// connections fit.
+fn connection_budget() -> usize {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    limit.saturating_sub(SPARE_FDS) as usize
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    Some(ticks as f64 / hz as f64)
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// A cheap deterministic generator: the samples only need to vary.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A percentage with two decimals.
+    fn percent(&mut self) -> f64 {
+        (self.next() % 10_000) as f64 / 100.0
+    }
+}
+
+/// Builds agent frames in the shape `vstats-agent --once` prints on a
+/// small VM (about 900 bytes compact), with the varying figures varied and
+/// a `loadgen_pad` string (unknown fields are allowed) to reach the size.
+struct SampleMaker {
+    pad: String,
+    rng: XorShift,
+}
+
+impl SampleMaker {
+    fn new(target: usize) -> SampleMaker {
+        let mut maker = SampleMaker {
+            pad: String::new(),
+            rng: XorShift(0x9e37_79b9_7f4a_7c15),
+        };
+        let data_len = |frame: String| {
+            let start = frame.find("\"data\":").unwrap_or(0) + "\"data\":".len();
+            let end = frame.rfind(",\"timestamp\"").unwrap_or(frame.len());
+            end - start
+        };
+        let base = data_len(maker.frame(0, 0));
+        maker.pad = "x".repeat(target.saturating_sub(base));
+        maker
+    }
+
+    fn frame(&mut self, agent: usize, sent_us: u64) -> String {
+        let now = vstats::protocol::rfc3339(SystemTime::now());
+        let r = &mut self.rng;
+        let (a, b) = (r.percent(), r.percent());
+        let used = 800_000_000 + r.next() % 400_000_000;
+        let (rx, tx) = (r.next() % 2_000_000, r.next() % 500_000);
+        format!(
+            concat!(
+                r#"{{"type":"metrics","data":{{"timestamp":"{now}","hostname":"loadgen-{agent}","#,
+                r#""os":{{"name":"Debian GNU/Linux","version":"12","kernel":"6.1.0-18-amd64","arch":"x86_64"}},"#,
+                r#""cpu":{{"brand":"AMD EPYC 7763 64-Core Processor","cores":2,"usage":{usage:.2},"per_core":[{a:.2},{b:.2}]}},"#,
+                r#""memory":{{"total":25276514304,"used":{used},"available":{available},"usage_percent":{mem:.2},"swap_total":0,"swap_used":0}},"#,
+                r#""disks":[{{"name":"/dev/vda","mount":"/","fs_type":"ext4","total":270553174016,"used":21495939072,"usage_percent":7.95}}],"#,
+                r#""disk_io":{{"read_rate":{read:.2},"write_rate":{write:.2}}},"#,
+                r#""network":{{"rx":{rx}.0,"tx":{tx}.0,"rx_total":558461827,"tx_total":846234,"interfaces":["#,
+                r#"{{"name":"eth0","rx":{rx}.0,"tx":{tx}.0,"rx_total":558461827,"tx_total":846234}}]}},"#,
+                r#""uptime":{uptime},"load_average":{{"one":0.52,"five":0.48,"fifteen":0.41}},"temperatures":[],"#,
+                r#""sockets":{{"tcp":12,"udp":3}},"processes":{processes},"loadgen_pad":"{pad}","#,
+                r#""loadgen_sent_us":{sent_us}}},"timestamp":"{now}"}}"#,
+            ),
+            now = now,
+            agent = agent,
+            usage = (a + b) / 2.0,
+            a = a,
+            b = b,
+            used = used,
+            available = 25_276_514_304u64 - used,
+            mem = used as f64 / 25_276_514_304.0 * 100.0,
+            read = r.percent() * 1000.0,
+            write = r.percent() * 100.0,
+            rx = rx,
+            tx = tx,
+            uptime = 3000 + sent_us / 1_000_000,
+            processes = 80 + r.next() % 40,
+            pad = self.pad,
+            sent_us = sent_us,
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    /// An agent, by its index (and token).
+    Agent(usize),
+    /// A dashboard, by its index.
+    Dashboard(usize),
+}
+
+enum Ws {
+    Handshake(MidHandshake<ClientHandshake<Stream>>),
+    Open(WebSocket<Stream>),
+}
+
+struct Conn {
+    role: Role,
+    ws: Ws,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct Stats {
+    agents_connected: u64,
+    agents_failed: u64,
+    dashboards_connected: u64,
+    dashboards_failed: u64,
+    /// Why connections failed, with counts (HTTP status, timeout, ...).
+    failures: std::collections::BTreeMap<String, u64>,
+    /// Open connections the relay (or the network) ended during the run.
+    dropped: u64,
+    slowest_connect: Duration,
+    samples_sent: u64,
+    samples_sent_in_window: u64,
+    /// Samples refused because tungstenite's write buffer was full.
+    send_blocked: u64,
+    /// How late the loop got behind its send schedule, at worst.
+    worst_send_lag: Duration,
+    received: Vec<u64>,
+    latencies_us: Vec<u32>,
+    handshakes: u64,
+}
+
+struct LoadGen {
+    args: Args,
+    epoll: Epoll,
+    events: Vec<EpollEvent>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    tokens: Vec<String>,
+    /// Agent index to its connection's key, once open.
+    agent_conn: Vec<Option<usize>>,
+    samples: SampleMaker,
+    clock: Instant,
+    /// The measurement window, in microseconds on `clock`.
+    window_us: (u64, u64),
+    /// In `--handshakes` mode: close agents as soon as they are upgraded.
+    churn: bool,
+    stats: Stats,
+}
+
+impl LoadGen {
+    fn new(args: Args, tokens: Vec<String>) -> Result<LoadGen, String> {
+        let tls = if args.tls {
+            let config =
+                vstats::tls::client_config(args.ca_file.as_deref()).map_err(|e| e.to_string())?;
+            let name = ServerName::from(args.addr.ip());
+            Some((Arc::new(config), name))
+        } else {
+            None
+        };
+        Ok(LoadGen {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?,
+            events: vec![EpollEvent::empty(); 1024],
+            conns: Vec::new(),
+            free: Vec::new(),
+            tls,
+            agent_conn: vec![None; args.agents],
+            samples: SampleMaker::new(args.sample_bytes),
+            clock: Instant::now(),
+            window_us: (u64::MAX, u64::MAX),
+            churn: args.handshakes.is_some(),
+            stats: Stats {
+                received: vec![0; args.dashboards],
+                ..Stats::default()
+            },
+            tokens,
+            args,
+        })
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.clock).as_micros() as u64
+    }
+
+    fn in_window(&self, us: u64) -> bool {
+        (self.window_us.0..self.window_us.1).contains(&us)
+    }
+
+    fn fail(&mut self, role: Role, why: String) {
+        match role {
+            Role::Agent(_) => self.stats.agents_failed += 1,
+            Role::Dashboard(_) => self.stats.dashboards_failed += 1,
+        }
+        *self.stats.failures.entry(why).or_default() += 1;
+    }
+
+    fn request(&self, role: Role) -> Request {
+        let path = match role {
+            Role::Agent(_) => "/ws/agent",
+            Role::Dashboard(_) => "/ws",
+        };
+        // The URL was checked in parse_args.
+        let mut request = format!("{}{path}", self.args.url)
+            .into_client_request()
+            .expect("a valid URL");
+        if let Role::Agent(i) = role {
+            let token = &self.tokens[i % self.tokens.len()];
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}")).expect("a hex token");
+            request.headers_mut().insert("authorization", bearer);
+        }
+        request
+    }
+
+    /// Connects (a blocking connect: on loopback the kernel completes it at
+    /// once unless the relay's accept queue is full) and starts the
+    /// non-blocking TLS and WebSocket handshakes.
+    fn open(&mut self, role: Role) {
+        let started = Instant::now();
+        let tcp = match TcpStream::connect_timeout(&self.args.addr, CONNECT_TIMEOUT) {
+            Ok(tcp) => tcp,
+            Err(e) => return self.fail(role, format!("connect: {}", e.kind())),
+        };
+        self.stats.slowest_connect = self.stats.slowest_connect.max(started.elapsed());
+        if let Err(e) = tcp.set_nonblocking(true) {
+            return self.fail(role, format!("socket: {}", e.kind()));
+        }
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => MaybeTls::Plain(tcp),
+            Some((config, name)) => match ClientConnection::new(config.clone(), name.clone()) {
+                Ok(tls) => MaybeTls::Tls(Box::new(rustls::StreamOwned::new(tls, tcp))),
+                Err(e) => return self.fail(role, format!("tls: {e}")),
+            },
+        };
+        let key = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        // Edge-triggered: every handler reads and writes until WouldBlock.
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self
+            .epoll
+            .add(stream.tcp(), EpollEvent::new(flags, key as u64))
+        {
+            self.free.push(key);
+            return self.fail(role, format!("epoll: {e}"));
+        }
+        let config = match role {
+            // Agents only ever read pings: tungstenite's 128 KiB default
+            // read buffer, allocated up front, would cost 1.3 GB at 10,000.
+            Role::Agent(_) => WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0)
+                .max_write_buffer_size(256 * 1024),
+            // tungstenite zeroes the whole free read buffer before every
+            // read (the one that says WouldBlock included): at 128 KiB that
+            // memset was the generator's largest cost.
+            Role::Dashboard(_) => WebSocketConfig::default().read_buffer_size(16 * 1024),
+        };
+        let request = self.request(role);
+        match tungstenite::client::client_with_config(request, stream, Some(config)) {
+            Ok((ws, _)) => self.opened(key, role, ws, started),
+            Err(HandshakeError::Interrupted(mid)) => {
+                let ws = Ws::Handshake(mid);
+                self.conns[key] = Some(Conn { role, ws, started });
+            }
+            Err(HandshakeError::Failure(e)) => {
+                self.free.push(key);
+                self.fail(role, handshake_failure(&e));
+            }
+        }
+    }
+
+    /// A connection finished its upgrade: keep it under `key`, or in
+    /// `--handshakes` mode count it and close it.
+    fn opened(&mut self, key: usize, role: Role, mut ws: WebSocket<Stream>, started: Instant) {
+        match role {
+            Role::Agent(_) if self.churn => {
+                if self.in_window(self.micros(Instant::now())) {
+                    self.stats.handshakes += 1;
+                }
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                self.free.push(key);
+                return;
+            }
+            Role::Agent(i) => {
+                self.stats.agents_connected += 1;
+                self.agent_conn[i] = Some(key);
+            }
+            Role::Dashboard(_) => self.stats.dashboards_connected += 1,
+        }
+        // Frames may have arrived with the 101.
+        self.keep_reading(key, role, ws, started);
+    }
+
+    /// Advances one connection after a readiness event.
+    fn drive(&mut self, key: usize) {
+        let Some(Conn { role, ws, started }) = self.conns[key].take() else {
+            return; // a stray event for a connection already gone
+        };
+        match ws {
+            Ws::Handshake(mid) => match mid.handshake() {
+                Ok((ws, _)) => self.opened(key, role, ws, started),
+                Err(HandshakeError::Interrupted(mid)) => {
+                    let ws = Ws::Handshake(mid);
+                    self.conns[key] = Some(Conn { role, ws, started });
+                }
+                Err(HandshakeError::Failure(e)) => {
+                    self.free.push(key);
+                    self.fail(role, handshake_failure(&e));
+                }
+            },
+            Ws::Open(ws) => self.keep_reading(key, role, ws, started),
+        }
+    }
+
+    /// Reads what has arrived; puts the connection back under `key` unless
+    /// it ended.
+    fn keep_reading(
+        &mut self,
+        key: usize,
+        role: Role,
+        mut ws: WebSocket<Stream>,
+        started: Instant,
+    ) {
+        if self.read_all(role, &mut ws) {
+            let ws = Ws::Open(ws);
+            self.conns[key] = Some(Conn { role, ws, started });
+        } else {
+            self.closed(key, role);
+        }
+    }
+
+    /// Reads every frame that has arrived (tungstenite queues pong replies)
+    /// and flushes; `false` once the connection has ended.
+    fn read_all(&mut self, role: Role, ws: &mut WebSocket<Stream>) -> bool {
+        loop {
+            match ws.read() {
+                Ok(Message::Text(text)) => {
+                    if let Role::Dashboard(d) = role {
+                        self.record(d, &text);
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    break;
+                }
+                Err(_) => return false,
+            }
+        }
+        match ws.flush() {
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Err(_) => false,
+        }
+    }
+
+    fn closed(&mut self, key: usize, role: Role) {
+        self.stats.dropped += 1;
+        if let Role::Agent(i) = role {
+            if let Some(slot) = self.agent_conn.get_mut(i) {
+                *slot = None;
+            }
+        }
+        self.free.push(key);
+    }
+
+    /// Times a dashboard's `metrics` frame by the stamp in its sample.
+    fn record(&mut self, dashboard: usize, text: &str) {
+        if !text.starts_with(METRICS_PREFIX) {
+            return;
+        }
+        // The stamp is the sample's last field, so search from the end.
+        let Some(at) = text.rfind(STAMP) else {
+            return;
+        };
+        let digits = &text[at + STAMP.len()..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let Ok(sent_us) = digits[..end].parse::<u64>() else {
+            return;
+        };
+        if !self.in_window(sent_us) {
+            return;
+        }
+        let latency = self.micros(Instant::now()).saturating_sub(sent_us);
+        self.stats.received[dashboard] += 1;
+        self.stats
+            .latencies_us
+            .push(latency.min(u32::MAX as u64) as u32);
+    }
+
+    /// Sends agent `agent`'s next sample, if it is connected.
+    fn send(&mut self, agent: usize) {
+        let Some(key) = self.agent_conn[agent] else {
+            return;
+        };
+        let Some(Conn {
+            ws: Ws::Open(ws), ..
+        }) = &mut self.conns[key]
+        else {
+            return;
+        };
+        let sent_us = self.clock.elapsed().as_micros() as u64;
+        let frame = self.samples.frame(agent, sent_us);
+        match ws.write(Message::text(frame)) {
+            Ok(()) => {}
+            Err(tungstenite::Error::WriteBufferFull(_)) => {
+                self.stats.send_blocked += 1;
+                return;
+            }
+            // Queued; the next writable edge flushes it.
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // The read side notices and closes it.
+            Err(_) => return,
+        }
+        let _ = ws.flush();
+        self.stats.samples_sent += 1;
+        if self.in_window(sent_us) {
+            self.stats.samples_sent_in_window += 1;
+        }
+    }
+
+    /// Waits for readiness at most `timeout` and drives what is ready.
+    fn poll(&mut self, timeout: Duration) {
+        // Round up, as mio does: a wait truncated to 0 ms would spin.
+        let millis = timeout.as_nanos().div_ceil(1_000_000).min(1000) as u16;
+        let ready = match self
+            .epoll
+            .wait(&mut self.events, EpollTimeout::from(millis))
+        {
+            Ok(ready) => ready,
+            Err(Errno::EINTR) => 0,
+            Err(e) => panic!("epoll_wait: {e}"),
+        };
+        for i in 0..ready {
+            let key = self.events[i].data() as usize;
+            self.drive(key);
+        }
+    }
+
+    /// Fails handshakes older than the handshake timeout.
+    fn expire_handshakes(&mut self) {
+        for key in 0..self.conns.len() {
+            let late = matches!(
+                &self.conns[key],
+                Some(Conn { ws: Ws::Handshake(_), started, .. })
+                    if started.elapsed() >= HANDSHAKE_TIMEOUT
+            );
+            if late {
+                if let Some(conn) = self.conns[key].take() {
+                    self.free.push(key);
+                    self.fail(conn.role, "handshake timeout".to_owned());
+                }
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.conns.len() - self.free.len()
+    }
+}
+
+fn handshake_failure(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Http(response) => format!("HTTP {}", response.status().as_u16()),
+        tungstenite::Error::Io(e) => format!("io: {}", e.kind()),
+        e => e.to_string(),
+    }
+}
+
+/// CPU time the whole machine spent busy (not idle or waiting), in
+/// seconds, from the first line of `/proc/stat`.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    Some(busy as f64 / hz as f64)
+}
+
+/// CPU use over a window, in percent of one core.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    relay: Option<f64>,
+    loadgen: Option<f64>,
+    /// Everything else on the machine: on a shared machine other work
+    /// competes for the cores, and this says how much.
+    others: Option<f64>,
+}
+
+/// CPU counters sampled at the start of a window.
+struct CpuWindow {
+    relay: Option<f64>,
+    me: Option<f64>,
+    machine: Option<f64>,
+    at: Instant,
+}
+
+impl CpuWindow {
+    fn start(relay_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            relay: relay_pid.and_then(|pid| cpu_seconds(&pid.to_string())),
+            me: cpu_seconds("self"),
+            machine: machine_busy_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    fn since_start(&self, relay_pid: Option<u32>) -> CpuUse {
+        let wall = self.at.elapsed().as_secs_f64();
+        let used =
+            |before: Option<f64>, after: Option<f64>| Some((after? - before?) / wall * 100.0);
+        let relay = used(
+            self.relay,
+            relay_pid.and_then(|pid| cpu_seconds(&pid.to_string())),
+        );
+        let loadgen = used(self.me, cpu_seconds("self"));
+        let machine = used(self.machine, machine_busy_seconds());
+        let others = machine.map(|m| (m - relay.unwrap_or(0.0) - loadgen.unwrap_or(0.0)).max(0.0));
+        CpuUse {
+            relay,
+            loadgen,
+            others,
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0)
+}
+
+fn run_handshakes(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
+    let in_flight = g.args.agents.max(1);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(seconds);
+    g.window_us = (g.micros(start), g.micros(end));
+    let cpu = CpuWindow::start(g.args.relay_pid);
+    let mut next_token = 0;
+    let mut last_expiry = start;
+    while Instant::now() < end {
+        while g.in_flight() < in_flight {
+            g.open(Role::Agent(next_token));
+            next_token = (next_token + 1) % g.tokens.len();
+        }
+        g.poll(MAX_WAIT);
+        if last_expiry.elapsed() >= Duration::from_millis(500) {
+            last_expiry = Instant::now();
+            g.expire_handshakes();
+        }
+    }
+    let cpu = cpu.since_start(g.args.relay_pid);
+    let rate = g.stats.handshakes as f64 / seconds;
+    println!(
+        "handshakes: {} in {seconds} s = {rate:.0}/s ({} in flight, {}), {} failed",
+        g.stats.handshakes,
+        in_flight,
+        if g.args.tls { "TLS" } else { "plain" },
+        g.stats.agents_failed
+    );
+    print_cpu(cpu);
+    json!({
+        "mode": "handshakes",
+        "tls": g.args.tls,
+        "in_flight": in_flight,
+        "seconds": seconds,
+        "handshakes": g.stats.handshakes,
+        "handshakes_per_s": rate,
+        "relay_cpu_percent": cpu.relay,
+        "relay_handshakes_per_cpu_s": cpu.relay.map(|c| rate / (c / 100.0)),
+        "loadgen_cpu_percent": cpu.loadgen,
+        "others_cpu_percent": cpu.others,
+        "failed": g.stats.agents_failed,
+        "failures": g.stats.failures,
+    })
+}
+
+fn print_cpu(cpu: CpuUse) {
+    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} %"));
+    println!(
+        "CPU (of one core): relay {}, loadgen {}, other processes {}",
+        show(cpu.relay),
+        show(cpu.loadgen),
+        show(cpu.others)
+    );
+}
+
+fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
+    let (agents, dashboards) = (g.args.agents, g.args.dashboards);
+    let setup_end = Instant::now() + DASHBOARD_SETUP;
+    for d in 0..dashboards {
+        g.open(Role::Dashboard(d));
+    }
+    while Instant::now() < setup_end
+        && ((g.stats.dashboards_connected + g.stats.dashboards_failed) as usize) < dashboards
+    {
+        g.poll(MAX_WAIT);
+        g.expire_handshakes();
+    }
+    let ramp = Duration::from_secs_f64(g.args.ramp.unwrap_or(agents as f64 / 2000.0));
+    let t0 = Instant::now();
+    let window_start = t0 + ramp + SETTLE;
+    let window_end = window_start + Duration::from_secs_f64(g.args.duration);
+    let end = window_end + GRACE;
+    g.window_us = (g.micros(window_start), g.micros(window_end));
+    // The s-th sample overall is due at t0 + s / (rate * agents): agent
+    // s % agents, so each agent sends every 1/rate s at its own phase.
+    let per_second = g.args.rate * agents as f64;
+    let mut seq: u64 = 0;
+    let mut opened = 0;
+    let mut cpu = None;
+    let mut at_end = None;
+    let mut last_expiry = t0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        while opened < agents && t0 + ramp.mul_f64(opened as f64 / agents as f64) <= Instant::now()
+        {
+            g.open(Role::Agent(opened));
+            opened += 1;
+        }
+        if cpu.is_none() && now >= window_start {
+            cpu = Some(CpuWindow::start(g.args.relay_pid));
+        }
+        if at_end.is_none() && now >= window_end {
+            let connected = g.agent_conn.iter().filter(|c| c.is_some()).count();
+            let pid = g.args.relay_pid.map(|p| p.to_string());
+            let memory = |field| pid.as_deref().and_then(|p| status_kib(p, field));
+            at_end = Some((
+                cpu.as_ref()
+                    .map(|c: &CpuWindow| c.since_start(g.args.relay_pid))
+                    .unwrap_or_default(),
+                connected,
+                memory("VmRSS"),
+                memory("VmHWM"),
+            ));
+        }
+        let mut next_due = end;
+        if !g.args.idle && agents > 0 && now < window_end {
+            loop {
+                let due = t0 + Duration::from_secs_f64(seq as f64 / per_second);
+                if due > now {
+                    next_due = due;
+                    break;
+                }
+                g.stats.worst_send_lag = g.stats.worst_send_lag.max(now - due);
+                g.send((seq % agents as u64) as usize);
+                seq += 1;
+            }
+        }
+        g.poll(
+            next_due
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT),
+        );
+        if last_expiry.elapsed() >= Duration::from_millis(500) {
+            last_expiry = Instant::now();
+            g.expire_handshakes();
+        }
+    }
+    let (cpu, connected_at_end, rss, hwm) = at_end.unwrap_or_default();
+    g.stats.latencies_us.sort_unstable();
+    let lat = &g.stats.latencies_us;
+    let p = |q| percentile(lat, q);
+    let received = &g.stats.received;
+    let expected = g.stats.samples_sent_in_window;
+    let (min_received, max_received) = (
+        received.iter().copied().min().unwrap_or(0),
+        received.iter().copied().max().unwrap_or(0),
+    );
+    println!(
+        "agents: {} connected ({} at the end of the window), {} failed {:?}; dashboards: {}/{dashboards}",
+        g.stats.agents_connected,
+        connected_at_end,
+        g.stats.agents_failed,
+        g.stats.failures,
+        g.stats.dashboards_connected
+    );
+    println!(
+        "samples: {} sent, {expected} in the {:.0} s window; per dashboard received {min_received}..{max_received}",
+        g.stats.samples_sent, g.args.duration
+    );
+    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "latency ms: p50 {} p90 {} p99 {} max {} ({} samples)",
+        show(p(50.0)),
+        show(p(90.0)),
+        show(p(99.0)),
+        show(p(100.0)),
+        lat.len()
+    );
+    print_cpu(cpu);
+    println!(
+        "relay memory: VmRSS {} KiB, VmHWM {} KiB; loadgen: worst send lag {:.1} ms, slowest connect {:.1} ms, {} sends blocked, {} connections dropped",
+        rss.map_or("n/a".to_owned(), |v| v.to_string()),
+        hwm.map_or("n/a".to_owned(), |v| v.to_string()),
+        g.stats.worst_send_lag.as_secs_f64() * 1000.0,
+        g.stats.slowest_connect.as_secs_f64() * 1000.0,
+        g.stats.send_blocked,
+        g.stats.dropped
+    );
+    json!({
+        "mode": if g.args.idle { "idle" } else { "fleet" },
+        "tls": g.args.tls,
+        "agents": agents,
+        "dashboards": dashboards,
+        "rate_hz": g.args.rate,
+        "sample_bytes": g.args.sample_bytes,
+        "ramp_s": ramp.as_secs_f64(),
+        "window_s": g.args.duration,
+        "agents_connected": g.stats.agents_connected,
+        "agents_connected_at_end": connected_at_end,
+        "agents_failed": g.stats.agents_failed,
+        "dashboards_connected": g.stats.dashboards_connected,
+        "failures": g.stats.failures,
+        "dropped": g.stats.dropped,
+        "samples_sent": g.stats.samples_sent,
+        "samples_sent_in_window": expected,
+        "received_per_dashboard_min": min_received,
+        "received_per_dashboard_max": max_received,
+        "latency_ms": {"p50": p(50.0), "p90": p(90.0), "p99": p(99.0), "max": p(100.0)},
+        "relay_cpu_percent": cpu.relay,
+        "relay_rss_kib": rss,
+        "relay_hwm_kib": hwm,
+        "loadgen_cpu_percent": cpu.loadgen,
+        "others_cpu_percent": cpu.others,
+        "loadgen_worst_send_lag_ms": g.stats.worst_send_lag.as_secs_f64() * 1000.0,
+        "loadgen_slowest_connect_ms": g.stats.slowest_connect.as_secs_f64() * 1000.0,
+        "send_blocked": g.stats.send_blocked,
+    })
+}
+
+fn read_tokens(args: &Args) -> Result<Vec<String>, String> {
+    let Some(path) = &args.tokens else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn main() {
+    let result = parse_args().and_then(|mut args| {
+        let tokens = read_tokens(&args)?;
+        let budget = connection_budget();
+        if args.dashboards > budget {
+            return Err(format!(
+                "{} dashboards exceed the fd limit",
+                args.dashboards
+            ));
+        }
+        // Each agent needs its own token: a second connection with the same
+        // token replaces the first. Churning handshakes cycle through them.
+        let wanted = match args.handshakes {
+            Some(_) => args.agents.min(1),
+            None => args.agents,
+        };
+        if tokens.len() < wanted {
+            return Err(format!(
+                "{} agents need as many tokens; --tokens has {}",
+                args.agents,
+                tokens.len()
+            ));
+        }
+        let room = budget - args.dashboards;
+        if args.agents > room {
+            eprintln!(
+                "loadgen: {} agents capped to {room} by the open-files limit",
+                args.agents
+            );
+            args.agents = room;
+        }
+        let mut g = LoadGen::new(args, tokens)?;
+        let report = match g.args.handshakes {
+            Some(seconds) => run_handshakes(&mut g, seconds),
+            None => run_fleet(&mut g),
+        };
+        println!("{report}");
+        Ok(())
+    });
+    if let Err(e) = result {
+        eprintln!("loadgen: {e}");
+        std::process::exit(2);
+    }
+}
