@@ -122,3 +122,36 @@ fn foreign_relays_start_and_answer_healthz() {
         );
     }
 }
+
+#[test]
+fn release_binaries_are_static_and_stripped() {
+    for (arch, _, _) in ARCHES {
+        for binary in ["vstats-agent", "vstats-relay"] {
+            let path = dist(binary, arch);
+            let readelf = |flag: &str| {
+                let output = Command::new("readelf")
+                    .args([flag, "-W"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(output.status.success(), "readelf {flag} {}", path.display());
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            };
+            assert!(
+                !readelf("-l").contains("INTERP"),
+                "{} has an interpreter",
+                path.display()
+            );
+            assert!(
+                !readelf("-d").contains("NEEDED"),
+                "{} needs shared libraries",
+                path.display()
+            );
+            assert!(
+                !readelf("-S").contains(".symtab"),
+                "{} is not stripped",
+                path.display()
+            );
+        }
+    }
+}
