@@ -15,7 +15,9 @@ use std::time::Instant;
 enum Counted {
     /// Exactly these, as the operator named them.
     Named(Vec<String>),
-    /// Those backed by a device: `sysfs/class/net/NAME/device` exists.
+    /// Those backed by a device (`sysfs/class/net/NAME/device` exists),
+    /// except the conduit of a DSA switch (it has `dsa/`): on OpenWrt 21.02
+    /// and later its bytes are the switch ports' (`lan1`, `wan`) again.
     WithDevice(PathBuf),
     /// No readable sysfs (a chroot, a fixture tree): every interface but
     /// `lo`. Bridged bytes may count twice, but a busy host never reads as
@@ -27,7 +29,10 @@ impl Counted {
     fn contains(&self, name: &str) -> bool {
         match self {
             Counted::Named(names) => names.iter().any(|n| n == name),
-            Counted::WithDevice(class_net) => class_net.join(name).join("device").exists(),
+            Counted::WithDevice(class_net) => {
+                let interface = class_net.join(name);
+                interface.join("device").exists() && !interface.join("dsa").exists()
+            }
             Counted::All => name != "lo",
         }
     }
@@ -226,5 +231,48 @@ mod tests {
         assert_eq!(rates, [("eth0", 1000.0), ("ppp0", 0.0), ("wlan0", 0.0)]);
         assert_eq!(network.rx.round(), 1000.0);
         assert_eq!(network.rx_total, 3000 + 10 + 7777);
+    }
+
+    // A DSA router (OpenWrt 21.02+, e.g. an MT7621): eth0 is the switch's
+    // conduit and carries every port's traffic; the ports and the radio
+    // count, eth0 and the bridge do not.
+    #[test]
+    fn a_dsa_conduit_is_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let class_net = dir.path().join("sys/class/net");
+        for (name, has_device, is_conduit) in [
+            ("eth0", true, true),
+            ("lan1", true, false),
+            ("wan", true, false),
+            ("phy0-ap0", true, false),
+            ("br-lan", false, false),
+        ] {
+            std::fs::create_dir_all(class_net.join(name)).unwrap();
+            if has_device {
+                std::fs::create_dir_all(class_net.join(name).join("device")).unwrap();
+            }
+            if is_conduit {
+                std::fs::create_dir_all(class_net.join(name).join("dsa")).unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.path().join("proc/net")).unwrap();
+        let mut text = String::from("h\nh\n");
+        for (name, bytes) in [
+            ("eth0", 1100),
+            ("lan1", 300),
+            ("wan", 700),
+            ("phy0-ap0", 50),
+            ("br-lan", 350),
+        ] {
+            text += &format!("{name}: {bytes} 0 0 0 0 0 0 0 {bytes} 0 0 0 0 0 0 0\n");
+        }
+        std::fs::write(dir.path().join("proc/net/dev"), text).unwrap();
+        let paths = Paths::under(dir.path());
+        let mut buf = String::new();
+        let network = NetworkCollector::new(&paths, &mut buf, None)
+            .sample(&paths, &mut buf)
+            .unwrap();
+        assert_eq!(network.rx_total, 300 + 700 + 50);
+        assert_eq!(network.interfaces.len(), 5);
     }
 }
