@@ -370,3 +370,39 @@ fn sighup_reloads_the_certificate() {
     let renewed = relay.with_ca(&new_ca.ca_pem);
     assert!(renewed.connect("/ws", &[]).is_ok());
 }
+
+#[test]
+fn a_dashboard_that_cannot_take_the_events_is_closed_with_1013() {
+    let relay = Relay::start(&[]);
+    let (_, token) = relay.add_server("flood", "");
+    let mut stuck = relay.dashboard();
+    stuck.wait_for(SOON, "hello", |f| f["type"] == "hello");
+    let mut live = relay.dashboard();
+    // The reader that keeps up gets every event and stays.
+    let keeping_up = std::thread::spawn(move || {
+        live.wait_for(Duration::from_secs(60), "the last server_added", |f| {
+            f["type"] == "server_added" && f["data"]["name"] == "bulk-9999"
+        });
+    });
+    // Fill the stuck reader's socket buffers with large samples (conflated
+    // in the relay, so they cost it nothing)...
+    let mut agent = relay.fake_agent(&token);
+    let padding = "p".repeat(60 * 1024);
+    for seq in 0..150 {
+        agent.send_metrics(json!({"hostname": "flood", "seq": seq, "pad": padding}));
+    }
+    // ...then bring thousands of events at once: a registry of 10,000 more
+    // servers means 10,000 server_added, over 1 MiB.
+    vstats::relay::registry::update(&relay.state, |registry| {
+        for i in 0..10_000 {
+            registry.add(&format!("bulk-{i}"), "somewhere far away")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    relay
+        .process
+        .wait_for_log(Duration::from_secs(20), "(1013)");
+    assert_eq!(stuck.wait_for_close(Duration::from_secs(30)), Some(1013));
+    keeping_up.join().unwrap();
+}

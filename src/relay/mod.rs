@@ -649,7 +649,21 @@ impl Relay {
                 ..
             }) = self.conns.get_mut(id)
             {
-                if dashboard.outbox.push_event(message.clone()).is_err() {
+                if dashboard.socket.closing.is_some() {
+                    continue;
+                }
+                let mut queued = dashboard.outbox.push_event(message.clone());
+                if queued.is_err() {
+                    // A burst (a registry of thousands reloaded) can outgrow
+                    // the room of a reader that keeps up: let its socket
+                    // take what it can before calling it slow.
+                    if let Ok((messages, bytes)) = dashboard.socket.pump(&mut dashboard.outbox) {
+                        self.counters.frames_out += messages;
+                        self.counters.bytes_out += bytes;
+                    }
+                    queued = dashboard.outbox.push_event(message.clone());
+                }
+                if queued.is_err() {
                     warn!("dashboard too slow to keep up: closing it (1013)");
                     dashboard
                         .socket
