@@ -28,7 +28,6 @@
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 use serde_json::json;
@@ -45,6 +44,11 @@ use tungstenite::{Message, WebSocket};
 use vstats::tls::MaybeTls;
 
 type Stream = MaybeTls<ClientConnection>;
+/// What one step of a non-blocking client handshake returns.
+type HandshakeStep = Result<
+    (WebSocket<Stream>, tungstenite::handshake::client::Response),
+    HandshakeError<ClientHandshake<Stream>>,
+>;
 
 /// A loopback connect completes in the kernel unless the relay's accept
 /// queue is full; past this the relay is refusing and the attempt fails.
@@ -194,13 +198,7 @@ fn parse_args() -> Result<Args, String> {
 /// Raises the open-files soft limit to the hard one; returns how many
 /// connections fit.
 fn connection_budget() -> usize {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    limit.saturating_sub(SPARE_FDS) as usize
+    vstats::relay::raise_open_files_limit().saturating_sub(SPARE_FDS) as usize
 }
 
 /// CPU time (user + system) of a process, in seconds.
@@ -479,7 +477,14 @@ impl LoadGen {
             Role::Dashboard(_) => WebSocketConfig::default().read_buffer_size(16 * 1024),
         };
         let request = self.request(role);
-        match tungstenite::client::client_with_config(request, stream, Some(config)) {
+        let step = tungstenite::client::client_with_config(request, stream, Some(config));
+        self.handshake_step(key, role, started, step);
+    }
+
+    /// Where a handshake step left a connection: open, still going (kept
+    /// under `key` for the next readiness), or failed.
+    fn handshake_step(&mut self, key: usize, role: Role, started: Instant, step: HandshakeStep) {
+        match step {
             Ok((ws, _)) => self.opened(key, role, ws, started),
             Err(HandshakeError::Interrupted(mid)) => {
                 let ws = Ws::Handshake(mid);
@@ -521,17 +526,7 @@ impl LoadGen {
             return; // a stray event for a connection already gone
         };
         match ws {
-            Ws::Handshake(mid) => match mid.handshake() {
-                Ok((ws, _)) => self.opened(key, role, ws, started),
-                Err(HandshakeError::Interrupted(mid)) => {
-                    let ws = Ws::Handshake(mid);
-                    self.conns[key] = Some(Conn { role, ws, started });
-                }
-                Err(HandshakeError::Failure(e)) => {
-                    self.free.push(key);
-                    self.fail(role, handshake_failure(&e));
-                }
-            },
+            Ws::Handshake(mid) => self.handshake_step(key, role, started, mid.handshake()),
             Ws::Open(ws) => self.keep_reading(key, role, ws, started),
         }
     }

@@ -49,3 +49,18 @@ pub fn init_logging(level: log::LevelFilter) {
     // Only the first logger installed counts; each binary installs one.
     let _ = simple_logger::SimpleLogger::new().with_level(level).init();
 }
+
+/// An environment of just these variables, for configuration tests.
+#[cfg(test)]
+pub(crate) fn test_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}

@@ -170,13 +170,10 @@ mod tests {
     use super::*;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse(args.iter().map(OsString::from).collect(), move |name| {
-            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
+        parse(
+            args.iter().map(OsString::from).collect(),
+            crate::test_env(env),
+        )
     }
 
     #[test]

@@ -144,7 +144,12 @@ impl Relay {
     pub fn bind(config: Config) -> Result<Relay, RelayError> {
         let max_connections = config
             .max_connections
-            .unwrap_or_else(raise_open_files_limit);
+            // Leave room for the listener, epoll, the signalfd, files and logs.
+            .unwrap_or_else(|| {
+                (raise_open_files_limit() as usize)
+                    .saturating_sub(32)
+                    .max(16)
+            });
         let registry = Registry::load(&config.state).map_err(RelayError::Registry)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(Arc::new(
@@ -469,9 +474,9 @@ impl Relay {
     fn viewer_allowed(&self, head: &Head) -> bool {
         match &self.config.viewer_token {
             None => true,
-            Some(expected) => head
-                .token()
-                .is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes())),
+            Some(expected) => head.token().is_some_and(|token| {
+                registry::constant_time_eq(token.as_bytes(), expected.as_bytes())
+            }),
         }
     }
 
@@ -898,22 +903,16 @@ impl Relay {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Raises the open-files soft limit to the hard limit and returns how many
-/// connections that leaves room for.
-fn raise_open_files_limit() -> usize {
+/// Raises the open-files soft limit to the hard limit; returns the limit
+/// now in force. A process holding thousands of sockets needs it.
+pub fn raise_open_files_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         hard
     } else {
         soft
-    };
-    // Leave room for the listener, epoll, the signalfd, files and logs.
-    (limit as usize).saturating_sub(32).max(16)
+    }
 }
 
 /// The dashboard page: one self-contained file, nothing fetched elsewhere.

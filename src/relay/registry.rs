@@ -358,7 +358,7 @@ impl Registry {
         // timing attacker nothing about any token; the final comparison is
         // constant-time all the same, as PROTOCOL.md promises.
         let server = &self.servers[*self.by_token.get(&presented)?];
-        digests_equal(&server.token_sha256, &presented).then_some(server)
+        constant_time_eq(&server.token_sha256, &presented).then_some(server)
     }
 
     /// What changed from `old` to `self`, each list in file order. A running
@@ -500,10 +500,10 @@ fn sha256(text: &str) -> [u8; 32] {
 }
 
 /// ring's `constant_time` module is deprecated, hence this fold: every byte is
-/// compared whatever the earlier ones held.
-fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// compared whatever the earlier ones held. Only the length may leak.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let difference = a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
+    a.len() == b.len() && std::hint::black_box(difference) == 0
 }
 
 fn to_hex(bytes: &[u8]) -> String {

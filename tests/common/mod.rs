@@ -228,11 +228,7 @@ fn read_frames(ws: &mut WebSocket<Box<dyn Transport>>, shared: &Shared, send: &d
             Ok(Message::Pong(payload)) => send(Event::Pong(payload.to_vec())),
             Ok(Message::Close(frame)) => send(Event::Close(frame.map(|f| f.code.into()))),
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if read_timed_out(&e) => {}
             Err(_) => return,
         }
     }
@@ -401,4 +397,10 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A read on a socket with a read timeout found nothing yet.
+pub fn read_timed_out(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e)
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }

@@ -264,11 +264,7 @@ impl Client {
                     return Some(Seen::Closed(frame.map(|f: CloseFrame| f.code.into())));
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if super::read_timed_out(&e) => {}
                 Err(_) => return Some(Seen::Closed(None)),
             }
         }
