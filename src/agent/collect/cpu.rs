@@ -82,7 +82,9 @@ fn parse_device_tree_model(model: &str) -> &str {
 
 /// What the dashboard calls the CPU: x86's `model name`; on ARM boards the
 /// board model (device tree, or the `Model` line Raspberry Pi kernels copy
-/// from it), else the SoC; on MIPS the core, else the system type.
+/// from it), else the SoC; on MIPS the core, else the system type. Last come
+/// the cores' names, so that an arm64 host without any of these (a mainline
+/// kernel seen from a container that hides the device tree) is named too.
 pub(super) fn parse_brand(cpuinfo: &str, device_tree_model: Option<&str>) -> String {
     let field = |key| cpuinfo_field(cpuinfo, key);
     field("model name")
@@ -94,8 +96,144 @@ pub(super) fn parse_brand(cpuinfo: &str, device_tree_model: Option<&str>) -> Str
                 .into_iter()
                 .find_map(field)
         })
-        .unwrap_or_default()
-        .to_owned()
+        .map_or_else(|| core_names(cpuinfo), str::to_owned)
+}
+
+/// The cores Linux hosts are built from, named as lscpu names them
+/// (util-linux `sys-utils/lscpu-arm.c`): `implementer part name` a line,
+/// the ids in hex as the kernel prints them, less the `0x`. 32-bit kernels
+/// always print a `model name` or `Processor`, so arm64 cores matter most;
+/// a part missing here is shown by its id rather than the table growing.
+/// As in lscpu, part `c0d` (first called Cortex-A12) is a Cortex-A17 too;
+/// Brahma-B53 is Broadcom's own core in BCM4908 routers. Text, not a table
+/// of `&str`: no pointer and relocation for each name.
+const CORES: &str = "\
+41 b76 ARM1176
+41 c05 Cortex-A5
+41 c07 Cortex-A7
+41 c08 Cortex-A8
+41 c09 Cortex-A9
+41 c0d Cortex-A17
+41 c0e Cortex-A17
+41 c0f Cortex-A15
+41 d03 Cortex-A53
+41 d04 Cortex-A35
+41 d05 Cortex-A55
+41 d07 Cortex-A57
+41 d08 Cortex-A72
+41 d09 Cortex-A73
+41 d0a Cortex-A75
+41 d0b Cortex-A76
+41 d0c Neoverse-N1
+41 d0d Cortex-A77
+41 d40 Neoverse-V1
+41 d41 Cortex-A78
+41 d44 Cortex-X1
+41 d46 Cortex-A510
+41 d47 Cortex-A710
+41 d48 Cortex-X2
+41 d49 Neoverse-N2
+41 d4b Cortex-A78C
+41 d4c Cortex-X1C
+41 d4d Cortex-A715
+41 d4e Cortex-X3
+41 d4f Neoverse-V2
+41 d80 Cortex-A520
+41 d81 Cortex-A720
+41 d82 Cortex-X4
+41 d84 Neoverse-V3
+41 d85 Cortex-X925
+41 d87 Cortex-A725
+42 100 Brahma-B53
+48 d01 Kunpeng-920
+4e 003 Denver 2
+4e 004 Carmel
+51 800 Falkor-V1/Kryo
+51 801 Kryo-V2
+51 802 Kryo-3XX-Gold
+51 803 Kryo-3XX-Silver
+51 804 Kryo-4XX-Gold
+51 805 Kryo-4XX-Silver
+51 c00 Falkor
+61 022 Icestorm-M1
+61 023 Firestorm-M1
+61 024 Icestorm-M1-Pro
+61 025 Firestorm-M1-Pro
+61 028 Icestorm-M1-Max
+61 029 Firestorm-M1-Max
+61 032 Blizzard-M2
+61 033 Avalanche-M2
+c0 ac3 Ampere-1
+c0 ac4 Ampere-1a
+";
+
+/// `CPU implementer` ids and lscpu's names for them, in the same form.
+const IMPLEMENTERS: &str = "\
+41 ARM
+42 Broadcom
+43 Cavium
+46 FUJITSU
+48 HiSilicon
+4e NVIDIA
+50 APM
+51 Qualcomm
+53 Samsung
+56 Marvell
+61 Apple
+69 Intel
+70 Phytium
+c0 Ampere
+";
+
+/// The cores' names in CPU order, a run of like cores once, joined by ` / `
+/// (a big.LITTLE RK3399: `Cortex-A53 / Cortex-A72`); Linux numbers CPUs a
+/// cluster after another, so each kind shows once. A core not in [`CORES`]
+/// is its vendor and part id (`ARM part 0xd99`). Empty without `CPU
+/// implementer` and `CPU part` lines (not ARM).
+fn core_names(cpuinfo: &str) -> String {
+    let mut names = String::new();
+    let (mut implementer, mut last) = ("", ("", ""));
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "CPU implementer" => implementer = value,
+            "CPU part"
+                if !value.is_empty() && !implementer.is_empty() && (implementer, value) != last =>
+            {
+                last = (implementer, value);
+                if !names.is_empty() {
+                    names.push_str(" / ");
+                }
+                names.push_str(&core_name(implementer, value));
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+/// One core's name from its `CPU implementer` and `CPU part` values, as the
+/// kernel prints them (`0x41`, `0xd03`).
+fn core_name(implementer: &str, part: &str) -> String {
+    if let Some(name) = lookup(CORES, &[implementer, part]) {
+        return name.to_owned();
+    }
+    let vendor = lookup(IMPLEMENTERS, &[implementer]);
+    let unknown = if vendor.is_some() { "" } else { "implementer " };
+    format!("{unknown}{} part {part}", vendor.unwrap_or(implementer))
+}
+
+/// The name on the line of `table` that starts with `ids` (`0x` and
+/// lowercase hex, as the kernel prints them).
+fn lookup<'a>(table: &'a str, ids: &[&str]) -> Option<&'a str> {
+    table.split('\n').find_map(|line| {
+        ids.iter().try_fold(line, |rest, id| {
+            rest.strip_prefix(id.strip_prefix("0x")?)?.strip_prefix(' ')
+        })
+    })
 }
 
 pub(super) struct CpuCollector {
@@ -286,6 +424,141 @@ mod tests {
     fn garbage_cpuinfo_has_an_empty_brand() {
         assert_eq!(parse_brand("", None), "");
         assert_eq!(parse_brand("model name\t:\n\u{1F600}:\n::::", None), "");
+        assert_eq!(
+            parse_brand("CPU implementer\t: 0x41\nCPU part\t:\n", None),
+            ""
+        );
+        assert_eq!(parse_brand("CPU part\t: 0xd03\n", None), "");
+    }
+
+    /// One arm64 processor block as a mainline kernel prints it.
+    fn arm64_block(cpu: u32, part: &str) -> String {
+        format!(
+            "processor\t: {cpu}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n\
+             CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n\
+             CPU part\t: {part}\nCPU revision\t: 3\n\n"
+        )
+    }
+
+    // A Pi on a mainline arm64 kernel, seen from a container that gets only
+    // /proc: no `model name`, no `Model` (a Raspberry Pi kernel patch adds
+    // that, and `Revision`/`Serial`, after the processor blocks), no device
+    // tree. The Pi 4's block is synthesized from its lscpu output (r0p3,
+    // BogoMIPS 108.00, flags `fp asimd evtstrm crc32 cpuid`).
+    #[test]
+    fn arm_brand_without_model_name_or_device_tree_is_the_core_name() {
+        let pi3 = fixture!("rpi3bplus-raspios12-aarch64/proc/cpuinfo");
+        let mainline_pi3 = &pi3[..pi3.find("Revision").unwrap()];
+        assert!(!mainline_pi3.contains("Model"));
+        assert_eq!(parse_brand(mainline_pi3, None), "Cortex-A53");
+        let pi4: String = (0..4).map(|cpu| arm64_block(cpu, "0xd08")).collect();
+        assert_eq!(parse_brand(&pi4, None), "Cortex-A72");
+    }
+
+    // Xiaomi AX3000T (MediaTek Filogic MT7981B) on OpenWrt: arm64 kernels
+    // print only processor blocks, so without the device tree the cores
+    // name it; with the device tree the board does.
+    #[test]
+    fn openwrt_filogic_brand_is_cortex_a53_without_device_tree() {
+        let cpuinfo = fixture!("openwrt-mt7981b-xiaomi-ax3000t-6.12/proc/cpuinfo");
+        assert_eq!(parse_brand(cpuinfo, None), "Cortex-A53");
+        assert_eq!(
+            parse_brand(cpuinfo, Some("Xiaomi Mi Router AX3000T\0")),
+            "Xiaomi Mi Router AX3000T"
+        );
+    }
+
+    // A Pi 1 B+ has the Pi Zero's BCM2835: 32-bit kernels always print a
+    // `model name`, which stays the brand; the core table still knows it.
+    #[test]
+    fn armv6_pi_keeps_its_model_name_and_its_core_is_arm1176() {
+        let cpuinfo = fixture!("rpi1-bplus-armv6l/proc/cpuinfo");
+        assert_eq!(
+            parse_brand(cpuinfo, None),
+            "ARMv6-compatible processor rev 7 (v6l)"
+        );
+        assert_eq!(core_names(cpuinfo), "ARM1176");
+    }
+
+    // Every other cpuinfo name, however generic, comes before the cores'.
+    #[test]
+    fn core_name_is_the_last_resort() {
+        let pi4 = arm64_block(0, "0xd08");
+        for (extra, brand) in [
+            ("Hardware\t: BCM2835\n", "BCM2835"),
+            (
+                "Processor\t: AArch64 Processor rev 3 (aarch64)\n",
+                "AArch64 Processor rev 3 (aarch64)",
+            ),
+        ] {
+            assert_eq!(parse_brand(&format!("{extra}{pi4}"), None), brand);
+        }
+        let pi3 = fixture!("rpi3bplus-raspios12-aarch64/proc/cpuinfo");
+        assert_eq!(
+            parse_brand(pi3, None),
+            "Raspberry Pi 3 Model B Plus Rev 1.3"
+        );
+    }
+
+    // RK3399: four Cortex-A53 then two Cortex-A72; each kind once, in CPU order.
+    #[test]
+    fn big_little_brand_names_each_core_cluster_once_in_cpu_order() {
+        let rk3399: String = (0..6)
+            .map(|cpu| arm64_block(cpu, if cpu < 4 { "0xd03" } else { "0xd08" }))
+            .collect();
+        assert_eq!(parse_brand(&rk3399, None), "Cortex-A53 / Cortex-A72");
+        // Three clusters (Snapdragon 8 Gen 1: 4 + 3 + 1).
+        let parts = [
+            "0xd46", "0xd46", "0xd46", "0xd46", "0xd47", "0xd47", "0xd47", "0xd48",
+        ];
+        let three: String = (0..)
+            .zip(parts)
+            .map(|(cpu, part)| arm64_block(cpu, part))
+            .collect();
+        assert_eq!(
+            parse_brand(&three, None),
+            "Cortex-A510 / Cortex-A710 / Cortex-X2"
+        );
+    }
+
+    #[test]
+    fn unknown_core_is_named_by_vendor_and_part_id() {
+        assert_eq!(
+            parse_brand(&arm64_block(0, "0xd99"), None),
+            "ARM part 0xd99"
+        );
+        let other_vendor = "CPU implementer\t: 0x61\nCPU part\t: 0x048\n";
+        assert_eq!(parse_brand(other_vendor, None), "Apple part 0x048");
+        let unknown_vendor = "CPU implementer\t: 0x99\nCPU part\t: 0x123\n";
+        assert_eq!(
+            parse_brand(unknown_vendor, None),
+            "implementer 0x99 part 0x123"
+        );
+        let garbage = "CPU implementer\t: ARM\nCPU part\t: ?\n";
+        assert_eq!(parse_brand(garbage, None), "implementer ARM part ?");
+        // Non-ARM implementer ids from other vendors' tables stay apart.
+        assert_eq!(core_name("0x48", "0xd03"), "HiSilicon part 0xd03");
+        assert_eq!(core_name("0x41", "0xd03"), "Cortex-A53");
+    }
+
+    #[test]
+    fn core_tables_have_one_name_per_id() {
+        let ids = |table: &'static str, n: usize| {
+            table.lines().map(move |line| {
+                let fields: Vec<_> = line.splitn(n + 1, ' ').collect();
+                assert!(fields.len() == n + 1 && !fields[n].is_empty(), "{line}");
+                fields[..n].join(" ")
+            })
+        };
+        let vendors: Vec<_> = ids(IMPLEMENTERS, 1).collect();
+        let cores: Vec<_> = ids(CORES, 2).collect();
+        for (i, core) in cores.iter().enumerate() {
+            assert!(!cores[..i].contains(core), "{core} twice");
+            assert!(vendors.contains(&core[..2].to_owned()), "{core}: no vendor");
+        }
+        for (i, vendor) in vendors.iter().enumerate() {
+            assert!(!vendors[..i].contains(vendor), "{vendor} twice");
+        }
     }
 
     #[test]
