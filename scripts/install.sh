@@ -21,7 +21,10 @@ Usage: install.sh --server URL --token TOKEN [options]
 
 Installs vstats-agent, writes its settings, installs and starts the service
 (systemd, or procd on OpenWrt). Run it again to upgrade in place; without
---server and --token it keeps the settings it finds.
+--server and --token it keeps the settings it finds. The build follows
+`uname -m`: x86_64, aarch64, armv7 (armv7sf on a CPU without an FPU), armv6
+or MIPS32 release 2 (mips or mipsel by byte order); /etc/openwrt_release,
+/proc/cpuinfo and /bin/sh, inside the --root DIR, tell FPU and byte order.
 
   --server URL        relay: wss://host:3001 or a full ws:// or wss:// URL
   --token TOKEN       the agent token the relay issued
@@ -168,14 +171,162 @@ set_root() {
     fi
 }
 
-# Our release names for `uname -m`.
+# What detect_arch names when it refuses a machine.
+supported="x86_64 (amd64), aarch64 (arm64), armv7 (armv7l, armv8l; hard or soft float), armv6 (hard float: Raspberry Pi Zero/1) and 32-bit MIPS release 2 (mips, mipsel)"
+
+# unsupported [WHY]: refuse $machine, saying what there is a build for.
+unsupported() {
+    die "unsupported architecture $machine: ${1:+$1; }vstats-agent is built for $supported"
+}
+
+# DISTRIB_ARCH of an OpenWrt root (mipsel_24kc, arm_cortex-a9 ...), or nothing.
+openwrt_arch() {
+    [ -r "$R/etc/openwrt_release" ] || return 0
+    while IFS= read -r line || [ -n "$line" ]; do
+        case $line in
+        DISTRIB_ARCH=*)
+            line=${line#DISTRIB_ARCH=}
+            line=${line#[\"\']}
+            echo "${line%[\"\']}"
+            return 0
+            ;;
+        esac
+    done <"$R/etc/openwrt_release"
+}
+
+# The value of the first "NAME : value" line of the root's /proc/cpuinfo
+# (Features on ARM, isa on MIPS), or nothing.
+cpuinfo() {
+    [ -r "$R/proc/cpuinfo" ] || return 0
+    awk -v name="$1" '
+        { key = $0; sub(/[ \t]*:.*/, "", key) }
+        key == name && /:/ { sub(/^[^:]*:[ \t]*/, ""); print; exit }
+    ' "$R/proc/cpuinfo"
+}
+
+# in_root PATH: the file PATH names inside the root, its symlinks followed
+# there too (an absolute target such as /bin/sh -> /bin/busybox means
+# $R/bin/busybox, not the running system's).
+in_root() {
+    rest=${1#/} done_='' links=0
+    while [ -n "$rest" ]; do
+        part=${rest%%/*}
+        case $rest in
+        */*) rest=${rest#*/} ;;
+        *) rest= ;;
+        esac
+        case $part in
+        '' | .) continue ;;
+        ..) done_=${done_%/*}; continue ;;
+        esac
+        if [ -L "$R$done_/$part" ] && [ "$links" -lt 40 ]; then
+            links=$((links + 1))
+            target=$(ls -ld "$R$done_/$part")
+            target=${target#*"$R$done_/$part -> "}
+            case $target in
+            /*) done_= ;;
+            esac
+            rest=${target#/}${rest:+/$rest}
+        else
+            done_=$done_/$part
+        fi
+    done
+    echo "$R$done_"
+}
+
+# The byte order of an ELF file from its identification bytes: EI_CLASS
+# (byte 4: 1 32-bit, 2 64-bit) and EI_DATA (byte 5: 1 little, 2 big endian).
+# Prints little, big or 64-bit; nothing if it is no ELF file. dd and tr, not
+# od: OpenWrt's busybox has no od by default.
+elf_byte_order() {
+    ident=$(dd if="$1" bs=6 count=1 2>/dev/null | tr '\000\001\002\177' '012x') || true
+    case $ident in
+    xELF11) echo little ;;
+    xELF12) echo big ;;
+    xELF2?) echo 64-bit ;;
+    esac
+}
+
+# mips or mipsel, for a `uname -m` of mips (either byte order): the byte order
+# from OpenWrt's DISTRIB_ARCH, else from the ELF header of /bin/sh. The builds
+# are MIPS32 release 2; release 1 and 64-bit userlands are refused.
+detect_mips() {
+    openwrt=$(openwrt_arch)
+    case $openwrt in
+    mips_mips32 | mipsel_mips32 | mips_mips32_* | mipsel_mips32_*)
+        unsupported "MIPS32 release 1 (OpenWrt mips_mips32/mipsel_mips32; DISTRIB_ARCH is $openwrt) is not supported"
+        ;;
+    mips64*) unsupported "a 64-bit MIPS userland (OpenWrt $openwrt) is not supported" ;;
+    esac
+    # Kernels 4.x and later list the ISA levels the CPU implements.
+    isa=$(cpuinfo isa)
+    if [ -n "$isa" ]; then
+        case " $isa " in
+        *[[:space:]]mips32r2[[:space:]]*) ;;
+        *) unsupported "this CPU does not run MIPS32 release 2 code (isa: $isa); MIPS32 release 1 (OpenWrt mips_mips32/mipsel_mips32) and release 6 are not supported" ;;
+        esac
+    fi
+    case $openwrt in
+    mipsel_*) echo mipsel; return 0 ;;
+    mips_*) echo mips; return 0 ;;
+    esac
+    sh=$(in_root /bin/sh)
+    case $(elf_byte_order "$sh") in
+    little) echo mipsel ;;
+    big) echo mips ;;
+    64-bit) unsupported "$sh is a 64-bit program: 64-bit MIPS userlands are not supported" ;;
+    *) die "cannot tell whether this mips machine is big or little endian: no DISTRIB_ARCH in $R/etc/openwrt_release, and $sh is not a readable ELF file" ;;
+    esac
+}
+
+# Whether the CPU has a floating point unit, from the Features line of
+# /proc/cpuinfo (vfp..., neon; or fp, asimd as an arm64 kernel lists them to a
+# 64-bit reader): yes, no, or nothing without such a line.
+arm_fpu() {
+    features=$(cpuinfo Features)
+    [ -n "$features" ] || return 0
+    case " $features " in
+    *[[:space:]]vfp* | *[[:space:]]neon* | *[[:space:]]fp[[:space:]]* | *[[:space:]]asimd*) echo yes ;;
+    *) echo no ;;
+    esac
+}
+
+# Our release names for `uname -m`. On arm and mips what the CPU can run is
+# not all in the name: OpenWrt's DISTRIB_ARCH (arm_cortex-a9 has no FPU,
+# mipsel_24kc is little endian) and /proc/cpuinfo tell the rest.
 detect_arch() {
     machine=${VSTATS_INSTALL_ARCH:-$(uname -m)}
     case $machine in
     x86_64 | amd64) echo x86_64 ;;
     aarch64 | arm64) echo aarch64 ;;
-    armv7* | armv8l) echo armv7 ;;
-    *) die "unsupported architecture $machine: vstats-agent is built for x86_64 (amd64), aarch64 (arm64) and armv7 (armv7l, hard float)" ;;
+    armv7* | armv8l)
+        # armv7sf runs on any ARMv7; armv7 needs a VFP unit.
+        openwrt=$(openwrt_arch)
+        case $openwrt in
+        arm_*vfp* | arm_*neon*) echo armv7 ;;
+        arm_*) echo armv7sf ;;
+        *)
+            if [ "$(arm_fpu)" = no ]; then
+                echo armv7sf
+            else
+                echo armv7
+            fi
+            ;;
+        esac
+        ;;
+    armv6l)
+        openwrt=$(openwrt_arch)
+        case $openwrt in
+        '' | *vfp*) ;;
+        *) unsupported "ARMv6 without an FPU (OpenWrt $openwrt) is not supported, the armv6 build needs VFP (arm1176jzf-s)" ;;
+        esac
+        if [ -z "$openwrt" ] && [ "$(arm_fpu)" = no ]; then
+            unsupported "ARMv6 without an FPU (no vfp in /proc/cpuinfo) is not supported, the armv6 build needs VFP (arm1176jzf-s)"
+        fi
+        echo armv6
+        ;;
+    mips) detect_mips ;;
+    *) unsupported ;;
     esac
 }
 

@@ -681,24 +681,164 @@ fn a_binary_missing_from_sha256sums_installs_nothing() {
     assert_eq!(snapshot(&sandbox.root), before);
 }
 
-#[test]
-fn each_machine_name_gets_its_release_binary() {
-    let sandbox = Sandbox::new(Host::Plain);
+/// Every release binary, each `agent for <arch>`.
+const ARCHES: [&str; 7] = [
+    "x86_64", "aarch64", "armv7", "armv7sf", "armv6", "mipsel", "mips",
+];
+
+/// A release directory holding a distinct stand-in for every architecture,
+/// served; returns the base URL.
+fn serve_every_arch(sandbox: &Sandbox) -> String {
     let dist = sandbox.tmp.path().join("dist");
-    let contents = ["x86_64", "aarch64", "armv7"].map(|arch| (arch, format!("agent for {arch}")));
+    let contents = ARCHES.map(|arch| (arch, format!("agent for {arch}")));
     let binaries: Vec<_> = contents
         .iter()
         .map(|(arch, text)| (*arch, text.as_bytes()))
         .collect();
     write_dist(&dist, &binaries);
-    let url = serve(dist);
+    serve(dist)
+}
+
+/// An OpenWrt `/etc/openwrt_release` of DISTRIB_ARCH `arch`.
+fn openwrt_release(arch: &str) -> String {
+    format!(
+        "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='23.05.3'\nDISTRIB_REVISION='r23809-234f1a2efa'\n\
+         DISTRIB_TARGET='bcm53xx/generic'\nDISTRIB_ARCH='{arch}'\n\
+         DISTRIB_DESCRIPTION='OpenWrt 23.05.3 r23809-234f1a2efa'\nDISTRIB_TAINTS=''\n"
+    )
+}
+
+/// The first bytes of an ELF program: EI_CLASS `class` (1 32-bit, 2 64-bit)
+/// and EI_DATA `data` (1 little, 2 big endian), the rest of the header zero.
+fn elf(class: u8, data: u8) -> Vec<u8> {
+    let mut bytes = vec![0x7f, b'E', b'L', b'F', class, data, 1];
+    bytes.resize(52, 0);
+    bytes
+}
+
+/// A `/proc/cpuinfo` with one `name : value` line among others.
+fn cpuinfo(name: &str, value: &str) -> String {
+    format!(
+        "system type\t\t: Stand-in SoC\nmachine\t\t\t: Stand-in board\nprocessor\t\t: 0\n\
+         BogoMIPS\t\t: 1594.16\n{name}\t\t: {value}\nCPU revision\t: 0\n\n"
+    )
+}
+
+impl Sandbox {
+    /// Writes `path` under the root, creating its directories.
+    fn put(&self, path: &str, content: &[u8]) {
+        let path = self.root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    /// Removes `path` under the root, if there.
+    fn remove(&self, path: &str) {
+        let path = self.root.join(path);
+        if fs::symlink_metadata(&path).is_ok() {
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                fs::remove_dir_all(path).unwrap();
+            } else {
+                fs::remove_file(path).unwrap();
+            }
+        }
+    }
+
+    /// A symlink `path` under the root to `target`, replacing what is there.
+    fn link(&self, path: &str, target: &str) {
+        self.remove(path);
+        let path = self.root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        symlink(target, path).unwrap();
+    }
+
+    /// The root's `/etc/openwrt_release` (DISTRIB_ARCH) and `/proc/cpuinfo`
+    /// (`name : value`) for the next run, or none.
+    fn describe(&self, openwrt: Option<&str>, cpu: Option<(&str, &str)>) {
+        match openwrt {
+            Some(arch) => self.put("etc/openwrt_release", openwrt_release(arch).as_bytes()),
+            None => self.remove("etc/openwrt_release"),
+        }
+        match cpu {
+            Some((name, value)) => self.put("proc/cpuinfo", cpuinfo(name, value).as_bytes()),
+            None => self.remove("proc/cpuinfo"),
+        }
+    }
+
+    /// Installs for `uname -m` `machine` from `url` (no service) and
+    /// returns the binary installed: one of `agent for <arch>`.
+    fn install_for(&self, shell: Shell, machine: &str, url: &str) -> String {
+        let bin = "usr/local/bin/vstats-agent";
+        self.remove(bin);
+        let args = ["--server", SERVER, "--token", TOKEN, "--base-url", url];
+        let env = [
+            ("VSTATS_INSTALL_ARCH", machine),
+            ("VSTATS_INSTALL_INIT", "none"),
+        ];
+        self.install(shell, &args, &env).assert_ok();
+        self.read(bin)
+    }
+
+    /// Runs the installer for `uname -m` `machine`, which must refuse it
+    /// with exactly `message` on stderr and change nothing in the root.
+    fn assert_refused(&self, shell: Shell, machine: &str, message: &str) {
+        let before = snapshot(&self.root);
+        // Nothing is listening there: the machine is refused before any download.
+        let args = [
+            "--server",
+            SERVER,
+            "--token",
+            TOKEN,
+            "--base-url",
+            "http://127.0.0.1:9",
+        ];
+        let env = [
+            ("VSTATS_INSTALL_ARCH", machine),
+            ("VSTATS_INSTALL_INIT", "none"),
+        ];
+        let run = self.install(shell, &args, &env);
+        run.assert_failed();
+        assert_eq!(run.stderr, format!("{message}\n"), "{run}");
+        assert_eq!(run.stdout, "", "{run}");
+        assert_eq!(snapshot(&self.root), before, "{machine}: the root changed");
+    }
+}
+
+/// Use busybox's applets only, as on OpenWrt or a busybox-based firmware,
+/// less `missing`.
+fn busybox_only(sandbox: &mut Sandbox, missing: &[&str]) {
+    let tools = sandbox.tmp.path().join("busybox-tools");
+    if !tools.exists() {
+        fs::create_dir(&tools).unwrap();
+        busybox_applets(&tools);
+    }
+    for applet in missing {
+        let _ = fs::remove_file(tools.join(applet));
+    }
+    sandbox.path = tools.display().to_string();
+}
+
+const SUPPORTED: &str = "vstats-agent is built for x86_64 (amd64), aarch64 (arm64), armv7 \
+     (armv7l, armv8l; hard or soft float), armv6 (hard float: Raspberry Pi Zero/1) and \
+     32-bit MIPS release 2 (mips, mipsel)";
+
+#[test]
+fn each_machine_name_gets_its_release_binary() {
+    let sandbox = Sandbox::new(Host::Plain);
+    let url = serve_every_arch(&sandbox);
     let machines = [
-        ("x86_64", "x86_64"),
-        ("amd64", "x86_64"),
-        ("aarch64", "aarch64"),
-        ("arm64", "aarch64"),
-        ("armv7l", "armv7"),
-        ("armv8l", "armv7"),
+        ("x86_64", None, "x86_64"),
+        ("amd64", None, "x86_64"),
+        ("aarch64", None, "aarch64"),
+        ("arm64", None, "aarch64"),
+        ("armv7l", None, "armv7"),
+        ("armv8l", None, "armv7"),
+        ("armv7l", Some("arm_cortex-a7_neon-vfpv4"), "armv7"),
+        ("armv7l", Some("arm_cortex-a9"), "armv7sf"),
+        ("armv6l", None, "armv6"),
+        ("armv6l", Some("arm_arm1176jzf-s_vfp"), "armv6"),
+        ("mips", Some("mipsel_24kc"), "mipsel"),
+        ("mips", Some("mips_24kc"), "mips"),
     ];
     // The --option=value form too.
     let (server, token, base_url) = (
@@ -707,7 +847,8 @@ fn each_machine_name_gets_its_release_binary() {
         format!("--base-url={url}"),
     );
     let args = [server.as_str(), &token, &base_url];
-    for (machine, arch) in machines {
+    for (machine, openwrt, arch) in machines {
+        sandbox.describe(openwrt, None);
         let env = [
             ("VSTATS_INSTALL_ARCH", machine),
             ("VSTATS_INSTALL_INIT", "none"),
@@ -716,7 +857,7 @@ fn each_machine_name_gets_its_release_binary() {
         assert_eq!(
             sandbox.read("usr/local/bin/vstats-agent"),
             format!("agent for {arch}"),
-            "uname -m {machine}"
+            "uname -m {machine}, DISTRIB_ARCH {openwrt:?}"
         );
     }
 }
@@ -724,20 +865,264 @@ fn each_machine_name_gets_its_release_binary() {
 #[test]
 fn an_unknown_architecture_names_the_supported_ones() {
     let sandbox = Sandbox::new(Host::Systemd);
-    let before = snapshot(&sandbox.root);
-    let args = ["--server", SERVER, "--token", TOKEN];
-    for machine in ["mips", "armv6l"] {
-        let run = sandbox.install(Shell::Dash, &args, &[("VSTATS_INSTALL_ARCH", machine)]);
-        run.assert_failed();
-        assert!(
-            run.stderr.starts_with(&format!(
-                "vstats-install: unsupported architecture {machine}: vstats-agent is built for \
-                 x86_64 (amd64), aarch64 (arm64) and armv7"
-            )),
-            "{run}"
+    for machine in ["riscv64", "i686", "armv5tel", "mips64", "ppc"] {
+        sandbox.assert_refused(
+            Shell::Dash,
+            machine,
+            &format!("vstats-install: unsupported architecture {machine}: {SUPPORTED}"),
         );
     }
-    assert_eq!(snapshot(&sandbox.root), before);
+}
+
+/// On OpenWrt, DISTRIB_ARCH tells the byte order (and wins over /bin/sh).
+#[test]
+fn mips_byte_order_comes_from_openwrt_release() {
+    let sandbox = Sandbox::new(Host::OpenWrt);
+    let url = serve_every_arch(&sandbox);
+    let args = ["--server", SERVER, "--token", TOKEN, "--base-url", &url];
+    let cases = [
+        ("mipsel_24kc", elf(1, 2), "mipsel"),
+        ("mips_24kc", elf(1, 1), "mips"),
+        ("mips_4kec", elf(1, 1), "mips"),
+        ("mipsel_74kc", elf(1, 2), "mipsel"),
+    ];
+    for (openwrt, sh, arch) in cases {
+        sandbox.describe(
+            Some(openwrt),
+            Some(("isa", "mips1 mips2 mips32r1 mips32r2")),
+        );
+        // A /bin/sh of the other byte order: DISTRIB_ARCH decides.
+        sandbox.put("bin/sh", &sh);
+        sandbox
+            .install(Shell::Busybox, &args, &[("VSTATS_INSTALL_ARCH", "mips")])
+            .assert_ok();
+        assert_eq!(
+            sandbox.read("usr/bin/vstats-agent"),
+            format!("agent for {arch}"),
+            "DISTRIB_ARCH {openwrt}"
+        );
+    }
+}
+
+/// Without DISTRIB_ARCH, the ELF header of the root's /bin/sh tells the
+/// byte order, through symlinks that stay inside the root.
+#[test]
+fn mips_byte_order_comes_from_the_elf_header_of_bin_sh() {
+    let mut sandbox = Sandbox::new(Host::Plain);
+    let url = serve_every_arch(&sandbox);
+    // How /bin/sh leads to the program.
+    type Setup = fn(&Sandbox, &[u8]);
+    let plain: Setup = |sandbox, program| sandbox.put("bin/sh", program);
+    let relative: Setup = |sandbox, program| {
+        sandbox.put("bin/busybox", program);
+        sandbox.link("bin/sh", "busybox");
+    };
+    // Absolute: /bin/busybox of the root, not of the machine running the test
+    // (whose /bin/sh and /bin/busybox are 64-bit x86_64 programs).
+    let absolute: Setup = |sandbox, program| {
+        sandbox.put("bin/busybox", program);
+        sandbox.link("bin/sh", "/bin/busybox");
+    };
+    // Merged /usr, with an absolute link for the directory too.
+    let merged: Setup = |sandbox, program| {
+        sandbox.put("usr/bin/busybox", program);
+        sandbox.link("usr/bin/sh", "../../usr/bin/./busybox");
+        sandbox.link("bin", "/usr/bin");
+    };
+    let setups = [
+        ("plain", plain),
+        ("relative", relative),
+        ("absolute", absolute),
+        ("merged", merged),
+    ];
+    // The machine's own tools, then busybox's without od or hexdump.
+    for busybox in [false, true] {
+        if busybox {
+            busybox_only(&mut sandbox, &["od", "hexdump"]);
+        }
+        for (name, setup) in setups {
+            for (program, arch) in [(elf(1, 1), "mipsel"), (elf(1, 2), "mips")] {
+                sandbox.remove("bin");
+                sandbox.remove("usr/bin/busybox");
+                sandbox.remove("usr/bin/sh");
+                setup(&sandbox, &program);
+                assert_eq!(
+                    sandbox.install_for(Shell::Dash, "mips", &url),
+                    format!("agent for {arch}"),
+                    "/bin/sh {name}, busybox tools {busybox}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mips32r1_and_mips64_are_refused_with_the_supported_list() {
+    let sandbox = Sandbox::new(Host::Plain);
+    let refused =
+        |why: &str| format!("vstats-install: unsupported architecture mips: {why}; {SUPPORTED}");
+    sandbox.put("bin/sh", &elf(1, 1));
+    for openwrt in ["mips_mips32", "mipsel_mips32"] {
+        sandbox.describe(Some(openwrt), None);
+        sandbox.assert_refused(
+            Shell::Bash,
+            "mips",
+            &refused(&format!(
+                "MIPS32 release 1 (OpenWrt mips_mips32/mipsel_mips32; DISTRIB_ARCH is {openwrt}) \
+                 is not supported"
+            )),
+        );
+    }
+    for isa in [
+        "mips1 mips2 mips32r1",
+        "mips32r6",
+        "mips1 mips2 mips3 mips4 mips5 mips64r1",
+    ] {
+        sandbox.describe(None, Some(("isa", isa)));
+        sandbox.assert_refused(
+            Shell::Bash,
+            "mips",
+            &refused(&format!(
+                "this CPU does not run MIPS32 release 2 code (isa: {isa}); MIPS32 release 1 \
+                 (OpenWrt mips_mips32/mipsel_mips32) and release 6 are not supported"
+            )),
+        );
+    }
+    sandbox.describe(Some("mips64_octeonplus"), None);
+    sandbox.assert_refused(
+        Shell::Bash,
+        "mips",
+        &refused("a 64-bit MIPS userland (OpenWrt mips64_octeonplus) is not supported"),
+    );
+    sandbox.describe(None, None);
+    sandbox.put("bin/sh", &elf(2, 2));
+    let sh = sandbox.root.join("bin/sh");
+    sandbox.assert_refused(
+        Shell::Bash,
+        "mips",
+        &refused(&format!(
+            "{} is a 64-bit program: 64-bit MIPS userlands are not supported",
+            sh.display()
+        )),
+    );
+    sandbox.assert_refused(
+        Shell::Bash,
+        "mips64",
+        &format!("vstats-install: unsupported architecture mips64: {SUPPORTED}"),
+    );
+    // Neither DISTRIB_ARCH nor an ELF /bin/sh: no guess.
+    sandbox.put("bin/sh", b"#!/bin/busybox sh\n");
+    sandbox.assert_refused(
+        Shell::Bash,
+        "mips",
+        &format!(
+            "vstats-install: cannot tell whether this mips machine is big or little endian: \
+             no DISTRIB_ARCH in {root}/etc/openwrt_release, and {root}/bin/sh is not a \
+             readable ELF file",
+            root = sandbox.root.display()
+        ),
+    );
+}
+
+#[test]
+fn fpu_less_armv7_gets_the_soft_float_build() {
+    let mut sandbox = Sandbox::new(Host::Plain);
+    busybox_only(&mut sandbox, &[]);
+    let url = serve_every_arch(&sandbox);
+    // Broadcom Northstar (BCM4708/4709): Cortex-A9 without VFP.
+    let northstar = "half thumb fastmult edsp tls";
+    let cases = [
+        ("armv7l", Some("arm_cortex-a9"), None, "armv7sf"),
+        // DISTRIB_ARCH wins over /proc/cpuinfo.
+        (
+            "armv7l",
+            Some("arm_cortex-a9"),
+            Some(("Features", "half thumb fastmult vfp edsp vfpv3 tls")),
+            "armv7sf",
+        ),
+        ("armv7l", Some("arm_cortex-a15"), None, "armv7sf"),
+        ("armv7l", Some("arm_cortex-a9_vfpv3-d16"), None, "armv7"),
+        (
+            "armv7l",
+            Some("arm_cortex-a7_neon-vfpv4"),
+            Some(("Features", northstar)),
+            "armv7",
+        ),
+        ("armv7l", Some("arm_cortex-a5_vfpv4"), None, "armv7"),
+        ("armv7l", None, Some(("Features", northstar)), "armv7sf"),
+        (
+            "armv7l",
+            None,
+            Some((
+                "Features",
+                "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt",
+            )),
+            "armv7",
+        ),
+        ("armv7l", None, None, "armv7"),
+        // A 32-bit program on an arm64 kernel; that kernel lists fp, asimd
+        // to a 64-bit one.
+        (
+            "armv8l",
+            None,
+            Some((
+                "Features",
+                "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid",
+            )),
+            "armv7",
+        ),
+        (
+            "armv8l",
+            None,
+            Some((
+                "Features",
+                "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt lpae evtstrm",
+            )),
+            "armv7",
+        ),
+    ];
+    for (machine, openwrt, cpu, arch) in cases {
+        sandbox.describe(openwrt, cpu);
+        assert_eq!(
+            sandbox.install_for(Shell::Busybox, machine, &url),
+            format!("agent for {arch}"),
+            "{machine}, DISTRIB_ARCH {openwrt:?}, {cpu:?}"
+        );
+    }
+}
+
+#[test]
+fn armv6l_gets_armv6() {
+    let sandbox = Sandbox::new(Host::Plain);
+    let url = serve_every_arch(&sandbox);
+    let pi = "half thumb fastmult vfp edsp java tls";
+    let cases = [
+        (None, None),
+        (Some("arm_arm1176jzf-s_vfp"), None),
+        (None, Some(("Features", pi))),
+    ];
+    for (openwrt, cpu) in cases {
+        sandbox.describe(openwrt, cpu);
+        assert_eq!(
+            sandbox.install_for(Shell::Dash, "armv6l", &url),
+            "agent for armv6",
+            "DISTRIB_ARCH {openwrt:?}, {cpu:?}"
+        );
+    }
+    // ARMv6 without an FPU: no build.
+    let refused = |why: &str| {
+        format!(
+            "vstats-install: unsupported architecture armv6l: ARMv6 without an FPU {why} is not \
+             supported, the armv6 build needs VFP (arm1176jzf-s); {SUPPORTED}"
+        )
+    };
+    sandbox.describe(Some("arm_mpcore"), Some(("Features", pi)));
+    sandbox.assert_refused(Shell::Dash, "armv6l", &refused("(OpenWrt arm_mpcore)"));
+    sandbox.describe(
+        None,
+        Some(("Features", "swp half thumb fastmult edsp java")),
+    );
+    sandbox.assert_refused(Shell::Dash, "armv6l", &refused("(no vfp in /proc/cpuinfo)"));
 }
 
 #[test]
