@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds the release binaries, static and stripped, into dist/ as
-# vstats-<bin>-linux-<arch>, with SHA256SUMS. See cross/README.md.
+# vstats-<bin>-linux-<arch>, the OpenWrt packages (scripts/build-ipk.sh), and
+# SHA256SUMS of them all. See cross/README.md.
 #
 #   scripts/build-release.sh                 # every target in cross/targets
 #   scripts/build-release.sh x86_64 armv7    # some, by release name
@@ -9,16 +10,27 @@ cd "$(dirname "$0")/.."
 PATH="$PWD/.tools/bin:$PATH"
 
 bins="vstats-agent vstats-relay"
-wanted=" ${*:-x86_64 aarch64 armv7} "
+# rustup's llvm-tools (scripts/setup-dev.sh): one objcopy for every target.
+objcopy="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-objcopy"
+[ -x "$objcopy" ] || { echo "build-release: $objcopy is missing (rustup component add llvm-tools)" >&2; exit 1; }
+all=$(grep -v '^#' cross/targets | awk '{ printf " %s", $2 }')
+wanted=" ${*:-$all} "
+for name in $wanted; do
+    case " $all " in *" $name "*) ;; *) echo "build-release: unknown target $name (known:$all)" >&2; exit 2 ;; esac
+done
 mkdir -p dist
 
-grep -v '^#' cross/targets | while read -r triple name _runner; do
+grep -v '^#' cross/targets | while read -r triple name _runner_and_cpu; do
     case "$wanted" in *" $name "*) ;; *) continue ;; esac
-    # Size: a std without panic formatting or unwinding, C without unwind tables.
-    flags='["-Zunstable-options", "-Cpanic=immediate-abort", "-Cforce-unwind-tables=no"'
-    if [ "$triple" = armv7-unknown-linux-musleabihf ]; then
-        flags="$flags, \"-Clink-self-contained=no\""
-    fi
+    # Size: a std without panic formatting or unwinding, C without unwind
+    # tables. Cargo appends these to what .cargo/config.toml gives the target.
+    flags='"-Zunstable-options", "-Cpanic=immediate-abort", "-Cforce-unwind-tables=no"'
+    case $triple in
+    # MIPS code is position-independent by default: every call and global
+    # goes through the GOT. A static executable needs none of it; the agent
+    # drops from 1.10 MB to 1.00 MB.
+    mips*) flags="$flags, \"-Crelocation-model=static\"" ;;
+    esac
     bin_flags=""
     for bin in $bins; do bin_flags="$bin_flags --bin $bin"; done
     # $bin_flags is split on purpose: one word per flag.
@@ -26,11 +38,18 @@ grep -v '^#' cross/targets | while read -r triple name _runner; do
     env "CFLAGS_$(echo "$triple" | tr - _)=-fno-asynchronous-unwind-tables -fno-unwind-tables" \
         RUSTC_BOOTSTRAP=1 cargo zigbuild --quiet --release --locked --target "$triple" \
         $bin_flags -Z build-std=std,panic_abort \
-        --config "target.$triple.rustflags = $flags]"
+        --config "target.$triple.rustflags = [$flags]"
+    # What the linker's --strip-all keeps but nothing reads at run time:
+    # MIPS's .pdr (procedure descriptors, about 120 KB, 10 % of the agent),
+    # its empty .mdebug marker, and the compilers' .comment.
     for bin in $bins; do
-        cp "target/$triple/release/$bin" "dist/$bin-linux-$name"
+        "$objcopy" --remove-section=.pdr --remove-section=.mdebug.abi32 --remove-section=.comment \
+            "target/$triple/release/$bin" "dist/$bin-linux-$name"
     done
 done
 
 (cd dist && sha256sum vstats-*-linux-* > SHA256SUMS)
+# The OpenWrt packages, one per package architecture, added to SHA256SUMS.
+rm -f dist/vstats-agent_*.ipk
+scripts/build-ipk.sh >/dev/null
 ls -l dist

@@ -5,10 +5,12 @@ set -eu
 cd "$(dirname "$0")/.."
 
 installed_components=$(rustup component list --installed)
-for component in rustfmt clippy rust-src; do
+for component in rustfmt clippy rust-src llvm-tools; do
     echo "$installed_components" | grep -q "^$component" || rustup component add "$component"
 done
-# armv7 musl has no prebuilt std: it is built from rust-src (cross/README.md).
+# llvm-tools: llvm-objcopy, which trims the release binaries of every target.
+# armv7, armv6 and MIPS musl have no prebuilt std: it is built from rust-src
+# (cross/README.md).
 installed_targets=$(rustup target list --installed)
 for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     echo "$installed_targets" | grep -qx "$target" || rustup target add "$target"
