@@ -1,13 +1,15 @@
 #!/bin/sh
-# Builds an OpenWrt package (.ipk) of vstats-agent for each release binary in
-# dist/, named for OpenWrt's architectures, e.g.
-# dist/vstats-agent_0.1.0_aarch64_generic.ipk. Run scripts/build-release.sh
-# first.
+# Builds OpenWrt packages (.ipk) of vstats-agent from the release binaries in
+# dist/: one for each OpenWrt package architecture a binary serves, e.g.
+# dist/vstats-agent_0.1.0_aarch64_cortex-a53.ipk and ..._aarch64_generic.ipk
+# from vstats-agent-linux-aarch64, and lists them in the output directory's
+# SHA256SUMS. Run scripts/build-release.sh first.
 #
 #   scripts/build-ipk.sh [--dist DIR] [--out DIR] [ARCH...]
 #
-# ARCH is a release name (x86_64, aarch64, armv7); default: every
-# dist/vstats-agent-linux-ARCH present. --out defaults to the dist directory.
+# ARCH is a release name (x86_64, aarch64, armv7, armv7sf, armv6, mipsel,
+# mips); default: every dist/vstats-agent-linux-ARCH present. --out defaults
+# to the dist directory.
 # Archives are reproducible: sorted, owner 0:0, mtimes SOURCE_DATE_EPOCH
 # (default 0), gzip without name or timestamp.
 #
@@ -27,14 +29,27 @@ usage() {
     sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"
 }
 
-# OpenWrt's name for each release architecture. armv7 is our hard-float
-# musleabihf build, which OpenWrt's armv7 targets (cortex-a7/a9/a15) run.
-openwrt_arch() {
+# The OpenWrt package architectures (ARCH_PACKAGES, DISTRIB_ARCH on the
+# router) each release binary serves: one package per name, the same static
+# binary in each, since opkg and apk install only a package whose
+# architecture names the router's exactly. cross/README.md explains the
+# mapping and what is left out.
+openwrt_arches() {
     case $1 in
     x86_64) echo x86_64 ;;
-    aarch64) echo aarch64_generic ;;
-    armv7) echo arm_cortex-a7_neon-vfpv4 ;;
-    *) die "unknown architecture $1 (known: x86_64, aarch64, armv7)" ;;
+    aarch64) echo aarch64_cortex-a53 aarch64_cortex-a72 aarch64_cortex-a76 aarch64_generic ;;
+    # ARMv7 with a VFP unit (VFPv3-D16 or better): hard float.
+    armv7) echo arm_cortex-a5_vfpv4 arm_cortex-a7_neon-vfpv4 arm_cortex-a7_vfpv4 \
+        arm_cortex-a8_vfpv3 arm_cortex-a9_neon arm_cortex-a9_vfpv3-d16 \
+        arm_cortex-a15_neon-vfpv4 arm_cortex-a53_neon-vfpv4 ;;
+    # OpenWrt's ARMv7 names without an FPU suffix are soft-float targets:
+    # Broadcom Northstar's Cortex-A9 has no FPU at all.
+    armv7sf) echo arm_cortex-a7 arm_cortex-a9 ;;
+    armv6) echo arm_arm1176jzf-s_vfp ;;
+    # MIPS32 release 2, soft float; 24kf's FPU is simply not used.
+    mipsel) echo mipsel_24kc mipsel_24kc_24kf mipsel_74kc ;;
+    mips) echo mips_24kc mips_4kec ;;
+    *) die "unknown architecture $1 (known: x86_64, aarch64, armv7, armv7sf, armv6, mipsel, mips)" ;;
     esac
 }
 
@@ -124,25 +139,40 @@ stage_control() {
     chmod 0755 "$1/postinst" "$1/prerm"
 }
 
+# build_one RELEASE_ARCH OPENWRT_ARCH: prints the package's file name.
 build_one() {
-    check_sum "vstats-agent-linux-$1"
-    owrt=$(openwrt_arch "$1")
-    work=$tmp/$1
+    work=$tmp/$2
     stage_data "$work/data" "$1"
     size=$(find "$work/data" -type f -exec cat {} + | wc -c | tr -d ' ')
-    stage_control "$work/control" "$size" "$owrt"
+    stage_control "$work/control" "$size" "$2"
     mkdir -p "$work/ipk"
     printf '2.0\n' >"$work/ipk/debian-binary"
     chmod 0644 "$work/ipk/debian-binary"
     pack "$work/data" "$work/ipk/data.tar.gz"
     pack "$work/control" "$work/ipk/control.tar.gz"
-    ipk=$out/vstats-agent_${version}_$owrt.ipk
+    ipk=vstats-agent_${version}_$2.ipk
     # Member order as ipkg-build writes it.
     (cd "$work/ipk" && tar --format=gnu --owner=0 --group=0 --numeric-owner \
         --mtime="@$epoch" -cf - ./debian-binary ./data.tar.gz ./control.tar.gz) |
-        gzip -n >"$ipk.tmp"
-    mv "$ipk.tmp" "$ipk"
+        gzip -n >"$out/$ipk.tmp"
+    mv "$out/$ipk.tmp" "$out/$ipk"
     echo "$ipk"
+}
+
+# list_sums FILE...: SHA256SUMS lines for these files in $out, replacing
+# any earlier lines for them and keeping every other line.
+list_sums() {
+    (
+        cd "$out"
+        touch SHA256SUMS
+        sha256sum "$@" >"$tmp/new-sums"
+        printf '%s\n' "$@" >"$tmp/built"
+        awk 'FNR == NR { built[$0] = 1; next } !($2 in built) && !(substr($2, 2) in built)' \
+            "$tmp/built" SHA256SUMS >"$tmp/sums"
+        cat "$tmp/new-sums" >>"$tmp/sums"
+        cat "$tmp/sums" >SHA256SUMS.tmp
+        mv SHA256SUMS.tmp SHA256SUMS
+    )
 }
 
 dist=dist
@@ -173,6 +203,19 @@ fi
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Every binary is checked before any package is made.
 for arch in "$@"; do
-    build_one "$arch"
+    openwrt_arches "$arch" >/dev/null
+    check_sum "vstats-agent-linux-$arch"
 done
+built=
+for arch in "$@"; do
+    for owrt in $(openwrt_arches "$arch"); do
+        ipk=$(build_one "$arch" "$owrt")
+        echo "$out/$ipk"
+        built="$built $ipk"
+    done
+done
+# $built is a list of file names without spaces: split on purpose.
+# shellcheck disable=SC2086
+list_sums $built

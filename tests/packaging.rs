@@ -239,16 +239,45 @@ fn member<'a>(members: &'a [Member], path: &str) -> &'a Member {
     (members.iter().find(|m| m.path == path)).unwrap_or_else(|| panic!("no {path}"))
 }
 
+/// The release names (`cross/targets`), x86_64 first.
+const RELEASE_ARCHES: [&str; 7] = [
+    "x86_64", "aarch64", "armv7", "armv7sf", "armv6", "mipsel", "mips",
+];
+
+/// Each OpenWrt package architecture and the release binary its package holds.
+const OPENWRT_ARCHES: [(&str, &str); 21] = [
+    ("aarch64_cortex-a53", "aarch64"),
+    ("aarch64_cortex-a72", "aarch64"),
+    ("aarch64_cortex-a76", "aarch64"),
+    ("aarch64_generic", "aarch64"),
+    ("arm_arm1176jzf-s_vfp", "armv6"),
+    ("arm_cortex-a15_neon-vfpv4", "armv7"),
+    ("arm_cortex-a53_neon-vfpv4", "armv7"),
+    ("arm_cortex-a5_vfpv4", "armv7"),
+    ("arm_cortex-a7", "armv7sf"),
+    ("arm_cortex-a7_neon-vfpv4", "armv7"),
+    ("arm_cortex-a7_vfpv4", "armv7"),
+    ("arm_cortex-a8_vfpv3", "armv7"),
+    ("arm_cortex-a9", "armv7sf"),
+    ("arm_cortex-a9_neon", "armv7"),
+    ("arm_cortex-a9_vfpv3-d16", "armv7"),
+    ("mips_24kc", "mips"),
+    ("mips_4kec", "mips"),
+    ("mipsel_24kc", "mipsel"),
+    ("mipsel_24kc_24kf", "mipsel"),
+    ("mipsel_74kc", "mipsel"),
+    ("x86_64", "x86_64"),
+];
+
 /// A release directory with the debug agent as the x86_64 binary and small
-/// stand-ins for the others, with SHA256SUMS.
+/// stand-ins (their release names) for the others, with SHA256SUMS.
 fn write_dist(dir: &Path, x86_64: &[u8]) {
     fs::create_dir_all(dir).unwrap();
     let mut sums = String::new();
-    for (arch, bytes) in [
-        ("x86_64", x86_64),
-        ("aarch64", b"aarch64 stand-in".as_slice()),
-        ("armv7", b"armv7 stand-in".as_slice()),
-    ] {
+    let stand_ins = RELEASE_ARCHES[1..]
+        .iter()
+        .map(|arch| (*arch, arch.as_bytes()));
+    for (arch, bytes) in [("x86_64", x86_64)].into_iter().chain(stand_ins) {
         let name = format!("vstats-agent-linux-{arch}");
         fs::write(dir.join(&name), bytes).unwrap();
         sums += &format!("{}  {name}\n", sha256_hex(bytes));
@@ -301,8 +330,33 @@ fn ipk_has_openwrt_layout_and_control_fields() {
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     built.sort();
-    let arches = ["aarch64_generic", "arm_cortex-a7_neon-vfpv4", "x86_64"];
-    assert_eq!(built, arches.map(ipk_name));
+    let mut expected: Vec<_> = OPENWRT_ARCHES
+        .iter()
+        .map(|(owrt, _)| ipk_name(owrt))
+        .collect();
+    expected.push("SHA256SUMS".to_owned());
+    expected.sort();
+    assert_eq!(built, expected);
+    // Each package holds its binary under its own architecture's name, and
+    // the output's SHA256SUMS lists it.
+    let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    for (owrt, release) in OPENWRT_ARCHES {
+        let ipk = fs::read(out.join(ipk_name(owrt))).unwrap();
+        let line = format!("{}  {}", sha256_hex(&ipk), ipk_name(owrt));
+        assert!(sums.lines().any(|l| l == line), "{line} not in\n{sums}");
+        let outer = untar(&gunzip(&ipk));
+        let data = untar(&gunzip(&member(&outer, "./data.tar.gz").data));
+        let binary = &member(&data, "./usr/bin/vstats-agent").data;
+        if release != "x86_64" {
+            assert_eq!(binary, release.as_bytes(), "{owrt}");
+        }
+        let control = untar(&gunzip(&member(&outer, "./control.tar.gz").data));
+        let text = String::from_utf8(member(&control, "./control").data.clone()).unwrap();
+        assert!(
+            text.contains(&format!("\nArchitecture: {owrt}\n")),
+            "{text}"
+        );
+    }
 
     let ipk_path = out.join(ipk_name("x86_64"));
     let ipk = fs::read(&ipk_path).unwrap();
@@ -447,7 +501,110 @@ fn build_ipk_refuses_a_binary_that_does_not_match_sha256sums() {
         stderr.contains("build-ipk: vstats-agent-linux-x86_64 does not match"),
         "{stderr}"
     );
-    assert!(!out.join(ipk_name("x86_64")).exists());
+    // The mismatch is found before any package is made, even those of
+    // binaries that do match.
+    let made: Vec<_> = fs::read_dir(&out)
+        .map(|dir| dir.map(|entry| entry.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(made.is_empty(), "{made:?}");
+}
+
+/// `packaging/openwrt/Makefile`, stamped by `scripts/openwrt-feed.sh`, read
+/// by GNU make with stand-ins for the SDK's rules.mk and package.mk that
+/// print what the package would fetch for `arch_packages`.
+fn sdk_package(feed: &Path, arch_packages: &str, extra: &[&str]) -> Output {
+    let sdk = feed.join("sdk");
+    fs::create_dir_all(&sdk).unwrap();
+    fs::write(sdk.join("rules.mk"), "").unwrap();
+    fs::write(
+        sdk.join("package.mk"),
+        "define BuildPackage\nvstats-print:\n\t@echo $$(VSTATS_ARCH) $$(PKG_HASH) \
+         $$(PKG_SOURCE) $$(PKG_VERSION)-r$$(PKG_RELEASE)\nendef\n",
+    )
+    .unwrap();
+    Command::new("make")
+        .arg("-s")
+        .arg("-f")
+        .arg(feed.join("vstats-agent/Makefile"))
+        .arg(format!("TOPDIR={}", sdk.display()))
+        .arg(format!("INCLUDE_DIR={}", sdk.display()))
+        .arg(format!("ARCH_PACKAGES={arch_packages}"))
+        .args(extra)
+        .arg("vstats-print")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn openwrt_makefile_fetches_the_binary_build_ipk_packs_for_each_arch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = tmp.path().join("dist");
+    write_dist(&dist, b"x86_64 stand-in");
+    let feed = tmp.path().join("feed");
+    run(Command::new("sh")
+        .arg(repo().join("scripts/openwrt-feed.sh"))
+        .arg("--dist")
+        .arg(&dist)
+        .arg(&feed));
+    for (owrt, release) in OPENWRT_ARCHES {
+        let output = sdk_package(&feed, owrt, &[]);
+        assert!(output.status.success(), "{owrt}: {}", describe(&output));
+        let binary = fs::read(dist.join(format!("vstats-agent-linux-{release}"))).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!(
+                "{release} {} vstats-agent-linux-{release} {version}-r1\n",
+                sha256_hex(&binary)
+            ),
+            "{owrt}"
+        );
+    }
+    // No binary: a clear stop when built, but the metadata scan (DUMP=1)
+    // that reads every package for every target must still pass.
+    for owrt in [
+        "mips_mips32",
+        "mipsel_mips32",
+        "mips64_octeonplus",
+        "arm_arm926ej-s",
+    ] {
+        let output = sdk_package(&feed, owrt, &[]);
+        assert!(!output.status.success(), "{owrt}: {}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("vstats-agent: no release binary for {owrt}")),
+            "{stderr}"
+        );
+        let scan = sdk_package(&feed, owrt, &["DUMP=1"]);
+        assert!(scan.status.success(), "{owrt}: {}", describe(&scan));
+    }
+}
+
+#[test]
+fn openwrt_feed_refuses_a_release_missing_a_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = tmp.path().join("dist");
+    write_dist(&dist, b"x86_64 stand-in");
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    let without_mips: String = sums
+        .lines()
+        .filter(|line| !line.ends_with("-linux-mips"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    fs::write(dist.join("SHA256SUMS"), without_mips).unwrap();
+    let output = Command::new("sh")
+        .arg(repo().join("scripts/openwrt-feed.sh"))
+        .arg("--dist")
+        .arg(&dist)
+        .arg(tmp.path().join("feed"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("vstats-agent-linux-mips is not listed"),
+        "{}",
+        describe(&output)
+    );
 }
 
 // ---- procd -----------------------------------------------------------------
