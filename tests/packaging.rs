@@ -4,6 +4,8 @@
 //! the stand-in `packaging/openwrt/test/rc.common`), and every shell script
 //! passes shellcheck.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -69,7 +71,7 @@ fn systemd_root(dir: &Path) {
     for binary in [
         "usr/local/bin/vstats-agent",
         "usr/local/bin/vstats-relay",
-        "bin/kill",
+        "bin/sh",
     ] {
         fs::create_dir_all(dir.join(binary).parent().unwrap()).unwrap();
         fs::copy(stand_in, dir.join(binary)).unwrap();
@@ -161,7 +163,6 @@ fn the_relay_unit_keeps_its_state_and_reloads_on_hup() {
          VSTATS_LISTEN=0.0.0.0:3001",
         "EnvironmentFile=-/etc/vstats/relay.env",
         "ExecStart=/usr/local/bin/vstats-relay $VSTATS_RELAY_ARGS",
-        "ExecReload=/bin/kill -HUP $MAINPID",
         "StateDirectory=vstats-relay",
         "DynamicUser=yes",
         "ProtectSystem=strict",
@@ -169,6 +170,30 @@ fn the_relay_unit_keeps_its_state_and_reloads_on_hup() {
     ] {
         assert!(lines.iter().any(|line| line == wanted), "missing {wanted}");
     }
+}
+
+#[test]
+fn the_relay_units_reload_signals_the_relay_without_procps() {
+    let line = unit_lines("vstats-relay.service")
+        .into_iter()
+        .find_map(|line| line.strip_prefix("ExecReload=").map(str::to_owned))
+        .expect("an ExecReload line");
+    let script = line
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("not a /bin/sh -c '...' command: {line}"));
+    // As systemd runs it: `$$` is a literal `$`, MAINPID is in the
+    // environment; and no PATH, so no /bin/kill either, only the shell's.
+    let script = script.replace("$$", "$");
+    let relay = common::relay::Relay::start(&[]);
+    let output = run(Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("MAINPID", relay.process.pid().to_string()));
+    assert!(output.stderr.is_empty(), "{}", describe(&output));
+    relay
+        .process
+        .wait_for_log(std::time::Duration::from_secs(10), "SIGHUP: reloading");
 }
 
 // ---- ipk -------------------------------------------------------------------
