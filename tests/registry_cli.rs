@@ -237,3 +237,105 @@ fn help_prints_usage() {
     assert!(output.out.contains("rotate-token"));
     assert!(output.err.is_empty());
 }
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+}
+
+#[test]
+fn add_through_a_symlink_keeps_the_link_and_writes_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    let (link, target) = (
+        dir.path().join("link.json"),
+        dir.path().join("real/state.json"),
+    );
+    // Dangling at first: the first add creates the target.
+    std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+    let pi = json(&server(&link, &["add", "--name", "pi", "--json"]));
+    let nas = json(&server(&link, &["add", "--name", "nas", "--json"]));
+
+    assert!(is_symlink(&link), "the link was replaced by a file");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("real/state.json")
+    );
+    let registry = Registry::load(&target).unwrap();
+    for added in [&pi, &nas] {
+        let token = added["token"].as_str().unwrap();
+        assert_eq!(
+            registry.authenticate(token).unwrap().id,
+            added["id"].as_str().unwrap()
+        );
+    }
+    // The lock and any temp file live beside the target, not the link.
+    assert_eq!(names_in(dir.path()), ["link.json", "real"]);
+    assert_eq!(
+        names_in(&dir.path().join("real")),
+        ["state.json", "state.json.lock"]
+    );
+    let listed = json(&server(&link, &["list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn concurrent_adds_through_the_link_and_the_target_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (link, target) = (dir.path().join("link.json"), dir.path().join("state.json"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let path = if writer % 2 == 0 { &link } else { &target }.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let name = format!("w{writer}-{i}");
+                    let output = server(&path, &["add", "--name", &name, "--json"]);
+                    assert_eq!(output.code, 0, "{}", output.err);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert!(is_symlink(&link));
+    assert_eq!(Registry::load(&target).unwrap().servers().len(), 40);
+}
+
+#[test]
+fn a_killed_writers_temp_file_is_removed_by_the_next_add() {
+    let (dir, state) = state_file();
+    json(&server(&state, &["add", "--name", "pi", "--json"]));
+    // A pid that was alive a moment ago and is not any more.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let leftover = dir.path().join(format!(".vstats-relay.json.tmp.{dead}"));
+    std::fs::write(&leftover, "{\"version\": 1, \"serv").unwrap();
+    // Not this state file's: left alone.
+    let other = dir.path().join(".other.json.tmp.1");
+    std::fs::write(&other, "").unwrap();
+
+    json(&server(&state, &["add", "--name", "nas", "--json"]));
+    assert_eq!(
+        names_in(dir.path()),
+        [
+            ".other.json.tmp.1",
+            "vstats-relay.json",
+            "vstats-relay.json.lock"
+        ]
+    );
+    assert_eq!(Registry::load(&state).unwrap().servers().len(), 2);
+}

@@ -1,7 +1,8 @@
 //! `vstats-relay server add|list|remove|rotate-token`: edit the state file.
 //!
 //! Each command runs against the file alone, so it works whether or not a
-//! relay is running; a running relay notices the change on its next poll.
+//! relay is running; a running relay notices the change on its next poll,
+//! or at once when an agent presents a token it does not know yet.
 
 use super::registry::{self, DEFAULT_STATE_FILE, Registry, RegistryError};
 use std::ffi::OsString;

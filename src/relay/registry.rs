@@ -31,6 +31,13 @@
 //! to save, so two CLI commands running at once do not lose each other's
 //! change. Saves replace the file atomically, so a reader (the running relay)
 //! needs no lock: it sees the old version or the new one, never a mix.
+//!
+//! A state path that is a symlink is resolved first ([`resolve`]): the lock,
+//! the temp file and the rename are all beside the file the link points to,
+//! so the link stays a link and writers through the link and through the
+//! target share one lock. Temp files are `.<file>.tmp.<pid>`; a writer
+//! killed mid-save leaves one behind, and the next writer removes it while
+//! holding the lock.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -38,6 +45,7 @@ use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -182,9 +190,16 @@ impl Registry {
     /// A missing file is an empty registry (first start); a corrupt one is an
     /// error that names the file and what is wrong.
     pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+        Ok(Registry::load_if_present(path)?.unwrap_or_else(Registry::empty))
+    }
+
+    /// As [`Registry::load`], but `None` for a missing file: a running relay
+    /// must tell a file gone for a moment (an editor's save, a restore) from
+    /// a registry emptied on purpose.
+    pub fn load_if_present(path: &Path) -> Result<Option<Registry>, RegistryError> {
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Registry::empty()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path)(e)),
         };
         let corrupt = |reason: String| RegistryError::Corrupt {
@@ -192,7 +207,7 @@ impl Registry {
             reason,
         };
         let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        Registry::from_file(file).map_err(corrupt)
+        Registry::from_file(file).map(Some).map_err(corrupt)
     }
 
     fn from_file(file: StateFile) -> Result<Registry, String> {
@@ -230,21 +245,23 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Atomic: writes `<path>.tmp.<pid>` in the same directory, fsyncs it,
-    /// renames it over `path` and fsyncs the directory, so a crash leaves the
-    /// old file or the new one. Mode 0600: the file holds token hashes.
+    /// Atomic: writes `.<file>.tmp.<pid>` in the directory of the file
+    /// `path` resolves to ([`resolve`]), fsyncs it, renames it over that
+    /// file and fsyncs the directory, so a crash leaves the old file or the
+    /// new one, and a symlink stays a symlink. Mode 0600: the file holds
+    /// token hashes.
     ///
     /// The new file keeps the owner of the one it replaces (or of the
     /// directory, for a first save): `server add` run as root must not leave
     /// a file the relay's own unprivileged user can no longer read.
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
-        let mut temp = OsString::from(path);
-        temp.push(format!(".tmp.{}", std::process::id()));
-        let temp = PathBuf::from(temp);
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        self.save_resolved(&resolve(path))
+    }
+
+    /// [`Registry::save`] to a path [`resolve`] has already followed.
+    fn save_resolved(&self, path: &Path) -> Result<(), RegistryError> {
+        let (dir, name) = dir_and_name(path).map_err(io_error(path))?;
+        let temp = dir.join(temp_name(name, std::process::id()));
         let owner = fs::metadata(path)
             .or_else(|_| fs::metadata(dir))
             .ok()
@@ -422,17 +439,95 @@ impl Registry {
 }
 
 /// Loads the registry at `path`, lets `change` edit it, and saves it, all
-/// under an exclusive lock on `<path>.lock` so concurrent writers queue up
+/// under an exclusive lock on `<file>.lock` so concurrent writers queue up
 /// instead of overwriting each other. Nothing is saved when `change` fails.
+///
+/// `path` is resolved once, first: the lock, the load and the save all use
+/// the file a symlink points to. Temp files a killed writer left beside it
+/// are removed while the lock is held (no other writer can be mid-save).
 pub fn update<T>(
     path: &Path,
     change: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Result<T, RegistryError> {
-    let _lock = lock(path)?;
-    let mut registry = Registry::load(path)?;
+    let path = resolve(path);
+    let _lock = lock(&path)?;
+    remove_stale_temp_files(&path);
+    let mut registry = Registry::load(&path)?;
     let value = change(&mut registry)?;
-    registry.save(path)?;
+    registry.save_resolved(&path)?;
     Ok(value)
+}
+
+/// Symlinks a path may pass through before [`resolve`] gives up (Linux's
+/// own limit): the open that follows then fails with `ELOOP`.
+const MAX_SYMLINKS: usize = 40;
+
+/// `path` with its final component's symlinks followed, link after link,
+/// to the file they end at. A dangling link resolves to where it points (a
+/// first save creates the file there); a path that is not a link, or
+/// cannot be examined, is returned as it is. Directories on the way are
+/// left alone: they do not change which file the lock and rename reach.
+pub fn resolve(path: &Path) -> PathBuf {
+    let mut path = path.to_owned();
+    for _ in 0..MAX_SYMLINKS {
+        // Fails for anything but a symlink (EINVAL) or a missing path.
+        let Ok(target) = fs::read_link(&path) else {
+            break;
+        };
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    path
+}
+
+/// The directory a file is in (`.` for a bare name) and its name.
+fn dir_and_name(path: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+/// `.<name>.tmp.<pid>`: hidden, and recognisable as this file's.
+fn temp_name(name: &std::ffi::OsStr, pid: u32) -> OsString {
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".tmp.{pid}"));
+    temp
+}
+
+/// Whether `entry` is a temp file of the state file `name`, as
+/// [`temp_name`] makes them. The all-digit pid makes the match unambiguous:
+/// no other state file's temp file has this shape.
+fn is_temp_of(entry: &std::ffi::OsStr, name: &std::ffi::OsStr) -> bool {
+    entry
+        .as_bytes()
+        .strip_prefix(b".")
+        .and_then(|rest| rest.strip_prefix(name.as_bytes()))
+        .and_then(|rest| rest.strip_prefix(b".tmp."))
+        .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit))
+}
+
+/// Removes the temp files writers killed mid-save left beside `path`. Only
+/// under the lock: a live writer's temp file would look the same.
+fn remove_stale_temp_files(path: &Path) {
+    let Ok((dir, name)) = dir_and_name(path) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_temp_of(&entry.file_name(), name) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>, RegistryError> {
@@ -461,6 +556,8 @@ pub struct FileStamp {
 /// The stamp of the file's current version (modification time with
 /// nanoseconds, length, inode: an atomic save always changes the inode);
 /// `None` when the file cannot be examined, usually because it does not exist.
+/// Symlinks are followed: a state path that is a link is stamped by the file
+/// it points to, which is the one saves replace.
 pub fn file_stamp(path: &Path) -> Option<FileStamp> {
     let meta = fs::metadata(path).ok()?;
     Some(FileStamp {
@@ -788,6 +885,112 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(Registry::load(&path).unwrap().servers().len(), 40);
+    }
+
+    #[test]
+    fn a_missing_file_is_told_apart_from_an_empty_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_in(&dir);
+        assert!(Registry::load_if_present(&path).unwrap().is_none());
+        Registry::empty().save(&path).unwrap();
+        let loaded = Registry::load_if_present(&path).unwrap().unwrap();
+        assert!(loaded.servers().is_empty());
+        fs::write(&path, "{").unwrap();
+        assert!(matches!(
+            Registry::load_if_present(&path),
+            Err(RegistryError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn resolve_follows_links_to_the_final_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let target = real.join("state.json");
+        let plain = dir.path().join("plain.json");
+        assert_eq!(resolve(&plain), plain, "a missing plain path");
+        fs::write(&plain, "").unwrap();
+        assert_eq!(resolve(&plain), plain, "an existing plain file");
+
+        // Relative, dangling (the target does not exist yet), then chained.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+        assert_eq!(resolve(&link), dir.path().join("real/state.json"));
+        let chain = real.join("chain.json");
+        std::os::unix::fs::symlink(&link, &chain).unwrap();
+        assert_eq!(resolve(&chain), dir.path().join("real/state.json"));
+        fs::write(&target, "").unwrap();
+        assert_eq!(resolve(&chain), dir.path().join("real/state.json"));
+
+        // A loop resolves to some path in it; opening that fails (ELOOP).
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let looped = resolve(&a);
+        assert!(looped == a || looped == b, "{looped:?}");
+    }
+
+    #[test]
+    fn saves_through_a_link_keep_the_link_and_its_stamp_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = state_in(&dir);
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("vstats-relay.json", &link).unwrap();
+        assert_eq!(file_stamp(&link), None, "dangling");
+
+        update(&link, |registry| registry.add("pi", "")).unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let first = file_stamp(&link).expect("stamped through the link");
+        assert_eq!(Some(first), file_stamp(&target));
+
+        let mut registry = Registry::load(&link).unwrap();
+        registry.add("nas", "").unwrap();
+        registry.save(&link).unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_ne!(file_stamp(&link), Some(first), "a save is a change");
+        assert_eq!(Registry::load(&target).unwrap().servers().len(), 2);
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["link.json", "vstats-relay.json", "vstats-relay.json.lock"]
+        );
+    }
+
+    #[test]
+    fn temp_files_are_recognised_by_name_and_pid() {
+        let name = std::ffi::OsStr::new("state.json");
+        let ours = temp_name(name, 4242);
+        assert_eq!(ours, ".state.json.tmp.4242");
+        assert!(is_temp_of(&ours, name));
+        for other in [
+            "state.json",
+            "state.json.lock",
+            ".state.json.tmp.",
+            ".state.json.tmp.12a",
+            ".state.json.bak.tmp.1",
+            ".other.json.tmp.1",
+            ".state.json.tmp.1.tmp.2",
+        ] {
+            assert!(!is_temp_of(std::ffi::OsStr::new(other), name), "{other}");
+        }
+        // Another state file whose name extends this one's.
+        let longer = temp_name(std::ffi::OsStr::new("state.json.tmp.1"), 2);
+        assert!(!is_temp_of(&longer, name));
     }
 
     #[test]

@@ -51,6 +51,12 @@ impl Relay {
         Relay::start_on(command, dir, state, "127.0.0.1:0", extra, None)
     }
 
+    /// As [`Relay::start`], with a state path of the caller's choosing in
+    /// `dir` (a symlink, say).
+    pub fn start_with_state(dir: tempfile::TempDir, state: PathBuf, extra: &[&str]) -> Relay {
+        Relay::start_on(relay_command(), dir, state, "127.0.0.1:0", extra, None)
+    }
+
     pub fn start_tls(ca: &super::TestCa) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
