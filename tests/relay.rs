@@ -406,3 +406,108 @@ fn a_dashboard_that_cannot_take_the_events_is_closed_with_1013() {
     assert_eq!(stuck.wait_for_close(Duration::from_secs(30)), Some(1013));
     keeping_up.join().unwrap();
 }
+
+#[test]
+fn a_state_file_missing_for_a_moment_keeps_servers_and_agents() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(sample("before"));
+    dashboard.wait_for(SOON, "online", |f| {
+        is(f, "status", &id) && f["data"]["online"] == true
+    });
+
+    // An editor's save or a restore: the file is gone for a while, longer
+    // than the relay's 2 s change poll, and a SIGHUP comes meanwhile.
+    let away = relay.dir.path().join("away.json");
+    std::fs::rename(&relay.state, &away).unwrap();
+    relay
+        .process
+        .wait_for_log(SOON, "missing; keeping the registry");
+    std::thread::sleep(Duration::from_millis(2500));
+    relay.process.signal(Signal::SIGHUP);
+    relay
+        .process
+        .wait_for_log(SOON, "SIGHUP: reloading the registry");
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The agent is still connected and its server registered and online.
+    agent.send_metrics(sample("while-away"));
+    let frame = dashboard.wait_for(SOON, "the sample sent while away", |f| {
+        is(f, "server_removed", &id)
+            || (is(f, "metrics", &id) && f["data"]["metrics"]["hostname"] == "while-away")
+    });
+    assert_eq!(frame["type"], "metrics", "{frame}");
+    let (status, body) = relay.get("/api/servers");
+    assert_eq!(status, 200);
+    let servers: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(servers[0]["id"], id.as_str());
+    assert_eq!(servers[0]["online"], true, "{body}");
+    let log = relay.process.log();
+    assert_eq!(
+        log.matches("missing; keeping").count(),
+        2,
+        "one warning for the poll, one for the SIGHUP:\n{log}"
+    );
+    assert!(!log.contains("removed"), "{log}");
+
+    // Back again: the relay follows CLI changes as before.
+    std::fs::rename(&away, &relay.state).unwrap();
+    let (nas, _) = relay.add_server("nas", "");
+    dashboard.wait_for(SOON, "server_added", |f| is(f, "server_added", &nas));
+    assert!(relay.cli(&["remove", &id]).status.success());
+    dashboard.wait_for(SOON, "server_removed", |f| is(f, "server_removed", &id));
+    assert_eq!(agent.wait_for_close(SOON), Some(1008));
+}
+
+#[test]
+fn an_agent_connecting_right_after_server_add_is_admitted() {
+    let relay = Relay::start(&[]);
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(SOON, "hello", |f| f["type"] == "hello");
+    // Several rounds: each could slip through by luck if the 2 s poll
+    // happened to run between the add and the connect.
+    for round in 0..3 {
+        let name = format!("fresh-{round}");
+        let output = relay.cli(&["add", "--name", &name, "--json"]);
+        assert!(output.status.success(), "{output:?}");
+        let added: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let (id, token) = (
+            added["id"].as_str().unwrap(),
+            added["token"].as_str().unwrap(),
+        );
+        let bearer = format!("Bearer {token}");
+        let mut agent = relay
+            .connect("/ws/agent", &[("authorization", &bearer)])
+            .unwrap_or_else(|e| panic!("round {round}: the new token was refused ({e})"));
+        agent.send_metrics(sample(&name));
+        dashboard.wait_for(SOON, "the new server's sample", |f| is(f, "metrics", id));
+    }
+    // Bad tokens are still refused.
+    let refused = relay.connect("/ws/agent?token=nope", &[]).err();
+    assert_eq!(refused.as_deref(), Some("401"));
+}
+
+#[test]
+fn a_state_path_that_is_a_symlink_is_followed_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    let link = dir.path().join("state.json");
+    std::os::unix::fs::symlink("real/state.json", &link).unwrap();
+    let relay = Relay::start_with_state(dir, link.clone(), &[]);
+    // add_server waits for the relay to notice each change through the link.
+    let (pi, pi_token) = relay.add_server("pi", "");
+    let (nas, _) = relay.add_server("nas", "");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let mut agent = relay.fake_agent(&pi_token);
+    assert!(relay.cli(&["remove", &pi]).status.success());
+    assert_eq!(agent.wait_for_close(SOON), Some(1008));
+    let (_, body) = relay.get("/api/servers");
+    assert!(body.contains(&nas) && !body.contains(&pi), "{body}");
+}

@@ -29,7 +29,7 @@ use rustls::ServerConfig;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,10 @@ const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 const MALFORMED_LIMIT: u32 = 10;
 /// The clock work runs at least this often.
 const TICK: Duration = Duration::from_millis(500);
+/// How long accepting stops after `accept` fails (out of file descriptors).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
 const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
 
@@ -136,6 +140,18 @@ pub struct Relay {
     counters: Counters,
     last_tick: Instant,
     malformed_logged: Option<Instant>,
+    accepting: Accepting,
+}
+
+/// Whether the listener is watched. At the open-files limit `accept` fails
+/// while connections wait in the backlog, and the level-triggered listener
+/// stays readable: retrying at once would spin a core and flood the log.
+#[derive(Default)]
+struct Accepting {
+    paused_until: Option<Instant>,
+    /// Failures since the last log line about them.
+    failures: u64,
+    logged: Option<Instant>,
 }
 
 impl Relay {
@@ -196,6 +212,7 @@ impl Relay {
             counters: Counters::default(),
             last_tick: now,
             malformed_logged: None,
+            accepting: Accepting::default(),
         })
     }
 
@@ -214,9 +231,13 @@ impl Relay {
             self.hub.servers.len()
         );
         loop {
+            let timeout = match self.accepting.paused_until {
+                Some(until) => until.saturating_duration_since(Instant::now()).min(TICK),
+                None => TICK,
+            };
             let ready: Vec<u64> = self
                 .poller
-                .wait(TICK)
+                .wait(timeout)
                 .map_err(|e| RelayError::Io("epoll", e))?
                 .collect();
             for key in ready {
@@ -230,6 +251,13 @@ impl Relay {
                     }
                     id => self.drive(id),
                 }
+            }
+            if self
+                .accepting
+                .paused_until
+                .is_some_and(|until| Instant::now() >= until)
+            {
+                self.resume_accepting();
             }
             self.pump_dashboards();
             if self.last_tick.elapsed() >= TICK {
@@ -245,18 +273,21 @@ impl Relay {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors, most likely: let the loop
-                    // breathe and retry at the next readiness.
-                    warn!("accept: {e}");
+                    self.pause_accepting(&e);
                     return;
                 }
             };
+            if tcp.set_nonblocking(true).is_err() {
+                continue;
+            }
             if self.conns.len() >= self.max_connections {
                 self.counters.refused_connections += 1;
                 debug!("refusing a connection: {} open", self.conns.len());
-                continue;
-            }
-            if tcp.set_nonblocking(true).is_err() {
+                // Best effort, never waiting: on a TLS port plain text
+                // would be noise, so TLS clients just see the close.
+                if self.tls.is_none() {
+                    let _ = (&tcp).write(&http::text_response(503, "too many connections"));
+                }
                 continue;
             }
             let _ = tcp.set_nodelay(true);
@@ -285,6 +316,43 @@ impl Relay {
             // produced no edge, so read now.
             self.drive(id);
         }
+    }
+
+    /// Stops watching the listener for [`ACCEPT_PAUSE`] after `accept`
+    /// failed; connections wait in the kernel's backlog meanwhile.
+    fn pause_accepting(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, false) {
+            warn!("epoll: {e}");
+        }
+        let accepting = &mut self.accepting;
+        accepting.paused_until = Some(now + ACCEPT_PAUSE);
+        accepting.failures += 1;
+        if accepting
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_ERROR_LOG_EVERY)
+        {
+            let earlier = accepting.failures - 1;
+            warn!(
+                "accept: {error}; pausing new connections for {} ms{}",
+                ACCEPT_PAUSE.as_millis(),
+                if earlier > 0 {
+                    format!(" ({earlier} more failures since the last report)")
+                } else {
+                    String::new()
+                }
+            );
+            accepting.logged = Some(now);
+            accepting.failures = 0;
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accepting.paused_until = None;
+        if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, true) {
+            warn!("epoll: {e}");
+        }
+        self.accept();
     }
 
     /// Whether a stop signal arrived; SIGHUP reloads.
@@ -422,15 +490,24 @@ impl Relay {
     }
 
     fn answer_agent(&mut self, head: &Head, rest: Vec<u8>) -> (Vec<u8>, Then) {
-        let server = head
-            .token()
-            .and_then(|token| self.registry.authenticate(&token));
-        let Some(server) = server else {
+        let token = head.token();
+        let known = |registry: &Registry| {
+            let server = registry.authenticate(token.as_deref()?)?;
+            Some(server.id.clone())
+        };
+        let mut server_id = known(&self.registry);
+        // A server added a moment ago: its agent must not wait for the poll
+        // (and back off 15-30 s after a 401). Only a changed file is
+        // reloaded, so a stream of bad tokens costs a stat each.
+        if server_id.is_none() && token.is_some() && self.registry_file_changed() {
+            self.reload_registry();
+            server_id = known(&self.registry);
+        }
+        let Some(server_id) = server_id else {
             // The token itself is never logged, nor the query holding it.
             info!("agent refused: unknown or missing token");
             return (http::text_response(401, "invalid token"), Then::Close);
         };
-        let server_id = server.id.clone();
         match http::upgrade_response(head) {
             Ok(out) => (out, Then::Agent { server_id, rest }),
             Err(out) => (out, Then::Close),
@@ -743,8 +820,7 @@ impl Relay {
         self.expire_agents(now);
         if now.duration_since(self.registry_checked) >= REGISTRY_CHECK_EVERY {
             self.registry_checked = now;
-            let stamp = registry::file_stamp(&self.config.state);
-            if stamp != self.registry_stamp {
+            if self.registry_file_changed() {
                 self.reload_registry();
             }
         }
@@ -797,11 +873,27 @@ impl Relay {
         }
     }
 
-    /// Re-reads the state file; a bad file keeps the registry we have.
+    /// Whether the state file is not the version last loaded (a stat).
+    fn registry_file_changed(&self) -> bool {
+        registry::file_stamp(&self.config.state) != self.registry_stamp
+    }
+
+    /// Re-reads the state file; a bad file keeps the registry we have, and
+    /// so does a missing one: gone for a moment (an editor's save, a
+    /// restore), not emptied. Its return is a change the poll picks up.
     fn reload_registry(&mut self) {
         self.registry_stamp = registry::file_stamp(&self.config.state);
-        let registry = match Registry::load(&self.config.state) {
-            Ok(registry) => registry,
+        let registry = match Registry::load_if_present(&self.config.state) {
+            Ok(Some(registry)) => registry,
+            Ok(None) => {
+                // Stamped as missing: one warning until the file is back.
+                self.registry_stamp = None;
+                warn!(
+                    "{}: missing; keeping the registry loaded before until it is back",
+                    self.config.state.display()
+                );
+                return;
+            }
             Err(e) => {
                 error!("{e}; keeping the registry loaded before");
                 return;

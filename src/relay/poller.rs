@@ -40,6 +40,18 @@ impl Poller {
             .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, key))?)
     }
 
+    /// Stops or resumes reporting a descriptor added with [`add_readable`].
+    ///
+    /// [`add_readable`]: Poller::add_readable
+    pub fn set_readable(&self, fd: impl AsFd, key: u64, readable: bool) -> io::Result<()> {
+        let flags = if readable {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        Ok(self.epoll.modify(fd, &mut EpollEvent::new(flags, key))?)
+    }
+
     /// Waits at most `timeout` and returns the keys that are ready. An
     /// interrupted wait returns no keys rather than an error.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<impl Iterator<Item = u64> + '_> {
