@@ -240,7 +240,9 @@ fn a_newer_connection_replaces_the_older_and_the_server_stays_online() {
 
 #[test]
 fn a_dashboard_that_never_reads_stalls_no_one_and_stays_bounded() {
-    let relay = Relay::start(&[]);
+    // Rounds as fast as the relay forwards them: past the default
+    // 20 samples a second per agent.
+    let relay = Relay::start(&["--agent-max-rate", "100000"]);
     let agents: Vec<_> = (0..5)
         .map(|i| relay.add_server(&format!("s{i}"), ""))
         .collect();
@@ -373,7 +375,8 @@ fn sighup_reloads_the_certificate() {
 
 #[test]
 fn a_dashboard_that_cannot_take_the_events_is_closed_with_1013() {
-    let relay = Relay::start(&[]);
+    // 150 samples at once: past the default 20 a second per agent.
+    let relay = Relay::start(&["--agent-max-rate", "100000"]);
     let (_, token) = relay.add_server("flood", "");
     let mut stuck = relay.dashboard();
     stuck.wait_for(SOON, "hello", |f| f["type"] == "hello");

@@ -27,6 +27,8 @@ Options (each also read from the environment variable shown):
                                                                           [VSTATS_VIEWER_TOKEN]
       --agent-timeout SECONDS  an agent silent this long is offline (default 90)
                                                                           [VSTATS_AGENT_TIMEOUT]
+      --agent-max-rate N       samples a second one agent may send; more are dropped and
+                               counted (default 20)                      [VSTATS_AGENT_MAX_RATE]
       --max-connections N      refuse connections beyond N (default: what the open-files
                                limit allows)                             [VSTATS_MAX_CONNECTIONS]
       --dist-dir DIR           serve release files: DIR/install.sh at /install.sh and
@@ -48,6 +50,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub viewer_token: Option<String>,
     pub agent_timeout: Duration,
+    /// Samples a second one agent may send on average (and at once).
+    pub agent_max_rate: f64,
     pub max_connections: Option<usize>,
     pub dist_dir: Option<PathBuf>,
     pub log_level: log::LevelFilter,
@@ -85,6 +89,7 @@ pub fn parse(
         .unwrap_or_default();
     let mut viewer_token = env("VSTATS_VIEWER_TOKEN");
     let mut agent_timeout = env("VSTATS_AGENT_TIMEOUT");
+    let mut agent_max_rate = env("VSTATS_AGENT_MAX_RATE");
     let mut max_connections = env("VSTATS_MAX_CONNECTIONS");
     let mut log_level = env("VSTATS_LOG_LEVEL");
     let mut dist_dir = env("VSTATS_DIST_DIR");
@@ -102,6 +107,7 @@ pub fn parse(
             Long("tls-key") => key = Some(parser.value()?.string()?),
             Long("viewer-token") => viewer_token = Some(parser.value()?.string()?),
             Long("agent-timeout") => agent_timeout = Some(parser.value()?.string()?),
+            Long("agent-max-rate") => agent_max_rate = Some(parser.value()?.string()?),
             Long("max-connections") => max_connections = Some(parser.value()?.string()?),
             Long("log-level") => log_level = Some(parser.value()?.string()?),
             Long("dist-dir") => dist_dir = Some(parser.value()?.string()?),
@@ -140,6 +146,17 @@ pub fn parse(
             }
         },
     };
+    let agent_max_rate = match agent_max_rate {
+        None => 20.0,
+        Some(text) => match text.parse::<f64>() {
+            Ok(rate) if (1.0..=100_000.0).contains(&rate) => rate,
+            _ => {
+                return Err(ConfigError(format!(
+                    "--agent-max-rate: '{text}' is not a number of samples a second from 1 to 100000"
+                )));
+            }
+        },
+    };
     let max_connections = match max_connections {
         None => None,
         Some(text) => match text.parse::<usize>() {
@@ -159,6 +176,7 @@ pub fn parse(
         allowed_origins: origins,
         viewer_token,
         agent_timeout,
+        agent_max_rate,
         max_connections,
         dist_dir: dist_dir.map(PathBuf::from),
         log_level,
@@ -184,6 +202,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "0.0.0.0:3001");
         assert_eq!(config.state, PathBuf::from("./vstats-relay.json"));
         assert_eq!(config.agent_timeout, Duration::from_secs(90));
+        assert_eq!(config.agent_max_rate, 20.0);
         assert_eq!(config.tls, None);
     }
 
@@ -197,10 +216,13 @@ mod tests {
                 "https://a",
                 "--allow-origin",
                 "http://b:8",
+                "--agent-max-rate",
+                "2.5",
             ],
             &[
                 ("VSTATS_ALLOW_ORIGIN", "https://env"),
                 ("VSTATS_AGENT_TIMEOUT", "5"),
+                ("VSTATS_AGENT_MAX_RATE", "50"),
             ],
         ) else {
             panic!()
@@ -208,6 +230,7 @@ mod tests {
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.allowed_origins, ["https://a", "http://b:8"]);
         assert_eq!(config.agent_timeout, Duration::from_secs(5));
+        assert_eq!(config.agent_max_rate, 2.5);
     }
 
     #[test]
@@ -225,6 +248,8 @@ mod tests {
             (&["--tls-cert", "c.pem"][..], "go together"),
             (&["--allow-origin", "grafana.lan"][..], "--allow-origin"),
             (&["--agent-timeout", "0"][..], "--agent-timeout"),
+            (&["--agent-max-rate", "0.5"][..], "--agent-max-rate"),
+            (&["--agent-max-rate", "fast"][..], "--agent-max-rate"),
             (&["--max-connections", "lots"][..], "--max-connections"),
             (&["--frobnicate"][..], "--frobnicate"),
         ] {

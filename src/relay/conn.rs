@@ -34,6 +34,24 @@ fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME))
 }
 
+/// Frames one connection may read in one turn of the loop, before the
+/// others get theirs.
+pub const TURN_FRAMES: u32 = 64;
+/// Payload bytes one connection may read in one turn of the loop.
+pub const TURN_BYTES: usize = 256 * 1024;
+
+/// How a turn of reading ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Turn {
+    /// The socket said `WouldBlock`: its next edge will wake the loop.
+    Drained,
+    /// The turn's budget ran out with data perhaps still waiting. The
+    /// poller is edge-triggered, so no event will come for that data: the
+    /// loop must come back to this connection by itself. Meanwhile a flood
+    /// waits in the socket buffer and TCP flow control slows its sender.
+    Yielded,
+}
+
 /// The connection is finished; drop it.
 #[derive(Debug, PartialEq)]
 pub struct Done;
@@ -163,24 +181,29 @@ impl Socket {
         }
     }
 
-    /// Reads every frame that has arrived, passing text and unexpected
-    /// frames to `each`. Pings are answered (the pong waits for the next
-    /// flush). `Err(Done)` when the connection ended or broke.
-    pub fn read(&mut self, mut each: impl FnMut(&mut Socket, Incoming)) -> Result<(), Done> {
+    /// Reads the frames that have arrived, up to one turn's budget
+    /// ([`TURN_FRAMES`], [`TURN_BYTES`]), passing text and unexpected frames
+    /// to `each` as they are read, so frames read before a close or the end
+    /// of the stream are passed on too. Pings are answered (the pong waits
+    /// for the next flush). `Err(Done)` when the connection ended or broke.
+    pub fn read(&mut self, mut each: impl FnMut(&mut Socket, Incoming)) -> Result<Turn, Done> {
         if self.discarding {
             return self.discard();
         }
-        loop {
+        let (mut frames, mut bytes) = (0, 0);
+        while frames < TURN_FRAMES && bytes < TURN_BYTES {
             match self.ws.read() {
                 Ok(message) => {
                     self.last_heard = Instant::now();
+                    frames += 1;
+                    bytes += message.len();
                     match message {
                         Message::Text(text) => each(self, Incoming::Text(text)),
                         Message::Binary(_) => each(self, Incoming::Unexpected),
                         _ => {}
                     }
                 }
-                Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(()),
+                Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(Turn::Drained),
                 Err(tungstenite::Error::Capacity(_)) => {
                     return self.refuse(CloseCode::Size, "frame larger than 64 KiB");
                 }
@@ -190,26 +213,29 @@ impl Socket {
                 Err(_) => return Err(Done),
             }
         }
+        Ok(Turn::Yielded)
     }
 
-    fn refuse(&mut self, code: CloseCode, reason: &str) -> Result<(), Done> {
+    fn refuse(&mut self, code: CloseCode, reason: &str) -> Result<Turn, Done> {
         self.close(code, reason);
         self.discarding = true;
         self.discard()
     }
 
-    /// Reads and drops raw bytes until `WouldBlock`; `Err(Done)` at the end
-    /// of the stream.
-    fn discard(&mut self) -> Result<(), Done> {
+    /// Reads and drops raw bytes until `WouldBlock` or one turn's byte
+    /// budget; `Err(Done)` at the end of the stream.
+    fn discard(&mut self) -> Result<Turn, Done> {
         let mut scratch = [0u8; 4096];
-        loop {
+        let mut bytes = 0;
+        while bytes < TURN_BYTES {
             match self.ws.get_mut().read(&mut scratch) {
                 Ok(0) => return Err(Done),
-                Ok(_) => {}
-                Err(e) if would_block(&e) => return Ok(()),
+                Ok(n) => bytes += n,
+                Err(e) if would_block(&e) => return Ok(Turn::Drained),
                 Err(_) => return Err(Done),
             }
         }
+        Ok(Turn::Yielded)
     }
 
     /// Queues a close frame; the connection lingers until the peer answers

@@ -13,10 +13,11 @@ pub mod hub;
 pub mod outbox;
 pub mod poller;
 pub mod prometheus;
+pub mod rate;
 pub mod registry;
 
 use config::Config;
-use conn::{Done, HeadPhase, Incoming, RespondPhase, Socket, Stream, Then};
+use conn::{Done, HeadPhase, Incoming, RespondPhase, Socket, Stream, Then, Turn};
 use http::{Head, Parsed, Route};
 use hub::{ConnId, Hub};
 use log::{debug, error, info, warn};
@@ -92,6 +93,8 @@ pub struct Counters {
     pub malformed: u64,
     pub conflated: u64,
     pub refused_connections: u64,
+    /// Samples over an agent's rate limit.
+    pub dropped_samples: u64,
 }
 
 enum Phase {
@@ -113,6 +116,7 @@ struct AgentConn {
     socket: Socket,
     server_id: String,
     malformed_in_a_row: u32,
+    samples: rate::RateLimit,
 }
 
 struct DashboardConn {
@@ -141,6 +145,10 @@ pub struct Relay {
     last_tick: Instant,
     malformed_logged: Option<Instant>,
     accepting: Accepting,
+    /// Connections whose last turn of reading ran out of budget: read
+    /// again at the next turn of the loop, since no edge will come for
+    /// what they still have waiting.
+    unfinished: Vec<ConnId>,
 }
 
 /// Whether the listener is watched. At the open-files limit `accept` fails
@@ -213,6 +221,7 @@ impl Relay {
             last_tick: now,
             malformed_logged: None,
             accepting: Accepting::default(),
+            unfinished: Vec::new(),
         })
     }
 
@@ -232,6 +241,7 @@ impl Relay {
         );
         loop {
             let timeout = match self.accepting.paused_until {
+                _ if !self.unfinished.is_empty() => Duration::ZERO,
                 Some(until) => until.saturating_duration_since(Instant::now()).min(TICK),
                 None => TICK,
             };
@@ -251,6 +261,10 @@ impl Relay {
                     }
                     id => self.drive(id),
                 }
+            }
+            // After the ready ones: each connection gets one turn a round.
+            for id in std::mem::take(&mut self.unfinished) {
+                self.drive(id);
             }
             if self
                 .accepting
@@ -425,7 +439,9 @@ impl Relay {
                 }
                 Phase::Agent(agent) => return self.read_agent(id, agent),
                 Phase::Dashboard(dashboard) => {
-                    dashboard.socket.read(|_, _| {})?;
+                    if dashboard.socket.read(|_, _| {})? == Turn::Yielded {
+                        self.unfinished.push(id);
+                    }
                     if !dashboard.dirty {
                         dashboard.dirty = true;
                         self.dirty.push(id);
@@ -566,6 +582,7 @@ impl Relay {
                 socket,
                 server_id,
                 malformed_in_a_row: 0,
+                samples: rate::RateLimit::new(self.config.agent_max_rate, Instant::now()),
             });
         };
         let replaced = server.agent.replace(id);
@@ -592,6 +609,7 @@ impl Relay {
             socket,
             server_id,
             malformed_in_a_row: 0,
+            samples: rate::RateLimit::new(self.config.agent_max_rate, Instant::now()),
         })
     }
 
@@ -614,12 +632,21 @@ impl Relay {
     }
 
     fn read_agent(&mut self, id: ConnId, agent: &mut AgentConn) -> Result<(), Done> {
+        // At most one turn's frames (conn::TURN_FRAMES, TURN_BYTES).
         let mut frames = Vec::new();
         let mut unexpected = 0;
-        agent.socket.read(|_, incoming| match incoming {
+        let turn = agent.socket.read(|_, incoming| match incoming {
             Incoming::Text(text) => frames.push(text),
             Incoming::Unexpected => unexpected += 1,
-        })?;
+        });
+        // Frames that came with a close or the end of the stream count too:
+        // they are an agent's last word (its final sample).
+        match turn {
+            Ok(Turn::Yielded) => self.unfinished.push(id),
+            Ok(Turn::Drained) => {}
+            Err(Done) if frames.is_empty() && unexpected == 0 => return Err(Done),
+            Err(Done) => {}
+        }
         let speaks_for_server = self
             .hub
             .get(&agent.server_id)
@@ -627,6 +654,7 @@ impl Relay {
         if !speaks_for_server {
             // Replaced by a newer connection, or its server was removed:
             // what it still sends while closing is not the server's state.
+            turn?;
             return agent.socket.flush();
         }
         let heard = agent.socket.last_heard;
@@ -643,6 +671,7 @@ impl Relay {
                 .socket
                 .close(CloseCode::Invalid, "repeated malformed frames");
         }
+        turn?;
         agent.socket.flush()
     }
 
@@ -673,6 +702,10 @@ impl Relay {
                     Err(()) => return self.malformed(agent, "metrics without data"),
                 };
                 agent.malformed_in_a_row = 0;
+                if !agent.samples.allow(Instant::now()) {
+                    self.counters.dropped_samples += 1;
+                    return;
+                }
                 self.fan_out(&agent.server_id, sample);
             }
             // Heartbeats only keep the server online; unknown types are

@@ -377,6 +377,11 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
             "Connections refused because the relay was at --max-connections.",
             counters.refused_connections,
         ),
+        (
+            "vstats_relay_dropped_samples_total",
+            "Samples dropped because their agent sent more than 20 a second.",
+            counters.dropped_samples,
+        ),
     ];
     for (name, help, value) in totals {
         x.family(name, "counter", help);

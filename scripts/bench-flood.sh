@@ -1,0 +1,23 @@
+#!/bin/sh
+# One agent floods the relay with small samples for 4 s while a calm agent
+# sends one every 100 ms, a dashboard watches and /healthz is asked every
+# 20 ms: prints /healthz's median and worst latency, the dashboard's largest
+# gap between the calm agent's samples, and the relay's RSS, for the release
+# build of the relay. The test behind it is tests/relay_fairness.rs.
+#
+#   scripts/bench-flood.sh [RUNS]          # default 3 runs
+#   VSTATS_RELAY_BIN=/path/to/vstats-relay scripts/bench-flood.sh
+set -eu
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+if [ -z "${VSTATS_RELAY_BIN:-}" ]; then
+    cargo build --quiet --release --locked --bin vstats-relay
+    VSTATS_RELAY_BIN=$PWD/target/release/vstats-relay
+fi
+export VSTATS_RELAY_BIN
+cargo test --quiet --locked --test relay_fairness --no-run
+i=0
+while [ "$i" -lt "$runs" ]; do
+    i=$((i + 1))
+    cargo test --quiet --locked --test relay_fairness flood -- --nocapture 2>&1 | grep '^flood:' || true
+done
