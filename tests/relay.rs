@@ -144,6 +144,34 @@ fn servers_added_removed_and_rotated_while_running() {
 }
 
 #[test]
+fn a_rotated_token_takes_the_server_offline_at_once() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(sample("pi"));
+    dashboard.wait_for(SOON, "online", |f| {
+        is(f, "status", &id) && f["data"]["online"] == true
+    });
+    assert!(relay.cli(&["rotate-token", &id]).status.success());
+    // Within the relay's 2 s look at the state file, not the 90 s agent
+    // timeout.
+    dashboard.wait_for(SOON, "offline", |f| {
+        is(f, "status", &id) && f["data"]["online"] == false
+    });
+    assert_eq!(agent.wait_for_close(SOON), Some(1008));
+    let (_, servers) = relay.get("/api/servers");
+    let servers: Value = serde_json::from_str(&servers).unwrap();
+    let server = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(server["online"], false, "{server}");
+}
+
+#[test]
 fn refusals_401_403_and_bad_requests() {
     let relay = Relay::start(&["--allow-origin", "https://grafana.lan"]);
     let (_, token) = relay.add_server("pi", "");

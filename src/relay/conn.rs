@@ -103,8 +103,44 @@ impl HeadPhase {
 /// What becomes of a connection once its response is written.
 pub enum Then {
     Close,
-    Agent { server_id: String, rest: Vec<u8> },
-    Dashboard { rest: Vec<u8> },
+    /// Send this file after the response head, then close.
+    SendFile(Body),
+    Agent {
+        server_id: String,
+        rest: Vec<u8>,
+    },
+    Dashboard {
+        rest: Vec<u8>,
+    },
+}
+
+/// A response body read from a file a chunk at a time, so a download
+/// costs the relay one chunk of memory however large the file.
+pub struct Body {
+    file: std::fs::File,
+    left: u64,
+}
+
+impl Body {
+    /// The first `len` bytes of `file`.
+    pub fn new(file: std::fs::File, len: u64) -> Body {
+        Body { file, left: len }
+    }
+}
+
+/// Bytes of a file read into memory at a time.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// How a turn of writing a response ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Written {
+    /// Everything is out.
+    All,
+    /// The socket is full; its next edge will wake the loop.
+    Blocked,
+    /// The turn's budget ([`TURN_BYTES`]) ran out with the socket still
+    /// writable: the loop must come back by itself.
+    Yielded,
 }
 
 /// Writing a response the relay produced itself.
@@ -112,32 +148,62 @@ pub struct RespondPhase {
     pub stream: Stream,
     out: Vec<u8>,
     sent: usize,
+    body: Option<Body>,
     pub then: Then,
 }
 
 impl RespondPhase {
     pub fn new(stream: Stream, out: Vec<u8>, then: Then) -> RespondPhase {
+        let (body, then) = match then {
+            Then::SendFile(body) => (Some(body), Then::Close),
+            then => (None, then),
+        };
         RespondPhase {
             stream,
             out,
             sent: 0,
+            body,
             then,
         }
     }
 
-    /// Writes on; `Ok(true)` once everything is out.
-    pub fn write(&mut self) -> Result<bool, Done> {
-        while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]) {
-                Ok(0) => return Err(Done),
-                Ok(n) => self.sent += n,
-                Err(e) if would_block(&e) => return Ok(false),
-                Err(_) => return Err(Done),
+    /// Writes on, at most one turn's bytes; returns how the turn ended and
+    /// how many bytes it wrote.
+    pub fn write(&mut self) -> Result<(Written, usize), Done> {
+        let mut written = 0;
+        loop {
+            while self.sent < self.out.len() {
+                if written >= TURN_BYTES {
+                    return Ok((Written::Yielded, written));
+                }
+                match self.stream.write(&self.out[self.sent..]) {
+                    Ok(0) => return Err(Done),
+                    Ok(n) => {
+                        self.sent += n;
+                        written += n;
+                    }
+                    Err(e) if would_block(&e) => return Ok((Written::Blocked, written)),
+                    Err(_) => return Err(Done),
+                }
+            }
+            let Some(body) = self.body.as_mut().filter(|body| body.left > 0) else {
+                break;
+            };
+            let chunk = BODY_CHUNK.min(usize::try_from(body.left).unwrap_or(BODY_CHUNK));
+            self.out.resize(chunk, 0);
+            self.sent = 0;
+            match body.file.read(&mut self.out) {
+                // The file shrank under us: the promised length can't be met.
+                Ok(0) | Err(_) => return Err(Done),
+                Ok(n) => {
+                    self.out.truncate(n);
+                    body.left -= n as u64;
+                }
             }
         }
         match self.stream.flush() {
-            Ok(()) => Ok(true),
-            Err(e) if would_block(&e) => Ok(false),
+            Ok(()) => Ok((Written::All, written)),
+            Err(e) if would_block(&e) => Ok((Written::Blocked, written)),
             Err(_) => Err(Done),
         }
     }

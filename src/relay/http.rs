@@ -210,21 +210,26 @@ pub fn dist_file(path: &str) -> Option<&str> {
 
 /// A complete response that closes the connection.
 pub fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = response_head(status, content_type, body.len() as u64);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The head of a response whose `content_length` bytes of body follow,
+/// closing the connection after them.
+pub fn response_head(status: u16, content_type: &str, content_length: u64) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n",
         reason(status),
-        body.len()
     );
     if status == 405 {
         out.push_str("Allow: GET, HEAD\r\n");
     }
     out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
+    out.into_bytes()
 }
 
 /// The dashboard page. Its policy lets it run its own inline script and

@@ -17,7 +17,7 @@ pub mod rate;
 pub mod registry;
 
 use config::Config;
-use conn::{Done, HeadPhase, Incoming, RespondPhase, Socket, Stream, Then, Turn};
+use conn::{Body, Done, HeadPhase, Incoming, RespondPhase, Socket, Stream, Then, Turn, Written};
 use http::{Head, Parsed, Route};
 use hub::{ConnId, Hub};
 use log::{debug, error, info, warn};
@@ -149,6 +149,33 @@ pub struct Relay {
     /// again at the next turn of the loop, since no edge will come for
     /// what they still have waiting.
     unfinished: Vec<ConnId>,
+}
+
+/// A regular file in `dir`, and its length. A link may point within the
+/// folder, not out of it; anything but a regular file (a FIFO would block
+/// the loop on open and read) is refused.
+fn open_dist_file(dir: &std::path::Path, name: &str) -> io::Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name).canonicalize()?;
+    if !path.starts_with(dir.canonicalize()?) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a link out of --dist-dir",
+        ));
+    }
+    // Not blocking: opening a FIFO for reading would wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, metadata.len()))
 }
 
 /// Whether the listener is watched. At the open-files limit `accept` fails
@@ -420,15 +447,25 @@ impl Relay {
                     }
                 },
                 Phase::Respond(phase) => {
-                    if !phase.write()? {
-                        return Ok(());
+                    let (written, bytes) = phase.write()?;
+                    if bytes > 0 {
+                        // A download's deadline is for silence, not length.
+                        conn.deadline = Instant::now() + HEAD_TIMEOUT;
+                    }
+                    match written {
+                        Written::All => {}
+                        Written::Blocked => return Ok(()),
+                        Written::Yielded => {
+                            self.unfinished.push(id);
+                            return Ok(());
+                        }
                     }
                     let Phase::Respond(phase) = std::mem::replace(&mut conn.phase, Phase::Between)
                     else {
                         unreachable!()
                     };
                     match phase.then {
-                        Then::Close => return Err(Done),
+                        Then::Close | Then::SendFile(_) => return Err(Done),
                         Then::Agent { server_id, rest } => {
                             self.admit_agent(id, server_id, Socket::new(phase.stream, rest))
                         }
@@ -485,7 +522,7 @@ impl Relay {
                     .as_bytes(),
                 head_only,
             ),
-            Route::Dist => self.dist_file(&head.path, head_only),
+            Route::Dist => return self.dist_file(&head.path, head_only),
             Route::NotFound => http::text_response(404, "not found"),
             Route::MethodNotAllowed => http::text_response(405, "method not allowed"),
             Route::AgentStream => return self.answer_agent(&head, rest),
@@ -530,24 +567,29 @@ impl Relay {
         }
     }
 
-    /// A release file from `--dist-dir`, read whole: binaries are about a
-    /// megabyte and installs are rare.
-    fn dist_file(&self, path: &str, head_only: bool) -> Vec<u8> {
+    /// A release file from `--dist-dir`, sent a chunk at a time.
+    fn dist_file(&self, path: &str, head_only: bool) -> (Vec<u8>, Then) {
+        let not_found = || (http::text_response(404, "not found"), Then::Close);
         let (Some(dir), Some(name)) = (&self.config.dist_dir, http::dist_file(path)) else {
-            return http::text_response(404, "not found");
+            return not_found();
         };
-        match std::fs::read(dir.join(name)) {
-            Ok(bytes) => {
+        match open_dist_file(dir, name) {
+            Ok((file, len)) => {
                 let content_type = if name.ends_with(".sh") || name == "SHA256SUMS" {
                     "text/plain; charset=utf-8"
                 } else {
                     "application/octet-stream"
                 };
-                http::response(200, content_type, &bytes, head_only)
+                let head = http::response_head(200, content_type, len);
+                if head_only {
+                    (head, Then::Close)
+                } else {
+                    (head, Then::SendFile(Body::new(file, len)))
+                }
             }
             Err(e) => {
                 debug!("{}: {e}", dir.join(name).display());
-                http::text_response(404, "not found")
+                not_found()
             }
         }
     }
@@ -955,9 +997,22 @@ impl Relay {
             }
         }
         for id in &changes.token_changed {
-            let agent = self.hub.get_mut(id).and_then(|s| s.agent.take());
-            if let Some(agent) = agent {
-                self.close_agent(agent, "token rotated");
+            // The agent loses its say at once, and dashboards hear it: its
+            // close below no longer speaks for the server (see `forget`).
+            let Some(server) = self.hub.get_mut(id) else {
+                continue;
+            };
+            let Some(agent) = server.agent.take() else {
+                continue;
+            };
+            let was_online = std::mem::replace(&mut server.online, false);
+            info!(
+                "token of {} ({}) rotated: closing its agent",
+                server.name, server.id
+            );
+            self.close_agent(agent, "token rotated");
+            if was_online {
+                self.broadcast(hub::status(id, false));
             }
         }
         for id in added {
