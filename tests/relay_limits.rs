@@ -4,7 +4,7 @@
 mod common;
 
 use common::relay::Relay;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
@@ -88,4 +88,41 @@ fn a_connection_over_max_connections_gets_a_503() {
         "{response:?}"
     );
     assert!(response.ends_with("too many connections\n"), "{response:?}");
+}
+
+#[test]
+fn a_protocol_violation_gets_a_1002_close_and_is_counted() {
+    let relay = Relay::start(&[]);
+    let (_, token) = relay.add_server("pi", "");
+    let mut tcp = TcpStream::connect(relay.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /ws/agent HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // A text frame without the mask every client frame must carry.
+    tcp.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    let mut close = [0u8; 4];
+    tcp.read_exact(&mut close).unwrap();
+    assert_eq!(close[0], 0x88, "not a close frame: {close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
+    let (_, metrics) = relay.get("/metrics");
+    assert!(
+        metrics.contains("\nvstats_relay_protocol_errors_total 1\n"),
+        "{metrics}"
+    );
 }

@@ -221,6 +221,9 @@ pub struct Socket {
     /// frame state is past repair), so what arrives is thrown away until
     /// the peer closes or the close timeout passes.
     discarding: bool,
+    /// The peer broke the WebSocket protocol (unmasked frame, reserved
+    /// bits, bad opcode ...), not yet counted by the relay.
+    pub protocol_fault: bool,
 }
 
 /// What a read produced.
@@ -244,6 +247,7 @@ impl Socket {
             last_ping: now,
             closing: None,
             discarding: false,
+            protocol_fault: false,
         }
     }
 
@@ -275,6 +279,10 @@ impl Socket {
                 }
                 Err(tungstenite::Error::Utf8(_)) => {
                     return self.refuse(CloseCode::Invalid, "text frame is not UTF-8");
+                }
+                Err(tungstenite::Error::Protocol(e)) => {
+                    self.protocol_fault = true;
+                    return self.refuse(CloseCode::Protocol, &e.to_string());
                 }
                 Err(_) => return Err(Done),
             }

@@ -95,6 +95,8 @@ pub struct Counters {
     pub refused_connections: u64,
     /// Samples over an agent's rate limit.
     pub dropped_samples: u64,
+    /// Connections closed (1002) for breaking the WebSocket protocol.
+    pub protocol_errors: u64,
 }
 
 enum Phase {
@@ -422,6 +424,16 @@ impl Relay {
             return; // a stray event for a connection already gone
         };
         let result = self.advance(id, &mut conn);
+        let socket = match &mut conn.phase {
+            Phase::Agent(agent) => Some(&mut agent.socket),
+            Phase::Dashboard(dashboard) => Some(&mut dashboard.socket),
+            _ => None,
+        };
+        if let Some(socket) = socket
+            && std::mem::take(&mut socket.protocol_fault)
+        {
+            self.counters.protocol_errors += 1;
+        }
         match result {
             Ok(()) => {
                 self.conns.insert(id, conn);
@@ -865,7 +877,19 @@ impl Relay {
         let mut finished = Vec::new();
         for (id, conn) in &mut self.conns {
             let socket = match &mut conn.phase {
-                Phase::Between | Phase::Head(_) | Phase::Respond(_) => {
+                Phase::Head(head) => {
+                    if now >= conn.deadline {
+                        // Best effort, never waiting; on TLS before the
+                        // handshake ends, rustls only buffers it.
+                        let _ = head
+                            .stream
+                            .write(&http::text_response(408, "request head too slow"));
+                        let _ = head.stream.flush();
+                        finished.push(*id);
+                    }
+                    continue;
+                }
+                Phase::Between | Phase::Respond(_) => {
                     if now >= conn.deadline {
                         finished.push(*id);
                     }

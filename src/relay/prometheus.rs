@@ -382,6 +382,11 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
             "Samples dropped because their agent sent more than 20 a second.",
             counters.dropped_samples,
         ),
+        (
+            "vstats_relay_protocol_errors_total",
+            "Connections closed (1002) for breaking the WebSocket protocol.",
+            counters.protocol_errors,
+        ),
     ];
     for (name, help, value) in totals {
         x.family(name, "counter", help);
