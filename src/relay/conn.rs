@@ -103,7 +103,7 @@ impl HeadPhase {
 /// What becomes of a connection once its response is written.
 pub enum Then {
     Close,
-    /// Send this file after the response head, then close.
+    /// Send this file after the response head (while writing), then close.
     SendFile(Body),
     Agent {
         server_id: String,
@@ -148,21 +148,15 @@ pub struct RespondPhase {
     pub stream: Stream,
     out: Vec<u8>,
     sent: usize,
-    body: Option<Body>,
     pub then: Then,
 }
 
 impl RespondPhase {
     pub fn new(stream: Stream, out: Vec<u8>, then: Then) -> RespondPhase {
-        let (body, then) = match then {
-            Then::SendFile(body) => (Some(body), Then::Close),
-            then => (None, then),
-        };
         RespondPhase {
             stream,
             out,
             sent: 0,
-            body,
             then,
         }
     }
@@ -186,9 +180,12 @@ impl RespondPhase {
                     Err(_) => return Err(Done),
                 }
             }
-            let Some(body) = self.body.as_mut().filter(|body| body.left > 0) else {
+            let Then::SendFile(body) = &mut self.then else {
                 break;
             };
+            if body.left == 0 {
+                break;
+            }
             let chunk = BODY_CHUNK.min(usize::try_from(body.left).unwrap_or(BODY_CHUNK));
             self.out.resize(chunk, 0);
             self.sent = 0;

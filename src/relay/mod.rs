@@ -53,8 +53,6 @@ const MALFORMED_LIMIT: u32 = 10;
 const TICK: Duration = Duration::from_millis(500);
 /// How long accepting stops after `accept` fails (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// At most one log line per this long about failing accepts.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
 const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
 
@@ -145,7 +143,7 @@ pub struct Relay {
     dirty: Vec<ConnId>,
     counters: Counters,
     last_tick: Instant,
-    malformed_logged: Option<Instant>,
+    malformed: Hush,
     accepting: Accepting,
     /// Connections whose last turn of reading ran out of budget: read
     /// again at the next turn of the loop, since no edge will come for
@@ -180,15 +178,48 @@ fn open_dist_file(dir: &std::path::Path, name: &str) -> io::Result<(std::fs::Fil
     Ok((file, metadata.len()))
 }
 
+/// Logs about one kind of trouble at most once per [`LOG_TROUBLE_EVERY`],
+/// so a peer cannot flood the log; the next line says how many it held back.
+#[derive(Default)]
+struct Hush {
+    logged: Option<Instant>,
+    held_back: u64,
+}
+
+/// At most one log line per this long about one kind of trouble.
+const LOG_TROUBLE_EVERY: Duration = Duration::from_secs(10);
+
+impl Hush {
+    /// `Some(held back since the last line)` when a line may be logged now.
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|at| now.duration_since(at) < LOG_TROUBLE_EVERY)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+/// ` (N more since the last report)`, or nothing for none.
+fn held_back(count: u64) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(" ({count} more since the last report)")
+    }
+}
+
 /// Whether the listener is watched. At the open-files limit `accept` fails
 /// while connections wait in the backlog, and the level-triggered listener
 /// stays readable: retrying at once would spin a core and flood the log.
 #[derive(Default)]
 struct Accepting {
     paused_until: Option<Instant>,
-    /// Failures since the last log line about them.
-    failures: u64,
-    logged: Option<Instant>,
+    failures: Hush,
 }
 
 impl Relay {
@@ -248,7 +279,7 @@ impl Relay {
             dirty: Vec::new(),
             counters: Counters::default(),
             last_tick: now,
-            malformed_logged: None,
+            malformed: Hush::default(),
             accepting: Accepting::default(),
             unfinished: Vec::new(),
         })
@@ -368,25 +399,13 @@ impl Relay {
         if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, false) {
             warn!("epoll: {e}");
         }
-        let accepting = &mut self.accepting;
-        accepting.paused_until = Some(now + ACCEPT_PAUSE);
-        accepting.failures += 1;
-        if accepting
-            .logged
-            .is_none_or(|at| now.duration_since(at) >= ACCEPT_ERROR_LOG_EVERY)
-        {
-            let earlier = accepting.failures - 1;
+        self.accepting.paused_until = Some(now + ACCEPT_PAUSE);
+        if let Some(earlier) = self.accepting.failures.pass(now) {
             warn!(
                 "accept: {error}; pausing new connections for {} ms{}",
                 ACCEPT_PAUSE.as_millis(),
-                if earlier > 0 {
-                    format!(" ({earlier} more failures since the last report)")
-                } else {
-                    String::new()
-                }
+                held_back(earlier)
             );
-            accepting.logged = Some(now);
-            accepting.failures = 0;
         }
     }
 
@@ -477,6 +496,7 @@ impl Relay {
                         unreachable!()
                     };
                     match phase.then {
+                        // A file is sent by then: both end here.
                         Then::Close | Then::SendFile(_) => return Err(Done),
                         Then::Agent { server_id, rest } => {
                             self.admit_agent(id, server_id, Socket::new(phase.stream, rest))
@@ -771,14 +791,11 @@ impl Relay {
     fn malformed(&mut self, agent: &mut AgentConn, why: &str) {
         self.counters.malformed += 1;
         agent.malformed_in_a_row += 1;
-        let quiet = self
-            .malformed_logged
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
-        if !quiet {
-            self.malformed_logged = Some(Instant::now());
+        if let Some(earlier) = self.malformed.pass(Instant::now()) {
             warn!(
-                "malformed frame from server {} dropped: {why}",
-                agent.server_id
+                "malformed frame from server {} dropped: {why}{}",
+                agent.server_id,
+                held_back(earlier)
             );
         }
     }
@@ -1125,4 +1142,24 @@ const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
 /// Starts a relay with this configuration and serves until stopped.
 pub fn run(config: Config) -> Result<(), RelayError> {
     Relay::bind(config)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trouble_is_logged_once_per_ten_seconds_with_what_was_held_back() {
+        let start = Instant::now();
+        let mut hush = Hush::default();
+        assert_eq!(hush.pass(start), Some(0));
+        for ms in [1, 500, 9_999] {
+            assert_eq!(hush.pass(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(hush.pass(start + Duration::from_secs(10)), Some(3));
+        assert_eq!(hush.pass(start + Duration::from_secs(11)), None);
+        assert_eq!(hush.pass(start + Duration::from_secs(30)), Some(1));
+        assert_eq!(held_back(0), "");
+        assert_eq!(held_back(3), " (3 more since the last report)");
+    }
 }
