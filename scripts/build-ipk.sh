@@ -53,10 +53,9 @@ openwrt_arches() {
     esac
 }
 
-cargo_version() {
-    awk -F '"' '/^\[/ { in_package = ($0 == "[package]") }
-        in_package && /^version *=/ { print $2; exit }' Cargo.toml
-}
+repo=$PWD
+# shellcheck source=scripts/release-lib.sh
+. scripts/release-lib.sh
 
 # pack DIR ARCHIVE: DIR's contents as ./-prefixed members of a reproducible tar.gz.
 pack() {
@@ -68,7 +67,7 @@ pack() {
 # ever made from the binary the release published.
 check_sum() {
     [ -f "$dist/SHA256SUMS" ] || die "$dist/SHA256SUMS is missing"
-    line=$(awk -v file="$1" '$2 == file || $2 == "*" file' "$dist/SHA256SUMS")
+    line=$(sum_line "$1" "$dist/SHA256SUMS")
     [ -n "$line" ] || die "$1 has no line in $dist/SHA256SUMS"
     (cd "$dist" && printf '%s\n' "$line" | sha256sum -c - >/dev/null) ||
         die "$1 does not match $dist/SHA256SUMS"
@@ -190,7 +189,7 @@ out=${out:-$dist}
 epoch=${SOURCE_DATE_EPOCH:-0}
 tar --version 2>/dev/null | grep -q 'GNU tar' ||
     die "needs GNU tar (--sort, --owner, --mtime make the packages reproducible)"
-version=$(cargo_version)
+version=$(cargo_version "$repo")
 [ -n "$version" ] || die "no version in Cargo.toml's [package]"
 
 if [ $# -eq 0 ]; then

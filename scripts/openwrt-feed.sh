@@ -8,6 +8,8 @@
 #   scripts/openwrt-feed.sh [--dist DIR] OUT
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/release-lib.sh
+. "$repo/scripts/release-lib.sh"
 
 die() {
     printf 'openwrt-feed: %s\n' "$*" >&2
@@ -28,8 +30,7 @@ out=$1/vstats-agent
 sums=$dist/SHA256SUMS
 [ -f "$sums" ] || die "$sums is missing (run scripts/build-release.sh)"
 
-version=$(awk -F '"' '/^\[/ { in_package = ($0 == "[package]") }
-    in_package && /^version *=/ { print $2; exit }' "$repo/Cargo.toml")
+version=$(cargo_version "$repo")
 # apk (OpenWrt 25.12+) takes digits and dots, a letter, _suffixes; no dash.
 case $version in
 '' | *[!0-9a-z._]* | [!0-9]*) die "version '$version' is not valid for OpenWrt's apk: make it digits and dots" ;;
@@ -40,7 +41,7 @@ script=
 # One word a line: the release names.
 # shellcheck disable=SC2013
 for arch in $(sed -n 's/^VSTATS_HASH_\([a-z0-9_]*\):=.*/\1/p' "$makefile"); do
-    hash=$(awk -v file="vstats-agent-linux-$arch" '$2 == file || $2 == "*" file { print $1; exit }' "$sums")
+    hash=$(sum_line "vstats-agent-linux-$arch" "$sums" | cut -d ' ' -f 1)
     [ -n "$hash" ] || die "vstats-agent-linux-$arch is not listed in $sums"
     script="$script s/^VSTATS_HASH_$arch:=.*/VSTATS_HASH_$arch:=$hash/;"
 done

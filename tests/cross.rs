@@ -71,11 +71,15 @@ fn machine(name: &str) -> &'static str {
     }
 }
 
-fn dist(binary: &str, name: &str) -> PathBuf {
-    let dir = std::env::var("VSTATS_DIST")
+/// The release directory: `dist/`, or `VSTATS_DIST`.
+fn dist_dir() -> PathBuf {
+    std::env::var("VSTATS_DIST")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("dist"));
-    let path = dir.join(format!("{binary}-linux-{name}"));
+        .unwrap_or_else(|_| repo().join("dist"))
+}
+
+fn dist(binary: &str, name: &str) -> PathBuf {
+    let path = dist_dir().join(format!("{binary}-linux-{name}"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-release.sh (scripts/test.sh does)",
@@ -315,12 +319,9 @@ fn each_openwrt_package_holds_a_binary_its_cpu_runs() {
     // Judged from the OpenWrt architecture name alone, against the ELF
     // header and attributes of the binary in the package: the mapping in
     // scripts/build-ipk.sh is not consulted.
-    let dir = std::env::var("VSTATS_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("dist"));
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(dist_dir()).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_owned();
         let Some(arch) = file

@@ -560,17 +560,24 @@ fn sdk_package(feed: &Path, arch_packages: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `scripts/openwrt-feed.sh --dist DIST OUT`.
+fn openwrt_feed(dist: &Path, out: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg(repo().join("scripts/openwrt-feed.sh"))
+        .arg("--dist")
+        .arg(dist)
+        .arg(out);
+    command
+}
+
 #[test]
 fn openwrt_makefile_fetches_the_binary_build_ipk_packs_for_each_arch() {
     let tmp = tempfile::tempdir().unwrap();
     let dist = tmp.path().join("dist");
     write_dist(&dist, b"x86_64 stand-in");
     let feed = tmp.path().join("feed");
-    run(Command::new("sh")
-        .arg(repo().join("scripts/openwrt-feed.sh"))
-        .arg("--dist")
-        .arg(&dist)
-        .arg(&feed));
+    run(&mut openwrt_feed(&dist, &feed));
     for (owrt, release) in OPENWRT_ARCHES {
         let output = sdk_package(&feed, owrt, &[]);
         assert!(output.status.success(), "{owrt}: {}", describe(&output));
@@ -617,11 +624,7 @@ fn openwrt_feed_refuses_a_release_missing_a_binary() {
         .map(|line| format!("{line}\n"))
         .collect();
     fs::write(dist.join("SHA256SUMS"), without_mips).unwrap();
-    let output = Command::new("sh")
-        .arg(repo().join("scripts/openwrt-feed.sh"))
-        .arg("--dist")
-        .arg(&dist)
-        .arg(tmp.path().join("feed"))
+    let output = openwrt_feed(&dist, &tmp.path().join("feed"))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
@@ -741,7 +744,11 @@ fn procd_init_starts_nothing_until_enabled_and_configured() {
 
 fn shellcheck(path: &Path, excludes: &[&str]) {
     let mut command = Command::new("shellcheck");
-    command.args(["--shell=sh", "--severity=style"]);
+    // -x from the repository: scripts that source scripts/release-lib.sh
+    // are checked together with it.
+    command
+        .args(["--shell=sh", "--severity=style", "--external-sources"])
+        .current_dir(repo());
     if !excludes.is_empty() {
         command.arg(format!("--exclude={}", excludes.join(",")));
     }
