@@ -3,18 +3,20 @@
 //! a WebSocket for an agent or a dashboard.
 //!
 //! Non-blocking contract: every function here reads or writes until the
-//! socket says `WouldBlock` (the poller is edge-triggered), buffers what it
-//! could not write, and reports `Done` when the connection should be dropped.
+//! socket says `WouldBlock` (the poller is edge-triggered) or its turn's
+//! budget runs out, buffers what it could not write, and reports how the
+//! socket ended when it did. Only I/O happens here: what the bytes mean is
+//! for the engine to decide.
 
-use super::http::{MAX_HEAD, Parsed, parse_head};
+use super::engine::{End, Fault, Frame};
+use super::http::{MAX_HEAD, Parsed, Request, parse_head};
 use super::outbox::Outbox;
 use crate::tls::MaybeTls;
 use rustls::ServerConnection;
 use std::io::{self, Read, Write};
-use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, Utf8Bytes, WebSocket};
+use tungstenite::{Message, WebSocket};
 
 pub type Stream = MaybeTls<ServerConnection>;
 
@@ -52,17 +54,27 @@ pub enum Turn {
     Yielded,
 }
 
-/// The connection is finished; drop it.
+/// Why reading stopped short of `WouldBlock`.
 #[derive(Debug, PartialEq)]
-pub struct Done;
+pub enum Stop {
+    /// The peer broke the protocol; the socket only discards from now on,
+    /// and its next turn must come from the loop (see [`Turn::Yielded`]).
+    Fault(Fault),
+    Ended(End),
+}
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+fn io_end(e: &io::Error) -> End {
+    End::Io(e.kind())
+}
+
 /// Reading the request head, within the head deadline.
 pub struct HeadPhase {
     pub stream: Stream,
+    /// What arrived; once the head is parsed, what followed it.
     buf: Vec<u8>,
 }
 
@@ -76,42 +88,36 @@ impl HeadPhase {
 
     /// Reads what has arrived; `Ok(Some)` once the head is complete (or
     /// refused), `Ok(None)` to wait for more.
-    pub fn read(&mut self) -> Result<Option<(Parsed, Vec<u8>)>, Done> {
+    pub fn read(&mut self) -> Result<Option<Request>, End> {
         let mut chunk = [0u8; 2048];
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(Done),
+                Ok(0) => return Err(End::Closed),
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
                     match parse_head(&self.buf) {
                         Parsed::Partial if self.buf.len() < MAX_HEAD => continue,
-                        Parsed::Partial => return Ok(Some((Parsed::Refuse(431), Vec::new()))),
+                        Parsed::Partial => return Ok(Some(Request::Refuse(431))),
                         Parsed::Complete(head, len) => {
-                            let rest = self.buf.split_off(len);
-                            return Ok(Some((Parsed::Complete(head, len), rest)));
+                            self.buf.drain(..len);
+                            return Ok(Some(Request::Complete(head)));
                         }
-                        refused => return Ok(Some((refused, Vec::new()))),
+                        Parsed::Refuse(status) => {
+                            self.buf.clear();
+                            return Ok(Some(Request::Refuse(status)));
+                        }
                     }
                 }
                 Err(e) if would_block(&e) => return Ok(None),
-                Err(_) => return Err(Done),
+                Err(e) => return Err(io_end(&e)),
             }
         }
     }
-}
 
-/// What becomes of a connection once its response is written.
-pub enum Then {
-    Close,
-    /// Send this file after the response head (while writing), then close.
-    SendFile(Body),
-    Agent {
-        server_id: String,
-        rest: Vec<u8>,
-    },
-    Dashboard {
-        rest: Vec<u8>,
-    },
+    /// The stream, and the bytes that came after the head.
+    pub fn into_parts(self) -> (Stream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
 }
 
 /// A response body read from a file a chunk at a time, so a download
@@ -148,22 +154,27 @@ pub struct RespondPhase {
     pub stream: Stream,
     out: Vec<u8>,
     sent: usize,
-    pub then: Then,
+    body: Option<Body>,
+    /// Bytes that came after the request head (the first WebSocket frames
+    /// of an upgrade).
+    rest: Vec<u8>,
 }
 
 impl RespondPhase {
-    pub fn new(stream: Stream, out: Vec<u8>, then: Then) -> RespondPhase {
+    pub fn new(head: HeadPhase, out: Vec<u8>, body: Option<Body>) -> RespondPhase {
+        let (stream, rest) = head.into_parts();
         RespondPhase {
             stream,
             out,
             sent: 0,
-            then,
+            body,
+            rest,
         }
     }
 
     /// Writes on, at most one turn's bytes; returns how the turn ended and
     /// how many bytes it wrote.
-    pub fn write(&mut self) -> Result<(Written, usize), Done> {
+    pub fn write(&mut self) -> Result<(Written, usize), End> {
         let mut written = 0;
         loop {
             while self.sent < self.out.len() {
@@ -171,16 +182,16 @@ impl RespondPhase {
                     return Ok((Written::Yielded, written));
                 }
                 match self.stream.write(&self.out[self.sent..]) {
-                    Ok(0) => return Err(Done),
+                    Ok(0) => return Err(End::Closed),
                     Ok(n) => {
                         self.sent += n;
                         written += n;
                     }
                     Err(e) if would_block(&e) => return Ok((Written::Blocked, written)),
-                    Err(_) => return Err(Done),
+                    Err(e) => return Err(io_end(&e)),
                 }
             }
-            let Then::SendFile(body) = &mut self.then else {
+            let Some(body) = &mut self.body else {
                 break;
             };
             if body.left == 0 {
@@ -191,7 +202,8 @@ impl RespondPhase {
             self.sent = 0;
             match body.file.read(&mut self.out) {
                 // The file shrank under us: the promised length can't be met.
-                Ok(0) | Err(_) => return Err(Done),
+                Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof)),
+                Err(e) => return Err(io_end(&e)),
                 Ok(n) => {
                     self.out.truncate(n);
                     body.left -= n as u64;
@@ -201,38 +213,29 @@ impl RespondPhase {
         match self.stream.flush() {
             Ok(()) => Ok((Written::All, written)),
             Err(e) if would_block(&e) => Ok((Written::Blocked, written)),
-            Err(_) => Err(Done),
+            Err(e) => Err(io_end(&e)),
         }
+    }
+
+    /// The WebSocket this connection becomes after a `101`.
+    pub fn into_websocket(self) -> Socket {
+        Socket::new(self.stream, self.rest)
     }
 }
 
-/// An open WebSocket with the relay's keepalive bookkeeping.
+/// An open WebSocket.
 pub struct Socket {
-    pub ws: WebSocket<Stream>,
-    pub last_heard: Instant,
-    pub last_ping: Instant,
-    /// When the close frame was queued; the peer has until the close
-    /// timeout to answer.
-    pub closing: Option<Instant>,
+    ws: WebSocket<Stream>,
+    /// Our close frame is queued: nothing else is sent.
+    closing: bool,
     /// The peer broke the protocol: tungstenite must not read again (its
     /// frame state is past repair), so what arrives is thrown away until
     /// the peer closes or the close timeout passes.
     discarding: bool,
-    /// The peer broke the WebSocket protocol (unmasked frame, reserved
-    /// bits, bad opcode ...), not yet counted by the relay.
-    pub protocol_fault: bool,
-}
-
-/// What a read produced.
-pub enum Incoming {
-    Text(Utf8Bytes),
-    /// A frame the protocol does not use (binary).
-    Unexpected,
 }
 
 impl Socket {
     pub fn new(stream: Stream, rest: Vec<u8>) -> Socket {
-        let now = Instant::now();
         Socket {
             ws: WebSocket::from_partially_read(
                 stream,
@@ -240,20 +243,17 @@ impl Socket {
                 Role::Server,
                 Some(websocket_config()),
             ),
-            last_heard: now,
-            last_ping: now,
-            closing: None,
+            closing: false,
             discarding: false,
-            protocol_fault: false,
         }
     }
 
     /// Reads the frames that have arrived, up to one turn's budget
-    /// ([`TURN_FRAMES`], [`TURN_BYTES`]), passing text and unexpected frames
-    /// to `each` as they are read, so frames read before a close or the end
-    /// of the stream are passed on too. Pings are answered (the pong waits
-    /// for the next flush). `Err(Done)` when the connection ended or broke.
-    pub fn read(&mut self, mut each: impl FnMut(&mut Socket, Incoming)) -> Result<Turn, Done> {
+    /// ([`TURN_FRAMES`], [`TURN_BYTES`]), passing each to `each` as it is
+    /// read, so frames read before a close or the end of the stream are
+    /// passed on too. Pings are answered (the pong waits for the next
+    /// flush).
+    pub fn read(&mut self, mut each: impl FnMut(Frame)) -> Result<Turn, Stop> {
         if self.discarding {
             return self.discard();
         }
@@ -261,111 +261,128 @@ impl Socket {
         while frames < TURN_FRAMES && bytes < TURN_BYTES {
             match self.ws.read() {
                 Ok(message) => {
-                    self.last_heard = Instant::now();
                     frames += 1;
                     bytes += message.len();
                     match message {
-                        Message::Text(text) => each(self, Incoming::Text(text)),
-                        Message::Binary(_) => each(self, Incoming::Unexpected),
-                        _ => {}
+                        Message::Text(text) => each(Frame::Text(&text)),
+                        Message::Binary(_) => each(Frame::Binary),
+                        Message::Close(frame) => {
+                            each(Frame::Close(frame.map(|f| u16::from(f.code))));
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                            each(Frame::Control);
+                        }
                     }
                 }
                 Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(Turn::Drained),
-                Err(tungstenite::Error::Capacity(_)) => {
-                    return self.refuse(CloseCode::Size, "frame larger than 64 KiB");
-                }
-                Err(tungstenite::Error::Utf8(_)) => {
-                    return self.refuse(CloseCode::Invalid, "text frame is not UTF-8");
-                }
+                Err(tungstenite::Error::Io(e)) => return Err(Stop::Ended(io_end(&e))),
+                Err(tungstenite::Error::Capacity(_)) => return Err(self.fault(Fault::TooLarge)),
+                Err(tungstenite::Error::Utf8(_)) => return Err(self.fault(Fault::NotUtf8)),
                 Err(tungstenite::Error::Protocol(e)) => {
-                    self.protocol_fault = true;
-                    return self.refuse(CloseCode::Protocol, &e.to_string());
+                    return Err(self.fault(Fault::Protocol(e.to_string())));
                 }
-                Err(_) => return Err(Done),
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Err(Stop::Ended(End::Closed));
+                }
+                Err(_) => return Err(Stop::Ended(End::Io(io::ErrorKind::Other))),
             }
         }
         Ok(Turn::Yielded)
     }
 
-    fn refuse(&mut self, code: CloseCode, reason: &str) -> Result<Turn, Done> {
-        self.close(code, reason);
+    fn fault(&mut self, fault: Fault) -> Stop {
         self.discarding = true;
-        self.discard()
+        Stop::Fault(fault)
     }
 
     /// Reads and drops raw bytes until `WouldBlock` or one turn's byte
-    /// budget; `Err(Done)` at the end of the stream.
-    fn discard(&mut self) -> Result<Turn, Done> {
+    /// budget.
+    fn discard(&mut self) -> Result<Turn, Stop> {
         let mut scratch = [0u8; 4096];
         let mut bytes = 0;
         while bytes < TURN_BYTES {
             match self.ws.get_mut().read(&mut scratch) {
-                Ok(0) => return Err(Done),
+                Ok(0) => return Err(Stop::Ended(End::Closed)),
                 Ok(n) => bytes += n,
                 Err(e) if would_block(&e) => return Ok(Turn::Drained),
-                Err(_) => return Err(Done),
+                Err(e) => return Err(Stop::Ended(io_end(&e))),
             }
         }
         Ok(Turn::Yielded)
     }
 
-    /// Queues a close frame; the connection lingers until the peer answers
-    /// or the close timeout passes.
-    pub fn close(&mut self, code: CloseCode, reason: &str) {
-        if self.closing.is_none() {
-            self.closing = Some(Instant::now());
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = self.ws.close(Some(frame));
-            let _ = self.ws.flush();
+    /// Queues a close frame and pushes it out as far as the socket takes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), End> {
+        if std::mem::replace(&mut self.closing, true) {
+            return Ok(());
         }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.ws.close(Some(frame));
+        self.flush().map(|_| ())
     }
 
-    pub fn ping(&mut self) {
-        self.last_ping = Instant::now();
+    pub fn ping(&mut self) -> Result<(), End> {
         let _ = self.ws.write(Message::Ping(Default::default()));
+        self.flush().map(|_| ())
     }
 
-    /// Pushes out what tungstenite holds (pongs, pings, frames).
-    pub fn flush(&mut self) -> Result<(), Done> {
+    /// Pushes out what tungstenite holds (pongs, pings, frames); `true`
+    /// when the socket is full with some still held.
+    pub fn flush(&mut self) -> Result<bool, End> {
         match self.ws.flush() {
-            Ok(()) => Ok(()),
-            Err(tungstenite::Error::Io(e)) if would_block(&e) => Ok(()),
-            Err(_) => Err(Done),
+            Ok(()) => Ok(false),
+            Err(tungstenite::Error::Io(e)) if would_block(&e) => Ok(true),
+            Err(tungstenite::Error::Io(e)) => Err(io_end(&e)),
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Err(End::Closed)
+            }
+            Err(_) => Err(End::Io(io::ErrorKind::Other)),
         }
     }
 
     /// Moves messages from `outbox` to the socket until either runs dry;
-    /// returns how many messages and bytes went out.
-    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<(u64, u64), Done> {
-        let (mut messages, mut bytes) = (0, 0);
-        if self.closing.is_some() {
-            return self.flush().map(|()| (0, 0));
+    /// returns how many messages and bytes went out, and whether the
+    /// socket is full.
+    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Pumped, End> {
+        let mut pumped = Pumped::default();
+        if self.closing {
+            pumped.blocked = self.flush()?;
+            return Ok(pumped);
         }
         loop {
-            match self.ws.flush() {
-                Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok((messages, bytes)),
-                Err(_) => return Err(Done),
+            if self.flush()? {
+                pumped.blocked = true;
+                return Ok(pumped);
             }
             let mut batch = 0;
             while batch < WRITE_BATCH {
                 let Some(message) = outbox.pop() else { break };
                 batch += message.len();
-                messages += 1;
+                pumped.messages += 1;
                 match self.ws.write(Message::Text(message)) {
                     Ok(()) => {}
                     // Buffered by tungstenite; the flush above retries.
                     Err(tungstenite::Error::Io(e)) if would_block(&e) => break,
-                    Err(_) => return Err(Done),
+                    Err(tungstenite::Error::Io(e)) => return Err(io_end(&e)),
+                    Err(_) => return Err(End::Io(io::ErrorKind::Other)),
                 }
             }
-            bytes += batch as u64;
+            pumped.bytes += batch as u64;
             if batch == 0 {
-                return Ok((messages, bytes));
+                return Ok(pumped);
             }
         }
     }
+}
+
+/// What one pump moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Pumped {
+    pub messages: u64,
+    pub bytes: u64,
+    /// The socket is full with bytes still held.
+    pub blocked: bool,
 }

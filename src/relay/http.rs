@@ -34,6 +34,14 @@ pub enum Parsed {
     Refuse(u16),
 }
 
+/// A request head as the relay's engine is handed it: complete, or refused
+/// while parsing. (Waiting for more bytes is the reader's business.)
+#[derive(Debug, PartialEq)]
+pub enum Request {
+    Complete(Box<Head>),
+    Refuse(u16),
+}
+
 pub fn parse_head(bytes: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);

@@ -1,8 +1,8 @@
 //! What waits to be sent to one dashboard.
 //!
 //! Events (`hello`, `status`, `server_added`, `server_removed`) are kept in
-//! order and never dropped; past a byte limit the dashboard is too slow and
-//! is closed (1013). A `metrics` sample for a server that already has one
+//! order and never dropped; past a byte limit ([`Outbox::over_limit`]) the
+//! dashboard is too slow and is closed (1013). A `metrics` sample for a server that already has one
 //! waiting replaces it in place: a slow reader gets the newest sample of
 //! each server at the position of the first one it missed, so memory per
 //! dashboard is bounded by the number of servers, and the bytes themselves
@@ -18,10 +18,6 @@ enum Entry {
     Event(Utf8Bytes),
     Metrics(Slot),
 }
-
-/// The events would exceed the dashboard's limit.
-#[derive(Debug, PartialEq)]
-pub struct Overflow;
 
 pub struct Outbox {
     queue: VecDeque<Entry>,
@@ -40,13 +36,16 @@ impl Outbox {
         }
     }
 
-    pub fn push_event(&mut self, message: Utf8Bytes) -> Result<(), Overflow> {
-        if self.event_bytes + message.len() > self.event_limit {
-            return Err(Overflow);
-        }
+    /// Queues an event. It is taken even past the limit: whether the
+    /// socket drains it at once decides if the reader is too slow.
+    pub fn push_event(&mut self, message: Utf8Bytes) {
         self.event_bytes += message.len();
         self.queue.push_back(Entry::Event(message));
-        Ok(())
+    }
+
+    /// The events waiting exceed the limit.
+    pub fn over_limit(&self) -> bool {
+        self.event_bytes > self.event_limit
     }
 
     /// Queues a sample; `true` when it replaced one not yet sent.
@@ -101,9 +100,9 @@ mod tests {
     #[test]
     fn events_keep_their_order_and_samples_conflate_in_place() {
         let mut outbox = Outbox::new(1024);
-        outbox.push_event("hello".into()).unwrap();
+        outbox.push_event("hello".into());
         assert!(!outbox.push_metrics(1, "a1".into()));
-        outbox.push_event("status".into()).unwrap();
+        outbox.push_event("status".into());
         assert!(!outbox.push_metrics(2, "b1".into()));
         assert!(outbox.push_metrics(1, "a2".into()));
         assert!(outbox.push_metrics(1, "a3".into()));
@@ -115,13 +114,15 @@ mod tests {
     }
 
     #[test]
-    fn events_past_the_limit_overflow() {
+    fn events_past_the_limit_overflow_until_sent() {
         let mut outbox = Outbox::new(10);
-        outbox.push_event("12345".into()).unwrap();
-        outbox.push_event("12345".into()).unwrap();
-        assert_eq!(outbox.push_event("1".into()), Err(Overflow));
+        outbox.push_event("12345".into());
+        outbox.push_event("12345".into());
+        assert!(!outbox.over_limit());
+        outbox.push_event("1".into());
+        assert!(outbox.over_limit());
         outbox.pop();
-        outbox.push_event("1".into()).unwrap();
+        assert!(!outbox.over_limit());
     }
 
     #[test]
@@ -141,7 +142,7 @@ mod tests {
         let mut outbox = Outbox::new(1024);
         outbox.push_metrics(7, "old".into());
         outbox.forget(7);
-        outbox.push_event("removed".into()).unwrap();
+        outbox.push_event("removed".into());
         assert_eq!(drain(&mut outbox), ["removed"]);
         outbox.push_metrics(7, "x".into());
         outbox.forget(7);

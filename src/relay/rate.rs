@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+#[derive(Debug)]
 pub struct RateLimit {
     /// Samples a second on average; also how many may come at once after
     /// a quiet spell.

@@ -1,0 +1,1346 @@
+//! The relay's core: every decision, no I/O.
+//!
+//! The event loop ([`super::Relay`]) reads sockets, files and signals and
+//! tells the engine what happened (a connection accepted, a request head,
+//! a frame, a registry read, a timer), always with the time it happened.
+//! The engine answers with [`Effect`]s (bytes to write, a close frame with
+//! a code, a log line, a file to open, a connection to drop) that the loop
+//! carries out. rustls' `Connection` and quinn-proto are the models: the
+//! state machine never sees a socket, so it is tested with a fake clock in
+//! microseconds (see the tests at the end).
+
+use super::config::Config;
+use super::http::{self, Head, Request, Route};
+use super::hub::{self, ConnId, Hub};
+use super::outbox::Outbox;
+use super::rate::RateLimit;
+use super::registry::{self, Registry, RegistryError};
+use super::{DASHBOARD_PAGE, prometheus};
+use log::Level;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+use tungstenite::Utf8Bytes;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+/// The relay pings every WebSocket this often...
+pub const PING_EVERY: Duration = Duration::from_secs(30);
+/// ...and drops one silent for this long.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(75);
+/// A request head must arrive within this time, and a response (or a
+/// download) may not stall for longer.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer has this long to answer our close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A dashboard that takes no message for this long while messages wait is
+/// not reading: closed (1013) rather than held until the silence limit.
+pub const WRITE_STALL: Duration = Duration::from_secs(15);
+/// How often the registry file is checked for changes.
+pub const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Consecutive malformed frames that close an agent (1007).
+pub const MALFORMED_LIMIT: u32 = 10;
+/// The clock work runs at least this often.
+pub const TICK: Duration = Duration::from_millis(500);
+/// How long accepting stops after `accept` fails (out of file descriptors).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
+pub const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
+/// At most one log line per this long about one kind of trouble.
+pub const LOG_TROUBLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    pub malformed: u64,
+    pub conflated: u64,
+    pub refused_connections: u64,
+    /// Samples over an agent's rate limit.
+    pub dropped_samples: u64,
+    /// Connections closed (1002) for breaking the WebSocket protocol.
+    pub protocol_errors: u64,
+}
+
+/// What the event loop must do. Carried out in order.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Write this HTTP response, then tell [`Engine::responded`].
+    Respond {
+        id: ConnId,
+        bytes: Vec<u8>,
+        after: After,
+    },
+    /// Open this file of `--dist-dir` (a regular file inside `dir` only)
+    /// and tell [`Engine::file_opened`].
+    OpenFile {
+        id: ConnId,
+        dir: PathBuf,
+        name: String,
+    },
+    /// The response is written: the connection becomes a WebSocket.
+    Upgrade {
+        id: ConnId,
+    },
+    /// Queue a WebSocket close frame; the peer has [`CLOSE_TIMEOUT`] to answer.
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: &'static str,
+    },
+    Ping {
+        id: ConnId,
+    },
+    /// A dashboard has messages waiting: move them from its outbox
+    /// ([`Engine::outbox`]) to the socket, then tell [`Engine::pumped`].
+    Wake {
+        id: ConnId,
+    },
+    /// Drop the connection now, after writing `last_words` if the socket
+    /// takes them at once. The engine has already forgotten it.
+    Drop {
+        id: ConnId,
+        last_words: Option<Vec<u8>>,
+    },
+    Log {
+        level: Level,
+        text: String,
+    },
+    /// Stat the state file and, if it changed (or `force`), load it; tell
+    /// [`Engine::registry_read`].
+    ReadRegistry {
+        force: bool,
+    },
+    ReloadCertificate,
+    /// Stop watching the listener until [`Effect::ResumeAccepting`].
+    PauseAccepting,
+    ResumeAccepting,
+}
+
+/// What a connection becomes once its response is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum After {
+    Close,
+    /// The opened file follows the head.
+    SendFile,
+    Agent,
+    Dashboard,
+}
+
+/// A frame (or control frame) read from a WebSocket.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    Text(&'a str),
+    Binary,
+    /// Ping or pong: the peer is alive.
+    Control,
+    /// The peer's close frame, with its code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Why the peer's bytes could not be read as WebSocket frames.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    TooLarge,
+    NotUtf8,
+    /// Unmasked frame, reserved bits, bad opcode ...
+    Protocol(String),
+}
+
+/// How the socket ended, as the event loop saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum End {
+    /// The close handshake finished, or the stream ended.
+    Closed,
+    Io(io::ErrorKind),
+}
+
+/// Which timer ran out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Timeout {
+    Head,
+    Response,
+    Silence,
+    CloseAnswer,
+    Stalled,
+}
+
+/// Why a connection ended: the first cause wins, and is logged at the end
+/// with the peer's address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cause {
+    /// An HTTP exchange ended after its response.
+    Answered(u16),
+    ClosedByPeer(Option<u16>),
+    /// We sent a close frame with this code.
+    CloseSent(u16, &'static str),
+    Timeout(Timeout),
+    Fault(Fault),
+    Io(io::ErrorKind),
+    ShuttingDown,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Answered(status) => write!(f, "answered {status}"),
+            Cause::ClosedByPeer(Some(code)) => write!(f, "closed by the peer ({code})"),
+            Cause::ClosedByPeer(None) => write!(f, "closed by the peer"),
+            Cause::CloseSent(code, why) => write!(f, "closed by the relay ({code}: {why})"),
+            Cause::Timeout(Timeout::Head) => write!(f, "request head not complete in time (408)"),
+            Cause::Timeout(Timeout::Response) => write!(f, "response not taken in time"),
+            Cause::Timeout(Timeout::Silence) => write!(f, "silent for {SILENCE_LIMIT:?}"),
+            Cause::Timeout(Timeout::CloseAnswer) => {
+                write!(f, "close not answered in {CLOSE_TIMEOUT:?}")
+            }
+            Cause::Timeout(Timeout::Stalled) => write!(f, "not reading for {WRITE_STALL:?}"),
+            Cause::Fault(Fault::TooLarge) => write!(f, "frame too large (1009)"),
+            Cause::Fault(Fault::NotUtf8) => write!(f, "text not UTF-8 (1007)"),
+            Cause::Fault(Fault::Protocol(e)) => write!(f, "protocol violation (1002): {e}"),
+            Cause::Io(kind) => write!(f, "I/O error: {kind}"),
+            Cause::ShuttingDown => write!(f, "relay shutting down"),
+        }
+    }
+}
+
+/// The state file as the event loop found it.
+#[derive(Debug)]
+pub enum RegistryRead {
+    Unchanged,
+    /// Gone, perhaps for a moment (an editor's save, a restore).
+    Missing,
+    Failed(RegistryError),
+    Loaded(Registry),
+}
+
+/// Whether a new connection is served.
+#[derive(Debug, PartialEq)]
+pub enum Admission {
+    Admit,
+    /// Over `--max-connections`: these bytes (503) if the socket takes them.
+    Refuse(Vec<u8>),
+}
+
+/// Logs about one kind of trouble at most once per [`LOG_TROUBLE_EVERY`],
+/// so a peer cannot flood the log; the next line says how many it held back.
+#[derive(Default, Debug)]
+pub struct Hush {
+    logged: Option<Instant>,
+    held_back: u64,
+}
+
+impl Hush {
+    /// `Some(held back since the last line)` when a line may be logged now.
+    pub fn pass(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .logged
+            .is_some_and(|at| now.saturating_duration_since(at) < LOG_TROUBLE_EVERY)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+
+    /// Lines held back, once the quiet spell after the last line is over:
+    /// the summary a flood of trouble ends with.
+    pub fn summary_due(&mut self, now: Instant) -> Option<u64> {
+        let over = self
+            .logged
+            .is_some_and(|at| now.saturating_duration_since(at) >= LOG_TROUBLE_EVERY);
+        if over && self.held_back > 0 {
+            self.logged = Some(now);
+            return Some(std::mem::take(&mut self.held_back));
+        }
+        None
+    }
+}
+
+/// ` (N more since the last report)`, or nothing for none.
+pub fn held_back(count: u64) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(" ({count} more since the last report)")
+    }
+}
+
+/// The WebSocket timers of one connection.
+#[derive(Debug)]
+struct Link {
+    last_heard: Instant,
+    last_ping: Instant,
+    /// When our close frame was queued.
+    closing: Option<Instant>,
+}
+
+impl Link {
+    fn new(now: Instant) -> Link {
+        Link {
+            last_heard: now,
+            last_ping: now,
+            closing: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AgentConn {
+    link: Link,
+    server_id: String,
+    malformed_in_a_row: u32,
+    samples: RateLimit,
+}
+
+struct DashboardConn {
+    link: Link,
+    outbox: Outbox,
+    /// A [`Effect::Wake`] is out and not yet answered by `pumped`.
+    woken: bool,
+    /// Since when messages have waited with none taken by the socket.
+    stalled_since: Option<Instant>,
+}
+
+enum Phase {
+    Head,
+    /// An agent whose token is unknown, waiting for the state file to be
+    /// checked for a server added a moment ago.
+    AwaitingRegistry(Box<Head>),
+    /// Waiting for `--dist-dir` to open a file.
+    OpeningFile {
+        head_only: bool,
+    },
+    Respond {
+        status: u16,
+        next: Next,
+    },
+    Agent(AgentConn),
+    Dashboard(Box<DashboardConn>),
+}
+
+/// What a connection becomes after its response.
+#[derive(Debug)]
+enum Next {
+    Close,
+    Agent(String),
+    Dashboard,
+}
+
+struct Conn {
+    peer: SocketAddr,
+    opened: Instant,
+    phase: Phase,
+    /// Head and response phases end by this time.
+    deadline: Instant,
+    cause: Option<Cause>,
+}
+
+impl Conn {
+    fn link(&mut self) -> Option<&mut Link> {
+        match &mut self.phase {
+            Phase::Agent(agent) => Some(&mut agent.link),
+            Phase::Dashboard(dashboard) => Some(&mut dashboard.link),
+            _ => None,
+        }
+    }
+}
+
+pub struct Engine {
+    config: Config,
+    /// TLS ports get no plain-text refusal (it would be noise to a client).
+    tls: bool,
+    max_connections: usize,
+    registry: Registry,
+    registry_checked: Instant,
+    hub: Hub,
+    conns: HashMap<ConnId, Conn>,
+    dashboards: Vec<ConnId>,
+    counters: Counters,
+    last_tick: Instant,
+    paused_until: Option<Instant>,
+    malformed: Hush,
+    refusals: Hush,
+    accept_failures: Hush,
+    /// A shutdown was ordered: nothing new is admitted.
+    stopping: bool,
+    effects: Vec<Effect>,
+}
+
+impl Engine {
+    pub fn new(
+        config: Config,
+        tls: bool,
+        max_connections: usize,
+        registry: Registry,
+        now: Instant,
+    ) -> Engine {
+        Engine {
+            hub: Hub::new(&registry),
+            config,
+            tls,
+            max_connections,
+            registry,
+            registry_checked: now,
+            conns: HashMap::new(),
+            dashboards: Vec::new(),
+            counters: Counters::default(),
+            last_tick: now,
+            paused_until: None,
+            malformed: Hush::default(),
+            refusals: Hush::default(),
+            accept_failures: Hush::default(),
+            stopping: false,
+            effects: Vec::new(),
+        }
+    }
+
+    /// The effects decided since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn servers(&self) -> usize {
+        self.hub.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// How long the loop may sleep before [`Engine::tick`] is due.
+    pub fn timeout(&self, now: Instant) -> Duration {
+        let tick = (self.last_tick + TICK).saturating_duration_since(now);
+        match self.paused_until {
+            Some(until) => tick.min(until.saturating_duration_since(now)),
+            None => tick,
+        }
+    }
+
+    /// The queue of a dashboard, for the loop to move to its socket.
+    pub fn outbox(&mut self, id: ConnId) -> Option<&mut Outbox> {
+        match &mut self.conns.get_mut(&id)?.phase {
+            Phase::Dashboard(dashboard) => Some(&mut dashboard.outbox),
+            _ => None,
+        }
+    }
+
+    fn log(&mut self, level: Level, text: String) {
+        self.effects.push(Effect::Log { level, text });
+    }
+
+    // ----- connections -------------------------------------------------
+
+    pub fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Admission {
+        if self.conns.len() >= self.max_connections || self.stopping {
+            self.counters.refused_connections += 1;
+            self.refused(peer, "too many connections", now);
+            return Admission::Refuse(if self.tls {
+                Vec::new()
+            } else {
+                http::text_response(503, "too many connections")
+            });
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                opened: now,
+                phase: Phase::Head,
+                deadline: now + HEAD_TIMEOUT,
+                cause: None,
+            },
+        );
+        Admission::Admit
+    }
+
+    /// One refusal logged per [`LOG_TROUBLE_EVERY`]; the rest are counted
+    /// and summed up in the next line or by [`Engine::tick`].
+    fn refused(&mut self, peer: SocketAddr, why: &str, now: Instant) {
+        if let Some(earlier) = self.refusals.pass(now) {
+            self.log(
+                Level::Info,
+                format!("refused {peer}: {why}{}", held_back(earlier)),
+            );
+        }
+    }
+
+    /// `accept` failed (out of file descriptors, most likely): the
+    /// level-triggered listener would report the waiting connection again
+    /// at once and spin a core.
+    pub fn accept_failed(&mut self, error: &io::Error, now: Instant) {
+        self.paused_until = Some(now + ACCEPT_PAUSE);
+        self.effects.push(Effect::PauseAccepting);
+        if let Some(earlier) = self.accept_failures.pass(now) {
+            self.log(
+                Level::Warn,
+                format!(
+                    "accept: {error}; pausing new connections for {} ms{}",
+                    ACCEPT_PAUSE.as_millis(),
+                    held_back(earlier)
+                ),
+            );
+        }
+    }
+
+    /// A whole request head (or one refused while parsing).
+    pub fn request(&mut self, id: ConnId, request: Request, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !matches!(conn.phase, Phase::Head) {
+            return;
+        }
+        conn.deadline = now + HEAD_TIMEOUT;
+        let head = match request {
+            Request::Refuse(status) => {
+                let text = if status == 431 {
+                    "request head too large"
+                } else {
+                    "bad request"
+                };
+                return self.respond(id, http::text_response(status, text), status, Next::Close);
+            }
+            Request::Complete(head) => head,
+        };
+        let head_only = head.method == "HEAD";
+        let (status, bytes) = match http::route(&head) {
+            Route::Health => (200, http::response(200, "text/plain", b"ok\n", head_only)),
+            Route::Servers if !self.viewer_allowed(&head) => {
+                (401, http::text_response(401, "viewer token required"))
+            }
+            Route::Servers => (
+                200,
+                http::response(200, "application/json", &self.hub.servers_json(), head_only),
+            ),
+            Route::Page => (
+                200,
+                http::page_response(DASHBOARD_PAGE.as_bytes(), head_only),
+            ),
+            Route::Metrics => {
+                let text =
+                    prometheus::render(&self.hub.servers, &self.counters, self.connections());
+                (
+                    200,
+                    http::response(200, prometheus::CONTENT_TYPE, text.as_bytes(), head_only),
+                )
+            }
+            Route::Dist => return self.dist_file(id, &head.path, head_only),
+            Route::NotFound => (404, http::text_response(404, "not found")),
+            Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed")),
+            Route::AgentStream => return self.agent_request(id, head, false, now),
+            Route::DashboardStream => {
+                if !head.origin_allowed(&self.config.allowed_origins) {
+                    let peer = conn_peer(&self.conns, id);
+                    self.refused(peer, "dashboard origin not allowed", now);
+                    (403, http::text_response(403, "origin not allowed"))
+                } else if !self.viewer_allowed(&head) {
+                    let peer = conn_peer(&self.conns, id);
+                    self.refused(peer, "dashboard without the viewer token", now);
+                    (401, http::text_response(401, "viewer token required"))
+                } else {
+                    return match http::upgrade_response(&head) {
+                        Ok(bytes) => self.respond(id, bytes, 101, Next::Dashboard),
+                        Err(bytes) => self.respond(id, bytes, 400, Next::Close),
+                    };
+                }
+            }
+        };
+        self.respond(id, bytes, status, Next::Close);
+    }
+
+    fn respond(&mut self, id: ConnId, bytes: Vec<u8>, status: u16, next: Next) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let after = match next {
+            Next::Close => After::Close,
+            Next::Agent(_) => After::Agent,
+            Next::Dashboard => After::Dashboard,
+        };
+        conn.phase = Phase::Respond { status, next };
+        self.effects.push(Effect::Respond { id, bytes, after });
+    }
+
+    /// An agent's upgrade: admitted by its token. An unknown token first
+    /// has the state file checked (`rechecked` once that is done), so an
+    /// agent of a server added a moment ago is not refused and left to
+    /// back off for 15-30 s.
+    fn agent_request(&mut self, id: ConnId, head: Box<Head>, rechecked: bool, now: Instant) {
+        let token = head.token();
+        let server_id = token
+            .as_deref()
+            .and_then(|token| self.registry.authenticate(token))
+            .map(|server| server.id.clone());
+        let Some(server_id) = server_id else {
+            if token.is_some() && !rechecked {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.phase = Phase::AwaitingRegistry(head);
+                    self.effects.push(Effect::ReadRegistry { force: false });
+                }
+                return;
+            }
+            // The token itself is never logged, nor the query holding it.
+            let peer = conn_peer(&self.conns, id);
+            self.refused(peer, "agent with an unknown or missing token", now);
+            return self.respond(
+                id,
+                http::text_response(401, "invalid token"),
+                401,
+                Next::Close,
+            );
+        };
+        match http::upgrade_response(&head) {
+            Ok(bytes) => self.respond(id, bytes, 101, Next::Agent(server_id)),
+            Err(bytes) => self.respond(id, bytes, 400, Next::Close),
+        }
+    }
+
+    fn dist_file(&mut self, id: ConnId, path: &str, head_only: bool) {
+        let (Some(dir), Some(name)) = (&self.config.dist_dir, http::dist_file(path)) else {
+            return self.respond(id, http::text_response(404, "not found"), 404, Next::Close);
+        };
+        let (dir, name) = (dir.clone(), name.to_owned());
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.phase = Phase::OpeningFile { head_only };
+            self.effects.push(Effect::OpenFile { id, dir, name });
+        }
+    }
+
+    /// The file asked for by [`Effect::OpenFile`]: its name and length, or
+    /// why it could not be opened.
+    pub fn file_opened(&mut self, id: ConnId, name: &str, opened: io::Result<u64>) {
+        let Some(Conn {
+            phase: Phase::OpeningFile { head_only },
+            ..
+        }) = self.conns.get(&id)
+        else {
+            return;
+        };
+        let head_only = *head_only;
+        match opened {
+            Ok(len) => {
+                let content_type = if name.ends_with(".sh") || name == "SHA256SUMS" {
+                    "text/plain; charset=utf-8"
+                } else {
+                    "application/octet-stream"
+                };
+                let bytes = http::response_head(200, content_type, len);
+                if head_only {
+                    self.respond(id, bytes, 200, Next::Close);
+                } else if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.phase = Phase::Respond {
+                        status: 200,
+                        next: Next::Close,
+                    };
+                    self.effects.push(Effect::Respond {
+                        id,
+                        bytes,
+                        after: After::SendFile,
+                    });
+                }
+            }
+            Err(e) => {
+                self.log(Level::Debug, format!("--dist-dir {name}: {e}"));
+                self.respond(id, http::text_response(404, "not found"), 404, Next::Close);
+            }
+        }
+    }
+
+    /// Response bytes went out: a download's deadline is for silence, not
+    /// for its length.
+    pub fn wrote(&mut self, id: ConnId, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.deadline = now + HEAD_TIMEOUT;
+        }
+    }
+
+    /// The whole response is written.
+    pub fn responded(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Phase::Respond { status, next } = std::mem::replace(&mut conn.phase, Phase::Head)
+        else {
+            return;
+        };
+        match next {
+            Next::Close => self.finish(id, Cause::Answered(status), None, now),
+            Next::Agent(server_id) => {
+                self.effects.push(Effect::Upgrade { id });
+                self.admit_agent(id, server_id, now);
+            }
+            Next::Dashboard => {
+                self.effects.push(Effect::Upgrade { id });
+                self.admit_dashboard(id, now);
+            }
+        }
+    }
+
+    fn admit_agent(&mut self, id: ConnId, server_id: String, now: Instant) {
+        let agent = AgentConn {
+            link: Link::new(now),
+            server_id: server_id.clone(),
+            malformed_in_a_row: 0,
+            samples: RateLimit::new(self.config.agent_max_rate, now),
+        };
+        let peer = conn_peer(&self.conns, id);
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.phase = Phase::Agent(agent);
+        }
+        let Some(server) = self.hub.get_mut(&server_id) else {
+            // Removed between the head and now.
+            return self.close(id, CloseCode::Policy, "server removed", now);
+        };
+        let replaced = server.agent.replace(id);
+        server.last_frame = Some(now);
+        server.last_seen = Some(SystemTime::now());
+        let came_online = !server.online;
+        server.online = true;
+        let text = format!(
+            "agent for {} ({}) connected from {peer}",
+            server.name, server.id
+        );
+        self.log(Level::Info, text);
+        if let Some(old) = replaced {
+            // The device rebooted and came back before its old socket died.
+            self.close(
+                old,
+                CloseCode::Normal,
+                "replaced by a newer connection",
+                now,
+            );
+        }
+        if came_online {
+            self.broadcast(hub::status(&server_id, true));
+        }
+    }
+
+    fn admit_dashboard(&mut self, id: ConnId, now: Instant) {
+        let snapshot = self.hub.snapshot();
+        let snapshot_bytes: usize = snapshot.iter().map(|m| m.len()).sum();
+        let mut outbox = Outbox::new(snapshot_bytes + DASHBOARD_EVENT_ROOM);
+        for message in snapshot {
+            outbox.push_event(message);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.phase = Phase::Dashboard(Box::new(DashboardConn {
+            link: Link::new(now),
+            outbox,
+            woken: true,
+            stalled_since: None,
+        }));
+        let peer = conn.peer;
+        self.dashboards.push(id);
+        self.effects.push(Effect::Wake { id });
+        let open = self.dashboards.len();
+        self.log(
+            Level::Debug,
+            format!("dashboard connected from {peer} ({open} open)"),
+        );
+    }
+
+    /// Queues a close frame (once) and records why.
+    fn close(&mut self, id: ConnId, code: CloseCode, reason: &'static str, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let first = match conn.link() {
+            Some(link) if link.closing.is_none() => {
+                link.closing = Some(now);
+                true
+            }
+            _ => false,
+        };
+        if first {
+            conn.cause
+                .get_or_insert(Cause::CloseSent(u16::from(code), reason));
+            self.effects.push(Effect::Close { id, code, reason });
+        }
+    }
+
+    // ----- WebSocket frames ----------------------------------------------
+
+    /// A frame read from a WebSocket.
+    pub fn frame(&mut self, id: ConnId, frame: Frame, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Frame::Close(code) = frame {
+            conn.cause.get_or_insert(Cause::ClosedByPeer(code));
+        }
+        let Some(link) = conn.link() else {
+            return;
+        };
+        link.last_heard = now;
+        let Phase::Agent(agent) = &mut conn.phase else {
+            return; // dashboards have nothing to say
+        };
+        let server_id = agent.server_id.clone();
+        let speaks_for_server = self
+            .hub
+            .get(&server_id)
+            .is_some_and(|server| server.agent == Some(id));
+        if !speaks_for_server {
+            // Replaced by a newer connection, or its server was removed:
+            // what it still sends while closing is not the server's state.
+            return;
+        }
+        self.agent_heard(&server_id, now);
+        match frame {
+            Frame::Text(text) => {
+                self.counters.frames_in += 1;
+                self.agent_text(id, &server_id, text, now);
+            }
+            Frame::Binary => self.malformed(id, &server_id, "binary frame", now),
+            Frame::Control | Frame::Close(_) => {}
+        }
+    }
+
+    /// Any frame (or pong) keeps the server online.
+    fn agent_heard(&mut self, server_id: &str, now: Instant) {
+        let Some(server) = self.hub.get_mut(server_id) else {
+            return;
+        };
+        server.last_frame = Some(now);
+        server.last_seen = Some(SystemTime::now());
+        if !server.online && server.agent.is_some() {
+            server.online = true;
+            self.broadcast(hub::status(server_id, true));
+        }
+    }
+
+    fn agent(&mut self, id: ConnId) -> Option<&mut AgentConn> {
+        match &mut self.conns.get_mut(&id)?.phase {
+            Phase::Agent(agent) => Some(agent),
+            _ => None,
+        }
+    }
+
+    fn agent_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) {
+        let raw = match crate::protocol::RawFrame::parse(text) {
+            Ok(raw) => raw,
+            Err(e) => return self.malformed(id, server_id, &e.to_string(), now),
+        };
+        match raw.kind.as_ref() {
+            "metrics" => {
+                let sample = match raw.data.map(hub::check_sample) {
+                    Some(Ok(sample)) => sample,
+                    Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
+                    None => return self.malformed(id, server_id, "metrics without data", now),
+                };
+                let Some(agent) = self.agent(id) else { return };
+                agent.malformed_in_a_row = 0;
+                if !agent.samples.allow(now) {
+                    self.counters.dropped_samples += 1;
+                    return;
+                }
+                self.fan_out(server_id, sample);
+            }
+            // Heartbeats only keep the server online; unknown types are
+            // ignored, as the protocol asks of every receiver.
+            _ => {
+                if let Some(agent) = self.agent(id) {
+                    agent.malformed_in_a_row = 0;
+                }
+            }
+        }
+    }
+
+    fn malformed(&mut self, id: ConnId, server_id: &str, why: &str, now: Instant) {
+        self.counters.malformed += 1;
+        if let Some(earlier) = self.malformed.pass(now) {
+            self.log(
+                Level::Warn,
+                format!(
+                    "malformed frame from server {server_id} dropped: {why}{}",
+                    held_back(earlier)
+                ),
+            );
+        }
+        let Some(agent) = self.agent(id) else { return };
+        agent.malformed_in_a_row += 1;
+        if agent.malformed_in_a_row >= MALFORMED_LIMIT {
+            self.close(id, CloseCode::Invalid, "repeated malformed frames", now);
+        }
+    }
+
+    /// Stores a server's sample and queues it to every dashboard.
+    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>) {
+        let Some(server) = self.hub.get_mut(server_id) else {
+            return;
+        };
+        let message = hub::metrics(server_id, &sample);
+        server.latest_message = Some(message.clone());
+        server.latest_data = Some(sample);
+        let slot = server.slot;
+        for id in &self.dashboards {
+            let Some(Conn {
+                phase: Phase::Dashboard(dashboard),
+                ..
+            }) = self.conns.get_mut(id)
+            else {
+                continue;
+            };
+            if dashboard.outbox.push_metrics(slot, message.clone()) {
+                self.counters.conflated += 1;
+            }
+            wake(&mut self.effects, *id, dashboard);
+        }
+    }
+
+    /// Queues an event to every dashboard. One whose queue outgrows its
+    /// room is closed (1013) if its socket does not take the excess at
+    /// once (see [`Engine::pumped`]): a burst (a registry of thousands
+    /// reloaded) can outgrow the room of a reader that keeps up.
+    fn broadcast(&mut self, message: Utf8Bytes) {
+        for id in &self.dashboards {
+            let Some(Conn {
+                phase: Phase::Dashboard(dashboard),
+                ..
+            }) = self.conns.get_mut(id)
+            else {
+                continue;
+            };
+            if dashboard.link.closing.is_some() {
+                continue;
+            }
+            dashboard.outbox.push_event(message.clone());
+            wake(&mut self.effects, *id, dashboard);
+        }
+    }
+
+    /// The loop moved what it could from a dashboard's outbox to its
+    /// socket: `messages` and `bytes` went out, and `blocked` says the
+    /// socket is full.
+    pub fn pumped(&mut self, id: ConnId, messages: u64, bytes: u64, blocked: bool, now: Instant) {
+        self.counters.frames_out += messages;
+        self.counters.bytes_out += bytes;
+        let Some(Conn {
+            phase: Phase::Dashboard(dashboard),
+            ..
+        }) = self.conns.get_mut(&id)
+        else {
+            return;
+        };
+        dashboard.woken = false;
+        let waiting = blocked || !dashboard.outbox.is_empty();
+        if messages > 0 || !waiting {
+            dashboard.stalled_since = None;
+        } else {
+            dashboard.stalled_since.get_or_insert(now);
+        }
+        if dashboard.outbox.over_limit() && dashboard.link.closing.is_none() {
+            let peer = conn_peer(&self.conns, id);
+            self.log(
+                Level::Warn,
+                format!("dashboard {peer} too slow to keep up: closing it (1013)"),
+            );
+            self.close(
+                id,
+                CloseCode::Again,
+                "too slow: reconnect for a fresh snapshot",
+                now,
+            );
+        }
+    }
+
+    /// The peer broke the WebSocket protocol; the loop reads no more
+    /// frames from it.
+    pub fn fault(&mut self, id: ConnId, fault: Fault, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (code, reason) = match &fault {
+            Fault::TooLarge => (CloseCode::Size, "frame larger than 64 KiB"),
+            Fault::NotUtf8 => (CloseCode::Invalid, "text frame is not UTF-8"),
+            Fault::Protocol(_) => {
+                self.counters.protocol_errors += 1;
+                (CloseCode::Protocol, "protocol violation")
+            }
+        };
+        conn.cause.get_or_insert(Cause::Fault(fault));
+        self.close(id, code, reason, now);
+    }
+
+    /// The socket is gone (or broke): the connection ends.
+    pub fn ended(&mut self, id: ConnId, end: End, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.cause.get_or_insert(match end {
+            End::Closed => Cause::ClosedByPeer(None),
+            End::Io(kind) => Cause::Io(kind),
+        });
+        self.forget(id, now);
+    }
+
+    /// Drops a connection from the engine (the loop has dropped, or is
+    /// told to drop, its socket) and undoes what it stood for.
+    fn forget(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let cause = conn.cause.unwrap_or(Cause::Io(io::ErrorKind::Other));
+        let peer = conn.peer;
+        let lasted = Lasted(now.saturating_duration_since(conn.opened));
+        match conn.phase {
+            Phase::Agent(agent) => {
+                let Some(server) = self.hub.get_mut(&agent.server_id) else {
+                    return self.log(
+                        Level::Info,
+                        format!(
+                            "agent from {peer} of a removed server ended after {lasted}: {cause}"
+                        ),
+                    );
+                };
+                // A replaced connection leaves its successor in charge.
+                let in_charge = server.agent == Some(id);
+                let text = format!(
+                    "agent for {} ({}) from {peer} disconnected after {lasted}: {cause}",
+                    server.name, server.id
+                );
+                if in_charge {
+                    server.agent = None;
+                }
+                let went_offline = in_charge && std::mem::replace(&mut server.online, false);
+                self.log(Level::Info, text);
+                if went_offline {
+                    self.broadcast(hub::status(&agent.server_id, false));
+                }
+            }
+            Phase::Dashboard(_) => {
+                self.dashboards.retain(|d| *d != id);
+                let open = self.dashboards.len();
+                self.log(
+                    Level::Info,
+                    format!("dashboard {peer} disconnected after {lasted}: {cause} ({open} open)"),
+                );
+            }
+            _ => self.log(Level::Debug, format!("{peer} after {lasted}: {cause}")),
+        }
+    }
+
+    /// Forgets a connection and tells the loop to drop its socket.
+    fn finish(&mut self, id: ConnId, cause: Cause, last_words: Option<Vec<u8>>, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.cause.get_or_insert(cause);
+        self.effects.push(Effect::Drop { id, last_words });
+        self.forget(id, now);
+    }
+
+    // ----- the clock ------------------------------------------------------
+
+    /// The clock work: deadlines, pings, silence, stalls, agent timeouts,
+    /// the registry poll, accepting again after a pause.
+    pub fn tick(&mut self, now: Instant) {
+        self.last_tick = now;
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+            self.effects.push(Effect::ResumeAccepting);
+        }
+        let mut expired = Vec::new();
+        let mut pings = Vec::new();
+        for (&id, conn) in &mut self.conns {
+            match &mut conn.phase {
+                Phase::Head | Phase::AwaitingRegistry(_) if now >= conn.deadline => {
+                    expired.push((id, Timeout::Head));
+                }
+                Phase::OpeningFile { .. } | Phase::Respond { .. } if now >= conn.deadline => {
+                    expired.push((id, Timeout::Response));
+                }
+                Phase::Head
+                | Phase::AwaitingRegistry(_)
+                | Phase::OpeningFile { .. }
+                | Phase::Respond { .. } => {}
+                Phase::Agent(AgentConn { link, .. }) => {
+                    if let Some(timeout) = link_timeout(link, now) {
+                        expired.push((id, timeout));
+                    } else if now.saturating_duration_since(link.last_ping) >= PING_EVERY {
+                        link.last_ping = now;
+                        pings.push(id);
+                    }
+                }
+                Phase::Dashboard(dashboard) => {
+                    let stalled = dashboard
+                        .stalled_since
+                        .is_some_and(|at| now.saturating_duration_since(at) >= WRITE_STALL);
+                    if let Some(timeout) = link_timeout(&dashboard.link, now) {
+                        expired.push((id, timeout));
+                    } else if stalled && dashboard.link.closing.is_none() {
+                        expired.push((id, Timeout::Stalled));
+                    } else if now.saturating_duration_since(dashboard.link.last_ping) >= PING_EVERY
+                    {
+                        dashboard.link.last_ping = now;
+                        pings.push(id);
+                    }
+                }
+            }
+        }
+        // In id order, so a run's effects do not depend on hashing.
+        expired.sort_unstable_by_key(|(id, _)| *id);
+        pings.sort_unstable();
+        for (id, timeout) in expired {
+            match timeout {
+                Timeout::Head => self.finish(
+                    id,
+                    Cause::Timeout(timeout),
+                    Some(http::text_response(408, "request head too slow")),
+                    now,
+                ),
+                Timeout::Stalled => {
+                    // The close frame will not get through a full socket
+                    // either; it is queued for the record and the socket
+                    // dropped when the close timeout passes.
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.cause.get_or_insert(Cause::Timeout(timeout));
+                    }
+                    self.close(id, CloseCode::Again, "not reading", now);
+                }
+                _ => self.finish(id, Cause::Timeout(timeout), None, now),
+            }
+        }
+        for id in pings {
+            self.effects.push(Effect::Ping { id });
+        }
+        self.expire_agents(now);
+        if let Some(held) = self.refusals.summary_due(now) {
+            self.log(
+                Level::Info,
+                format!("{held} more connections refused in the last {LOG_TROUBLE_EVERY:?}"),
+            );
+        }
+        if let Some(held) = self.malformed.summary_due(now) {
+            self.log(
+                Level::Warn,
+                format!("{held} more malformed frames dropped in the last {LOG_TROUBLE_EVERY:?}"),
+            );
+        }
+        if now.saturating_duration_since(self.registry_checked) >= REGISTRY_CHECK_EVERY {
+            self.registry_checked = now;
+            self.effects.push(Effect::ReadRegistry { force: false });
+        }
+    }
+
+    /// Servers whose agent is connected but silent past the agent timeout
+    /// go offline (the socket stays: a frame brings them back).
+    fn expire_agents(&mut self, now: Instant) {
+        let timeout = self.config.agent_timeout;
+        let mut gone_offline = Vec::new();
+        for server in &mut self.hub.servers {
+            let stale = server
+                .last_frame
+                .is_none_or(|at| now.saturating_duration_since(at) >= timeout);
+            if server.online && stale {
+                server.online = false;
+                gone_offline.push(server.id.clone());
+            }
+        }
+        for id in gone_offline {
+            self.log(
+                Level::Info,
+                format!("server {id} offline: nothing heard for {timeout:?}"),
+            );
+            self.broadcast(hub::status(&id, false));
+        }
+    }
+
+    // ----- registry, signals ----------------------------------------------
+
+    /// SIGHUP: the registry and the certificate are read again.
+    pub fn reload(&mut self) {
+        self.log(
+            Level::Info,
+            "SIGHUP: reloading the registry and the certificate".into(),
+        );
+        self.effects.push(Effect::ReadRegistry { force: true });
+        self.effects.push(Effect::ReloadCertificate);
+    }
+
+    /// The state file as read after [`Effect::ReadRegistry`]. A bad file
+    /// keeps the registry we have, and so does a missing one: gone for a
+    /// moment (an editor's save, a restore), not emptied.
+    pub fn registry_read(&mut self, read: RegistryRead, now: Instant) {
+        match read {
+            RegistryRead::Unchanged => {}
+            RegistryRead::Missing => self.log(
+                Level::Warn,
+                format!(
+                    "{}: missing; keeping the registry loaded before until it is back",
+                    self.config.state.display()
+                ),
+            ),
+            RegistryRead::Failed(e) => {
+                self.log(
+                    Level::Error,
+                    format!("{e}; keeping the registry loaded before"),
+                );
+            }
+            RegistryRead::Loaded(registry) => self.registry_changed(registry, now),
+        }
+        // Agents that waited for this read are answered now.
+        let mut waiting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| matches!(conn.phase, Phase::AwaitingRegistry(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.sort_unstable();
+        for id in waiting {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if let Phase::AwaitingRegistry(head) = std::mem::replace(&mut conn.phase, Phase::Head) {
+                self.agent_request(id, head, true, now);
+            }
+        }
+    }
+
+    fn registry_changed(&mut self, registry: Registry, now: Instant) {
+        let changes = registry.changes_since(&self.registry);
+        self.registry = registry;
+        if changes.is_empty() {
+            return;
+        }
+        let (added, removed) = self.hub.sync(&self.registry);
+        for server in removed {
+            self.log(
+                Level::Info,
+                format!("server {} ({}) removed", server.name, server.id),
+            );
+            self.broadcast(hub::server_removed(&server.id));
+            for id in &self.dashboards {
+                if let Some(Conn {
+                    phase: Phase::Dashboard(dashboard),
+                    ..
+                }) = self.conns.get_mut(id)
+                {
+                    dashboard.outbox.forget(server.slot);
+                }
+            }
+            if let Some(agent) = server.agent {
+                self.close(agent, CloseCode::Policy, "server removed", now);
+            }
+        }
+        for id in &changes.token_changed {
+            // The agent loses its say at once, and dashboards hear it: its
+            // close below no longer speaks for the server (see `forget`).
+            let Some(server) = self.hub.get_mut(id) else {
+                continue;
+            };
+            let Some(agent) = server.agent.take() else {
+                continue;
+            };
+            let was_online = std::mem::replace(&mut server.online, false);
+            let text = format!(
+                "token of {} ({}) rotated: closing its agent",
+                server.name, server.id
+            );
+            self.log(Level::Info, text);
+            self.close(agent, CloseCode::Policy, "token rotated", now);
+            if was_online {
+                self.broadcast(hub::status(id, false));
+            }
+        }
+        for id in added {
+            if let Some(server) = self.hub.get(&id) {
+                let text = format!("server {} ({}) added", server.name, server.id);
+                let message = hub::server_added(server);
+                self.log(Level::Info, text);
+                self.broadcast(message);
+            }
+        }
+    }
+
+    /// SIGTERM or SIGINT: every WebSocket is told goodbye (1001), every
+    /// other connection dropped, and nothing new admitted.
+    pub fn shut_down(&mut self, now: Instant) {
+        self.stopping = true;
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let websocket = self
+                .conns
+                .get_mut(&id)
+                .is_some_and(|conn| conn.link().is_some());
+            if websocket {
+                self.close(id, CloseCode::Away, "relay shutting down", now);
+            } else {
+                self.finish(id, Cause::ShuttingDown, None, now);
+            }
+        }
+    }
+
+    fn connections(&self) -> prometheus::Connections {
+        let mut count = prometheus::Connections::default();
+        for conn in self.conns.values() {
+            match conn.phase {
+                Phase::Agent(_) => count.agents += 1,
+                Phase::Dashboard(_) => count.dashboards += 1,
+                _ => count.http += 1,
+            }
+        }
+        count
+    }
+
+    fn viewer_allowed(&self, head: &Head) -> bool {
+        match &self.config.viewer_token {
+            None => true,
+            Some(expected) => head.token().is_some_and(|token| {
+                registry::constant_time_eq(token.as_bytes(), expected.as_bytes())
+            }),
+        }
+    }
+}
+
+/// A connection's age as a person reads it: `850ms`, `42s`, `3h12m5s`.
+struct Lasted(Duration);
+
+impl fmt::Display for Lasted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            0 => write!(f, "{}ms", self.0.as_millis()),
+            1..60 => write!(f, "{secs}s"),
+            60..3600 => write!(f, "{}m{}s", secs / 60, secs % 60),
+            _ => write!(f, "{}h{}m{}s", secs / 3600, secs / 60 % 60, secs % 60),
+        }
+    }
+}
+
+fn conn_peer(conns: &HashMap<ConnId, Conn>, id: ConnId) -> SocketAddr {
+    conns
+        .get(&id)
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
+}
+
+/// Asks the loop to pump a dashboard, once until it has.
+fn wake(effects: &mut Vec<Effect>, id: ConnId, dashboard: &mut DashboardConn) {
+    if !dashboard.woken {
+        dashboard.woken = true;
+        effects.push(Effect::Wake { id });
+    }
+}
+
+/// The timer of a WebSocket that has run out, if one has.
+fn link_timeout(link: &Link, now: Instant) -> Option<Timeout> {
+    if now.saturating_duration_since(link.last_heard) >= SILENCE_LIMIT {
+        Some(Timeout::Silence)
+    } else if link
+        .closing
+        .is_some_and(|at| now.saturating_duration_since(at) >= CLOSE_TIMEOUT)
+    {
+        Some(Timeout::CloseAnswer)
+    } else {
+        None
+    }
+}
