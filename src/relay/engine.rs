@@ -1344,3 +1344,7 @@ fn link_timeout(link: &Link, now: Instant) -> Option<Timeout> {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,920 @@
+//! The engine's decisions, one test each, on a fake clock: no sockets, no
+//! threads, no sleeping. Each numbered fault of the relay-core issue has a
+//! test named after what it guards.
+
+use super::*;
+use serde_json::{Value, json};
+
+const T0_PEER: &str = "192.0.2.7:40000";
+
+/// An engine with a registry, driven at times counted from `t0`.
+struct Bench {
+    engine: Engine,
+    registry: Registry,
+    t0: Instant,
+    tokens: Vec<String>,
+    ids: Vec<String>,
+    next_id: ConnId,
+}
+
+fn config(extra: &[&str]) -> Config {
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--state".into(), "/nonexistent/vstats-state.json".into()];
+    args.extend(extra.iter().map(Into::into));
+    match super::super::config::parse(args, |_| None) {
+        Ok(super::super::config::Command::Serve(config)) => config,
+        other => panic!("{other:?}"),
+    }
+}
+
+impl Bench {
+    fn new(servers: &[&str]) -> Bench {
+        Bench::with(servers, &[], 100)
+    }
+
+    fn with(servers: &[&str], flags: &[&str], max_connections: usize) -> Bench {
+        let mut registry = Registry::empty();
+        let mut tokens = Vec::new();
+        let mut ids = Vec::new();
+        for name in servers {
+            let (server, token) = registry.add(name, "").unwrap();
+            ids.push(server.id.clone());
+            tokens.push(token);
+        }
+        let t0 = Instant::now();
+        Bench {
+            engine: Engine::new(config(flags), false, max_connections, registry.clone(), t0),
+            registry,
+            t0,
+            tokens,
+            ids,
+            next_id: 10,
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn effects(&mut self) -> Vec<Effect> {
+        self.engine.take_effects()
+    }
+
+    /// Accepts a connection and hands the engine its request head.
+    fn request(&mut self, head: Head, ms: u64) -> ConnId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = self.at(ms);
+        let peer = T0_PEER.parse().unwrap();
+        assert_eq!(self.engine.accept(id, peer, now), Admission::Admit);
+        self.engine
+            .request(id, Request::Complete(Box::new(head)), now);
+        id
+    }
+
+    /// Runs a request through to its response: its status and what the
+    /// connection becomes.
+    fn get(&mut self, path: &str, ms: u64) -> (ConnId, u16, After) {
+        let id = self.request(get(path), ms);
+        let (status, after) = response(&self.effects(), id);
+        (id, status, after)
+    }
+
+    /// An agent with this token, through its `101`.
+    fn agent_with(&mut self, token: &str, ms: u64) -> ConnId {
+        let id = self.request(upgrade("/ws/agent", Some(token)), ms);
+        let effects = self.effects();
+        assert_eq!(response(&effects, id), (101, After::Agent), "{effects:?}");
+        self.engine.responded(id, self.at(ms));
+        id
+    }
+
+    fn agent(&mut self, server: usize, ms: u64) -> ConnId {
+        let token = self.tokens[server].clone();
+        self.agent_with(&token, ms)
+    }
+
+    fn dashboard(&mut self, ms: u64) -> ConnId {
+        let id = self.request(upgrade("/ws", None), ms);
+        let effects = self.effects();
+        assert_eq!(
+            response(&effects, id),
+            (101, After::Dashboard),
+            "{effects:?}"
+        );
+        self.engine.responded(id, self.at(ms));
+        id
+    }
+
+    fn send(&mut self, id: ConnId, frame: Value, ms: u64) {
+        let text = frame.to_string();
+        self.engine.frame(id, Frame::Text(&text), self.at(ms));
+    }
+
+    fn sample(&mut self, id: ConnId, cpu: f64, ms: u64) {
+        self.send(
+            id,
+            json!({"type": "metrics", "data": {"hostname": "h", "cpu": {"usage": cpu}}}),
+            ms,
+        );
+    }
+
+    /// What a dashboard would receive now: `(type, data)` of each message
+    /// in its outbox, which the pump empties.
+    fn received(&mut self, id: ConnId, ms: u64) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        let outbox = self.engine.outbox(id).expect("a dashboard");
+        while let Some(message) = outbox.pop() {
+            let value: Value = serde_json::from_str(&message).unwrap();
+            seen.push((
+                value["type"].as_str().unwrap().to_owned(),
+                value["data"].clone(),
+            ));
+        }
+        self.engine
+            .pumped(id, seen.len() as u64, 0, false, self.at(ms));
+        seen
+    }
+
+    fn kinds(&mut self, id: ConnId, ms: u64) -> Vec<String> {
+        self.received(id, ms)
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect()
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Effect> {
+        self.engine.tick(self.at(ms));
+        self.effects()
+    }
+
+    fn online(&self, server: usize) -> bool {
+        self.engine.hub.get(&self.ids[server]).unwrap().online
+    }
+}
+
+fn get(path: &str) -> Head {
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (path, None),
+    };
+    Head {
+        method: "GET".into(),
+        path: path.into(),
+        query,
+        host: Some("relay.example".into()),
+        ..Head::default()
+    }
+}
+
+fn upgrade(path: &str, token: Option<&str>) -> Head {
+    Head {
+        authorization: token.map(|t| format!("Bearer {t}")),
+        websocket: true,
+        websocket_key: Some("dGhlIHNhbXBsZSBub25jZQ==".into()),
+        websocket_version: Some("13".into()),
+        ..get(path)
+    }
+}
+
+fn status_of(bytes: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(bytes);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The status of the response the engine decided for `id`, and what the
+/// connection becomes after it.
+fn response(effects: &[Effect], id: ConnId) -> (u16, After) {
+    effects
+        .iter()
+        .find_map(|effect| match effect {
+            Effect::Respond {
+                id: to,
+                bytes,
+                after,
+            } if *to == id => Some((status_of(bytes), *after)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no response for {id} in {effects:?}"))
+}
+
+fn closes(effects: &[Effect]) -> Vec<(ConnId, u16)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Close { id, code, .. } => Some((*id, u16::from(*code))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drops(effects: &[Effect]) -> Vec<ConnId> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Drop { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lines logged at the default level (info) or above.
+fn logs(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Log { text, level } if *level <= Level::Info => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status_message(id: &str, online: bool) -> (String, Value) {
+    ("status".into(), json!({"server_id": id, "online": online}))
+}
+
+// ----- the snapshot, fan-out, conflation ----------------------------------
+
+#[test]
+fn a_new_dashboard_starts_with_hello_then_each_server_and_its_latest_sample() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 12.5, 10);
+    let dashboard = bench.dashboard(20);
+    let effects = bench.effects();
+    assert!(
+        effects.contains(&Effect::Wake { id: dashboard }),
+        "{effects:?}"
+    );
+    let seen = bench.received(dashboard, 20);
+    let kinds: Vec<&str> = seen.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "hello",
+            "server_added",
+            "status",
+            "metrics",
+            "server_added",
+            "status"
+        ]
+    );
+    assert_eq!(seen[2], status_message(&bench.ids[0], true));
+    assert_eq!(seen[3].1["metrics"]["cpu"]["usage"], 12.5);
+    assert_eq!(seen[5], status_message(&bench.ids[1], false));
+}
+
+#[test]
+fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    bench.effects();
+    let agent = bench.agent(0, 10);
+    for (i, cpu) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        bench.sample(agent, cpu, 100 + i as u64 * 100);
+    }
+    // One wake for the lot (the status and the samples): the loop pumps once.
+    let wakes = bench
+        .effects()
+        .iter()
+        .filter(|e| matches!(e, Effect::Wake { .. }))
+        .count();
+    assert_eq!(wakes, 1);
+    let seen = bench.received(dashboard, 400);
+    assert_eq!(seen.len(), 2, "{seen:?}"); // the status, one sample
+    assert_eq!(seen[1].1["metrics"]["cpu"]["usage"], 3.0);
+    assert_eq!(bench.engine.counters.conflated, 2);
+    assert_eq!(bench.engine.counters.frames_in, 3);
+}
+
+#[test]
+fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
+    let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    let agent = bench.agent(0, 0);
+    // Status events (offline after the agent timeout, online again at the
+    // next frame ...) past the room, none taken by the socket.
+    let mut now = 0;
+    while !bench.engine.outbox(dashboard).unwrap().over_limit() {
+        assert!(now < 1 << 40, "the events never outgrew the room");
+        now += 30_000;
+        bench.engine.frame(dashboard, Frame::Control, bench.at(now)); // pongs
+        bench.engine.tick(bench.at(now));
+        bench.send(agent, json!({"type": "heartbeat"}), now); // online again
+    }
+    bench.effects();
+    bench.engine.pumped(dashboard, 0, 0, true, bench.at(now));
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(dashboard, 1013)]);
+    assert!(logs(&effects)[0].contains("(1013)"), "{effects:?}");
+}
+
+#[test]
+fn a_burst_the_socket_takes_at_once_does_not_close_the_dashboard() {
+    let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    let agent = bench.agent(0, 0);
+    let mut now = 0;
+    while !bench.engine.outbox(dashboard).unwrap().over_limit() {
+        assert!(now < 1 << 40, "the events never outgrew the room");
+        now += 30_000;
+        bench.engine.frame(dashboard, Frame::Control, bench.at(now)); // pongs
+        bench.engine.tick(bench.at(now));
+        bench.send(agent, json!({"type": "heartbeat"}), now);
+    }
+    bench.effects();
+    bench.received(dashboard, now); // the pump takes everything
+    assert!(closes(&bench.effects()).is_empty());
+}
+
+// ----- agents: admission, samples, the flood -------------------------------
+
+#[test]
+fn an_agent_that_floods_gets_its_rate_and_the_rest_is_counted_not_sent() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.received(dashboard, 0);
+    // 1,000 samples in the same millisecond, then 1,000 over the next second.
+    for i in 0..1000 {
+        bench.sample(agent, f64::from(i), 1);
+    }
+    assert_eq!(bench.engine.counters.dropped_samples, 1000 - 20);
+    for i in 0..1000 {
+        bench.sample(agent, i as f64, 1 + i);
+    }
+    let passed = 2000 - bench.engine.counters.dropped_samples;
+    assert!((39..=41).contains(&passed), "{passed} passed");
+    // However many passed, a dashboard that has not read holds one sample.
+    assert_eq!(bench.received(dashboard, 1001).len(), 1);
+}
+
+#[test]
+fn an_agent_with_an_unknown_token_is_refused_401_after_the_state_file_is_checked() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.request(upgrade("/ws/agent", Some("not-a-token")), 0);
+    assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
+    bench
+        .engine
+        .registry_read(RegistryRead::Unchanged, bench.at(1));
+    assert_eq!(response(&bench.effects(), id), (401, After::Close));
+}
+
+#[test]
+fn an_agent_without_a_token_is_refused_at_once() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.request(upgrade("/ws/agent", None), 0);
+    assert_eq!(response(&bench.effects(), id), (401, After::Close));
+}
+
+#[test]
+fn fault8_an_agent_of_a_server_added_a_moment_ago_is_admitted() {
+    let mut bench = Bench::new(&["a"]);
+    let (_, token) = bench.registry.add("new", "").unwrap();
+    let id = bench.request(upgrade("/ws/agent", Some(&token)), 0);
+    assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
+    let registry = bench.registry.clone();
+    bench
+        .engine
+        .registry_read(RegistryRead::Loaded(registry), bench.at(1));
+    let effects = bench.effects();
+    assert_eq!(response(&effects, id), (101, After::Agent));
+    assert!(logs(&effects).iter().any(|l| l.contains("server new")));
+}
+
+#[test]
+fn a_newer_connection_replaces_the_old_whose_frames_and_end_no_longer_count() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let old = bench.agent(0, 0);
+    let new = bench.agent(0, 1000);
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(old, 1000)]);
+    bench.received(dashboard, 1000);
+    bench.sample(old, 99.0, 1100);
+    assert!(bench.received(dashboard, 1100).is_empty());
+    bench.engine.ended(old, End::Closed, bench.at(1200));
+    assert!(bench.online(0));
+    assert!(bench.received(dashboard, 1200).is_empty());
+    bench.sample(new, 1.0, 1300);
+    assert_eq!(bench.kinds(dashboard, 1300), ["metrics"]);
+}
+
+#[test]
+fn fault2_a_sample_read_with_the_close_is_forwarded_before_the_agent_leaves() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.received(dashboard, 0);
+    bench.sample(agent, 42.0, 10);
+    bench
+        .engine
+        .frame(agent, Frame::Close(Some(1000)), bench.at(10));
+    bench.engine.ended(agent, End::Closed, bench.at(10));
+    let seen = bench.received(dashboard, 10);
+    assert_eq!(seen[0].1["metrics"]["cpu"]["usage"], 42.0);
+    assert_eq!(seen[1], status_message(&bench.ids[0], false));
+    let logged = logs(&bench.effects());
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains(T0_PEER) && l.contains("closed by the peer (1000)")),
+        "{logged:?}"
+    );
+}
+
+#[test]
+fn ten_malformed_frames_in_a_row_close_the_agent_1007() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.effects();
+    for i in 0..9 {
+        bench
+            .engine
+            .frame(agent, Frame::Text("{not json"), bench.at(i));
+    }
+    // A good frame resets the run.
+    bench.send(agent, json!({"type": "heartbeat"}), 10);
+    bench.engine.frame(agent, Frame::Binary, bench.at(11));
+    bench.send(
+        agent,
+        json!({"type": "metrics", "data": {"cpu": {"usage": "high"}}}),
+        12,
+    );
+    for i in 0..7 {
+        bench.send(agent, json!({"type": "metrics"}), 20 + i);
+    }
+    assert!(closes(&bench.effects()).is_empty());
+    bench.engine.frame(agent, Frame::Text("[]"), bench.at(30));
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(agent, 1007)]);
+    assert_eq!(bench.engine.counters.malformed, 19);
+    // One line per ten seconds, however many frames.
+    assert_eq!(logs(&effects).len(), 0);
+    let summary = bench.tick(10_000);
+    assert!(
+        logs(&summary)
+            .iter()
+            .any(|l| l.contains("18 more malformed frames")),
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn unknown_message_types_are_ignored_not_malformed() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, json!({"type": "from_the_future", "data": {}}), 1);
+    assert_eq!(bench.engine.counters.malformed, 0);
+    assert_eq!(bench.engine.counters.frames_in, 1);
+}
+
+// ----- the clock -------------------------------------------------------------
+
+#[test]
+fn a_request_head_not_complete_in_ten_seconds_gets_408_and_is_dropped() {
+    let mut bench = Bench::new(&[]);
+    let peer = T0_PEER.parse().unwrap();
+    assert_eq!(bench.engine.accept(1, peer, bench.at(0)), Admission::Admit);
+    assert!(drops(&bench.tick(9_999)).is_empty());
+    let effects = bench.tick(10_000);
+    let Some(Effect::Drop {
+        id: 1,
+        last_words: Some(bytes),
+    }) = effects.iter().find(|e| matches!(e, Effect::Drop { .. }))
+    else {
+        panic!("{effects:?}");
+    };
+    assert_eq!(status_of(bytes), 408);
+    assert!(bench.engine.is_empty());
+}
+
+#[test]
+fn a_response_not_taken_for_ten_seconds_is_dropped_but_a_download_that_moves_is_not() {
+    let mut bench = Bench::new(&[]);
+    let (slow, status, _) = bench.get("/healthz", 0);
+    assert_eq!(status, 200);
+    let (moving, _, _) = bench.get("/healthz", 0);
+    for second in 1..=30 {
+        bench.engine.wrote(moving, bench.at(second * 1000));
+        let effects = bench.tick(second * 1000);
+        if second < 10 {
+            assert!(drops(&effects).is_empty());
+        } else if second == 10 {
+            assert_eq!(drops(&effects), [slow]);
+        }
+    }
+    bench.engine.responded(moving, bench.at(30_500));
+    assert_eq!(drops(&bench.effects()), [moving]);
+}
+
+#[test]
+fn websockets_are_pinged_every_30s_and_dropped_after_75s_of_silence() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    let dashboard = bench.dashboard(0);
+    bench.effects();
+    let pings = |effects: &[Effect]| -> Vec<ConnId> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Ping { id } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(pings(&bench.tick(29_999)).is_empty());
+    assert_eq!(pings(&bench.tick(30_000)), [agent, dashboard]);
+    // The agent answers; the dashboard says nothing.
+    bench.engine.frame(agent, Frame::Control, bench.at(30_010));
+    assert_eq!(pings(&bench.tick(60_000)), [agent, dashboard]);
+    let effects = bench.tick(75_000);
+    assert_eq!(drops(&effects), [dashboard]);
+    assert!(
+        logs(&effects)
+            .iter()
+            .any(|l| l.contains("dashboard 192.0.2.7:40000 disconnected after 1m15s: silent")),
+        "{effects:?}"
+    );
+    assert!(drops(&bench.tick(105_009)).is_empty());
+    assert_eq!(drops(&bench.tick(105_010)), [agent]);
+}
+
+#[test]
+fn a_close_not_answered_in_five_seconds_drops_the_socket() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.engine.fault(agent, Fault::TooLarge, bench.at(1000));
+    assert_eq!(closes(&bench.effects()), [(agent, 1009)]);
+    assert!(drops(&bench.tick(5_999)).is_empty());
+    let effects = bench.tick(6_000);
+    assert_eq!(drops(&effects), [agent]);
+    // The first cause is the one logged.
+    assert!(
+        logs(&effects)
+            .iter()
+            .any(|l| l.contains("frame too large (1009)")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_silent_agent_goes_offline_after_the_agent_timeout_and_a_frame_brings_it_back() {
+    let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
+    let agent = bench.agent(0, 0);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    bench.tick(19_999);
+    assert!(bench.online(0));
+    let effects = bench.tick(20_000);
+    assert!(!bench.online(0));
+    assert!(drops(&effects).is_empty(), "the socket stays");
+    assert_eq!(
+        bench.received(dashboard, 20_000),
+        [status_message(&bench.ids[0], false)]
+    );
+    bench.send(agent, json!({"type": "heartbeat"}), 21_000);
+    assert!(bench.online(0));
+    assert_eq!(
+        bench.received(dashboard, 21_000),
+        [status_message(&bench.ids[0], true)]
+    );
+}
+
+#[test]
+fn a_dashboard_that_takes_nothing_for_15s_while_messages_wait_is_closed_1013() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    let reader = bench.dashboard(0);
+    let stuck = bench.dashboard(0);
+    bench.effects();
+    let mut closed = Vec::new();
+    for second in 0..=20u64 {
+        let now = second * 1000;
+        bench.sample(agent, second as f64, now);
+        bench.received(reader, now);
+        bench.engine.pumped(stuck, 0, 0, true, bench.at(now));
+        bench.send(reader, json!({}), now); // pongs, say
+        bench.send(stuck, json!({}), now);
+        closed.extend(closes(&bench.tick(now)).into_iter().map(|c| (second, c)));
+    }
+    assert_eq!(closed, [(15, (stuck, 1013))]);
+}
+
+#[test]
+fn fault4_a_failing_accept_pauses_the_listener_and_logs_once() {
+    let mut bench = Bench::new(&[]);
+    let error = io::Error::from_raw_os_error(24); // EMFILE
+    bench.engine.accept_failed(&error, bench.at(0));
+    let effects = bench.effects();
+    assert_eq!(effects[0], Effect::PauseAccepting);
+    assert_eq!(logs(&effects).len(), 1);
+    assert_eq!(bench.engine.timeout(bench.at(0)), ACCEPT_PAUSE);
+    assert!(!bench.tick(99).contains(&Effect::ResumeAccepting));
+    assert!(bench.tick(100).contains(&Effect::ResumeAccepting));
+    for ms in [101, 500, 9_000] {
+        bench.engine.accept_failed(&error, bench.at(ms));
+        assert_eq!(logs(&bench.effects()), Vec::<String>::new());
+    }
+    bench.engine.accept_failed(&error, bench.at(10_000));
+    let logged = logs(&bench.effects());
+    assert!(
+        logged[0].ends_with("(3 more since the last report)"),
+        "{logged:?}"
+    );
+}
+
+// ----- registry changes --------------------------------------------------------
+
+#[test]
+fn fault3_a_rotated_token_takes_the_server_offline_at_once() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    let other = bench.agent(1, 0);
+    bench.received(dashboard, 0);
+    bench.effects();
+    let id = bench.ids[0].clone();
+    bench.registry.rotate_token(&id).unwrap();
+    let registry = bench.registry.clone();
+    bench
+        .engine
+        .registry_read(RegistryRead::Loaded(registry), bench.at(1000));
+    assert_eq!(closes(&bench.effects()), [(agent, 1008)]);
+    assert!(!bench.online(0));
+    assert!(bench.online(1));
+    assert_eq!(
+        bench.received(dashboard, 1000),
+        [status_message(&id, false)]
+    );
+    // Its goodbye changes nothing more.
+    bench.sample(agent, 1.0, 1100);
+    bench.engine.ended(agent, End::Closed, bench.at(1200));
+    assert!(bench.received(dashboard, 1200).is_empty());
+    let _ = other;
+}
+
+#[test]
+fn a_removed_server_is_announced_and_its_agent_closed_1008() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 1.0, 10);
+    bench.effects();
+    let id = bench.ids[0].clone();
+    bench.registry.remove(&id).unwrap();
+    let registry = bench.registry.clone();
+    bench
+        .engine
+        .registry_read(RegistryRead::Loaded(registry), bench.at(1000));
+    assert_eq!(closes(&bench.effects()), [(agent, 1008)]);
+    // The sample it had waiting is not sent after the removal.
+    let kinds = bench.kinds(dashboard, 1000);
+    assert_eq!(kinds.last().unwrap(), "server_removed");
+    assert!(!kinds.contains(&"metrics".to_owned()), "{kinds:?}");
+}
+
+#[test]
+fn fault6_a_missing_state_file_keeps_every_server_and_agent() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.effects();
+    bench
+        .engine
+        .registry_read(RegistryRead::Missing, bench.at(2000));
+    let effects = bench.effects();
+    assert!(closes(&effects).is_empty());
+    assert!(logs(&effects)[0].contains("missing; keeping the registry"));
+    assert_eq!(bench.engine.servers(), 1);
+    assert!(bench.online(0));
+    let token = bench.tokens[0].clone();
+    let again = bench.request(upgrade("/ws/agent", Some(&token)), 3000);
+    assert_eq!(response(&bench.effects(), again), (101, After::Agent));
+    let _ = agent;
+}
+
+#[test]
+fn a_corrupt_state_file_keeps_the_registry_loaded_before() {
+    let mut bench = Bench::new(&["a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, "{not json").unwrap();
+    let error = Registry::load(&path).unwrap_err();
+    bench
+        .engine
+        .registry_read(RegistryRead::Failed(error), bench.at(0));
+    assert!(logs(&bench.effects())[0].contains("keeping the registry loaded before"));
+    assert_eq!(bench.engine.servers(), 1);
+}
+
+#[test]
+fn the_state_file_is_polled_every_two_seconds() {
+    let mut bench = Bench::new(&[]);
+    let reads = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| **e == Effect::ReadRegistry { force: false })
+            .count()
+    };
+    assert_eq!(reads(&bench.tick(1_999)), 0);
+    assert_eq!(reads(&bench.tick(2_000)), 1);
+    assert_eq!(reads(&bench.tick(3_000)), 0);
+    assert_eq!(reads(&bench.tick(4_000)), 1);
+}
+
+#[test]
+fn sighup_forces_a_registry_read_and_a_certificate_reload() {
+    let mut bench = Bench::new(&[]);
+    bench.engine.reload();
+    let effects = bench.effects();
+    assert!(effects.contains(&Effect::ReadRegistry { force: true }));
+    assert!(effects.contains(&Effect::ReloadCertificate));
+}
+
+// ----- HTTP ---------------------------------------------------------------------
+
+#[test]
+fn routes_answer_with_their_status() {
+    let mut bench = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
+    assert_eq!(bench.get("/healthz", 0).1, 200);
+    assert_eq!(bench.get("/", 0).1, 200);
+    assert_eq!(bench.get("/metrics", 0).1, 200);
+    assert_eq!(bench.get("/api/servers", 0).1, 401);
+    assert_eq!(bench.get("/api/servers?token=secret", 0).1, 200);
+    assert_eq!(bench.get("/nothing", 0).1, 404);
+    assert_eq!(bench.get("/dl/vstats-agent", 0).1, 404, "no --dist-dir");
+    let id = bench.request(upgrade("/ws", None), 0);
+    assert_eq!(response(&bench.effects(), id), (401, After::Close));
+    let mut foreign = upgrade("/ws?token=secret", None);
+    foreign.origin = Some("https://evil.example".into());
+    let id = bench.request(foreign, 0);
+    assert_eq!(response(&bench.effects(), id), (403, After::Close));
+    let id = bench.request(upgrade("/ws?token=secret", None), 0);
+    assert_eq!(response(&bench.effects(), id), (101, After::Dashboard));
+    let mut post = get("/healthz");
+    post.method = "POST".into();
+    let id = bench.request(post, 0);
+    assert_eq!(response(&bench.effects(), id), (405, After::Close));
+    let mut plain = upgrade("/ws/agent", Some(&bench.tokens[0].clone()));
+    plain.websocket_version = None;
+    let id = bench.request(plain, 0);
+    assert_eq!(response(&bench.effects(), id), (400, After::Close));
+}
+
+#[test]
+fn a_refused_head_is_answered_with_its_status() {
+    let mut bench = Bench::new(&[]);
+    let peer = T0_PEER.parse().unwrap();
+    bench.engine.accept(1, peer, bench.at(0));
+    bench.engine.request(1, Request::Refuse(431), bench.at(0));
+    assert_eq!(response(&bench.effects(), 1), (431, After::Close));
+    bench.engine.responded(1, bench.at(1));
+    assert_eq!(drops(&bench.effects()), [1]);
+}
+
+#[test]
+fn fault5_a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
+    let mut bench = Bench::with(&[], &["--dist-dir", "/srv/dist"], 100);
+    let id = bench.request(get("/dl/vstats-agent-mipsel"), 0);
+    assert_eq!(
+        bench.effects(),
+        [Effect::OpenFile {
+            id,
+            dir: "/srv/dist".into(),
+            name: "vstats-agent-mipsel".into()
+        }]
+    );
+    bench
+        .engine
+        .file_opened(id, "vstats-agent-mipsel", Ok(30_000_000));
+    let effects = bench.effects();
+    assert_eq!(response(&effects, id), (200, After::SendFile));
+    let Effect::Respond { bytes, .. } = &effects[0] else {
+        unreachable!()
+    };
+    assert!(String::from_utf8_lossy(bytes).contains("Content-Length: 30000000"));
+    // A link out of the folder, a FIFO, a missing file: all 404.
+    let id = bench.request(get("/dl/fifo"), 0);
+    bench.effects();
+    let refused = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    bench.engine.file_opened(id, "fifo", Err(refused));
+    assert_eq!(response(&bench.effects(), id), (404, After::Close));
+}
+
+#[test]
+fn fault10_past_max_connections_a_client_gets_503_and_is_counted() {
+    let mut bench = Bench::with(&[], &[], 2);
+    let peer: SocketAddr = T0_PEER.parse().unwrap();
+    assert_eq!(bench.engine.accept(1, peer, bench.at(0)), Admission::Admit);
+    assert_eq!(bench.engine.accept(2, peer, bench.at(0)), Admission::Admit);
+    let Admission::Refuse(bytes) = bench.engine.accept(3, peer, bench.at(0)) else {
+        panic!("admitted");
+    };
+    assert_eq!(status_of(&bytes), 503);
+    assert_eq!(bench.engine.counters.refused_connections, 1);
+    // On TLS, no plain text.
+    let mut tls = Engine::new(config(&[]), true, 0, Registry::empty(), bench.at(0));
+    assert_eq!(
+        tls.accept(1, peer, bench.at(0)),
+        Admission::Refuse(Vec::new())
+    );
+}
+
+#[test]
+fn fault9_refusals_are_logged_with_the_peer_once_per_ten_seconds_then_summed_up() {
+    let mut bench = Bench::new(&["a"]);
+    for ms in 0..50 {
+        let id = bench.request(upgrade("/ws/agent", None), ms);
+        let effects = bench.effects();
+        assert_eq!(response(&effects, id), (401, After::Close));
+        bench.engine.responded(id, bench.at(ms));
+        let logged = logs(&effects);
+        if ms == 0 {
+            assert_eq!(
+                logged,
+                ["refused 192.0.2.7:40000: agent with an unknown or missing token"]
+            );
+        } else {
+            assert!(logged.is_empty(), "{logged:?}");
+        }
+    }
+    assert!(logs(&bench.tick(9_000)).is_empty());
+    let summary = logs(&bench.tick(10_000));
+    assert!(
+        summary.contains(&"49 more connections refused in the last 10s".to_owned()),
+        "{summary:?}"
+    );
+    assert!(logs(&bench.tick(30_000)).is_empty(), "said once");
+}
+
+#[test]
+fn fault10_a_protocol_violation_is_closed_1002_and_counted() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.effects();
+    bench
+        .engine
+        .fault(agent, Fault::Protocol("unmasked frame".into()), bench.at(1));
+    assert_eq!(closes(&bench.effects()), [(agent, 1002)]);
+    assert_eq!(bench.engine.counters.protocol_errors, 1);
+    bench.engine.fault(agent, Fault::NotUtf8, bench.at(2));
+    assert!(closes(&bench.effects()).is_empty(), "one close frame");
+    bench.engine.ended(agent, End::Closed, bench.at(3));
+    assert!(
+        logs(&bench.effects())
+            .iter()
+            .any(|l| l.contains("protocol violation (1002): unmasked frame")),
+    );
+}
+
+// ----- shutdown -------------------------------------------------------------------
+
+#[test]
+fn shutdown_says_1001_to_websockets_drops_the_rest_and_admits_no_one() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    let dashboard = bench.dashboard(0);
+    let peer: SocketAddr = T0_PEER.parse().unwrap();
+    bench.engine.accept(99, peer, bench.at(0));
+    bench.effects();
+    bench.engine.shut_down(bench.at(1));
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(agent, 1001), (dashboard, 1001)]);
+    assert_eq!(drops(&effects), [99]);
+    assert!(matches!(
+        bench.engine.accept(100, peer, bench.at(2)),
+        Admission::Refuse(_)
+    ));
+}
+
+// ----- small parts --------------------------------------------------------------
+
+#[test]
+fn trouble_is_logged_once_per_ten_seconds_with_what_was_held_back() {
+    let start = Instant::now();
+    let mut hush = Hush::default();
+    assert_eq!(hush.pass(start), Some(0));
+    for ms in [1, 500, 9_999] {
+        assert_eq!(hush.pass(start + Duration::from_millis(ms)), None);
+    }
+    assert_eq!(hush.summary_due(start + Duration::from_millis(9_999)), None);
+    assert_eq!(hush.pass(start + Duration::from_secs(10)), Some(3));
+    assert_eq!(hush.pass(start + Duration::from_secs(11)), None);
+    assert_eq!(hush.summary_due(start + Duration::from_secs(20)), Some(1));
+    assert_eq!(hush.summary_due(start + Duration::from_secs(40)), None);
+    assert_eq!(hush.pass(start + Duration::from_secs(40)), Some(0));
+    assert_eq!(held_back(0), "");
+    assert_eq!(held_back(3), " (3 more since the last report)");
+}
+
+#[test]
+fn ages_read_as_a_person_writes_them() {
+    let text = |secs: u64| Lasted(Duration::from_secs(secs)).to_string();
+    assert_eq!(Lasted(Duration::from_millis(850)).to_string(), "850ms");
+    assert_eq!(text(42), "42s");
+    assert_eq!(text(75), "1m15s");
+    assert_eq!(text(3 * 3600 + 12 * 60 + 5), "3h12m5s");
+}
