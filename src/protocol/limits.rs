@@ -404,6 +404,19 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_document_states_these_limits() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PROTOCOL.md");
+        let doc = std::fs::read_to_string(doc).unwrap();
+        for row in [
+            format!("`data` itself the first level) | {MAX_SAMPLE_DEPTH} | malformed |"),
+            format!("array or object of a sample | {MAX_SAMPLE_ENTRIES} | malformed |"),
+            format!("object keys included | {MAX_SAMPLE_STRING} bytes of UTF-8 after unescaping |"),
+        ] {
+            assert!(doc.contains(&row), "docs/PROTOCOL.md lacks {row:?}");
+        }
+    }
+
+    #[test]
     fn error_is_small() {
         assert!(std::mem::size_of::<SampleError>() <= 16);
     }
