@@ -1,9 +1,16 @@
-//! Every message of `PROTOCOL.md`, in both directions, as serde types.
+//! Every message of `docs/PROTOCOL.md`, in both directions, as serde types,
+//! and the limits a sample must keep ([`check_limits`]).
 //!
 //! Nothing else in the crate knows a JSON shape. Every frame is one JSON
 //! object `{"type": ..., "data": {...}, "timestamp": ...}`; receivers ignore
 //! unknown types (they parse as `Unknown`) and unknown fields. All fields of
 //! incoming data default when absent, so the seed's shorter samples parse.
+
+mod limits;
+
+pub use limits::{
+    MAX_SAMPLE_DEPTH, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRING, SampleError, check_limits,
+};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,10 @@
-//! The relay at its connection limits, as a real process on loopback: the
-//! open-files limit and `--max-connections`.
+//! The relay at its limits, as a real process on loopback: the open-files
+//! limit, `--max-connections`, protocol violations and the sample limits.
 
 mod common;
 
-use common::relay::Relay;
+use common::relay::{Relay, is};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -124,5 +125,43 @@ fn a_protocol_violation_gets_a_1002_close_and_is_counted() {
     assert!(
         metrics.contains("\nvstats_relay_protocol_errors_total 1\n"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_sample_with_20000_disk_entries_is_dropped_not_forwarded() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut dashboard = relay.dashboard();
+    dashboard.wait_for(Duration::from_secs(10), "hello", |f| f["type"] == "hello");
+    let mut agent = relay.fake_agent(&token);
+
+    // Under the 64 KiB frame limit, so only the sample limits can stop it.
+    let hostile = format!(
+        r#"{{"type":"metrics","data":{{"hostname":"hostile","disks":[{}]}}}}"#,
+        vec!["{}"; 20_000].join(",")
+    );
+    assert!(hostile.len() < 64 * 1024, "{} bytes", hostile.len());
+    agent.send(hostile);
+    agent.send_metrics(json!({"hostname": "good", "disks": [{"mount": "/"}]}));
+
+    let frame = dashboard.wait_for(Duration::from_secs(10), "a sample", |f| {
+        is(f, "metrics", &id)
+    });
+    assert_eq!(frame["data"]["metrics"]["hostname"], "good", "{frame}");
+    let (_, servers) = relay.get("/api/servers");
+    assert!(servers.contains(r#""hostname":"good""#), "{servers}");
+    let (_, metrics) = relay.get("/metrics");
+    assert!(
+        metrics.contains("\nvstats_relay_malformed_frames_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        relay
+            .process
+            .log()
+            .contains("an array or object with more than 4096 entries"),
+        "{}",
+        relay.process.log()
     );
 }

@@ -5,7 +5,8 @@
 use super::outbox::Slot;
 use super::registry::Registry;
 use crate::protocol::{
-    DashboardMessage, Frame, Hello, Metrics, ServerInfo, ServerMetrics, ServerRef, Status, rfc3339,
+    DashboardMessage, Frame, Hello, Metrics, SampleError, ServerInfo, ServerMetrics, ServerRef,
+    Status, check_limits, rfc3339,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -147,9 +148,12 @@ impl Hub {
     }
 }
 
-/// Validates an agent's `data` by parsing it as [`Metrics`], but keeps the
-/// agent's own bytes to store and forward.
-pub fn check_sample(data: &RawValue) -> serde_json::Result<Box<RawValue>> {
+/// Validates an agent's `data`, first against the sample limits
+/// ([`check_limits`]: depth, entries, string length), then by parsing it as
+/// [`Metrics`], but keeps the agent's own bytes, unknown fields included, to
+/// store and forward.
+pub fn check_sample(data: &RawValue) -> Result<Box<RawValue>, SampleError> {
+    check_limits(data.get())?;
     serde_json::from_str::<Metrics>(data.get())?;
     Ok(data.to_owned())
 }
@@ -269,5 +273,30 @@ mod tests {
         assert!(check_sample(&bad).is_err());
         let not_object = RawValue::from_string("[1]".into()).unwrap();
         assert!(check_sample(&not_object).is_err());
+    }
+
+    #[test]
+    fn samples_past_a_limit_are_refused_before_their_shape_is_checked() {
+        let disks = format!(r#"{{"disks":[{}]}}"#, vec!["{}"; 20_000].join(","));
+        let disks = RawValue::from_string(disks).unwrap();
+        assert!(matches!(
+            check_sample(&disks),
+            Err(SampleError::TooManyEntries)
+        ));
+        // Unknown fields are forwarded, so they are held to the limits too.
+        let deep = format!(r#"{{"x":{}0{}}}"#, "[".repeat(20), "]".repeat(20));
+        let deep = RawValue::from_string(deep).unwrap();
+        assert!(matches!(check_sample(&deep), Err(SampleError::TooDeep)));
+        let long = format!(r#"{{"hostname":"h","x":"{}"}}"#, "x".repeat(5000));
+        let long = RawValue::from_string(long).unwrap();
+        assert!(matches!(
+            check_sample(&long),
+            Err(SampleError::StringTooLong)
+        ));
+        // A wrong type within the limits is a shape error, with its cause.
+        let bad = RawValue::from_string(r#"{"cpu":{"usage":"high"}}"#.into()).unwrap();
+        let error = check_sample(&bad).unwrap_err();
+        assert!(matches!(error, SampleError::Shape(_)), "{error:?}");
+        assert!(error.to_string().contains("invalid type"), "{error}");
     }
 }
