@@ -13,34 +13,15 @@ pub mod tls;
 /// The version every binary reports, taken from `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A wrong flag or value, worded for the person who typed it; the binaries
-/// exit with code 2 on it.
-#[derive(Debug, PartialEq)]
-pub struct ConfigError(pub String);
+/// The values `--log-level` takes, for both binaries' messages.
+pub(crate) const LOG_LEVELS: &str = "off, error, warn, info, debug, trace";
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<lexopt::Error> for ConfigError {
-    fn from(e: lexopt::Error) -> Self {
-        ConfigError(e.to_string())
-    }
-}
-
-/// `--log-level`; absent means `info`.
-pub fn parse_log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
+/// `--log-level`: absent means `info`; `None` when the text names no level
+/// (each binary's `ConfigError` then says so).
+pub fn parse_log_level(text: Option<&str>) -> Option<log::LevelFilter> {
     match text {
-        None => Ok(log::LevelFilter::Info),
-        Some(text) => text.parse().map_err(|_| {
-            ConfigError(format!(
-                "--log-level: '{text}' is not one of off, error, warn, info, debug, trace"
-            ))
-        }),
+        None => Some(log::LevelFilter::Info),
+        Some(text) => text.parse().ok(),
     }
 }
 

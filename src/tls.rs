@@ -3,7 +3,7 @@
 //!
 //! There is deliberately no way to switch certificate verification off.
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ConnectionCommon, RootCertStore, ServerConfig, SideData, StreamOwned};
 use std::fmt;
@@ -66,8 +66,15 @@ where
 /// Why a TLS configuration could not be built.
 #[derive(Debug)]
 pub enum TlsError {
-    /// A PEM file could not be read or holds nothing usable.
-    Pem { path: PathBuf, reason: String },
+    /// A PEM file could not be read, or a block in it could not be parsed.
+    Pem { path: PathBuf, source: PemError },
+    /// A PEM file meant to hold certificates holds none.
+    NoCertificate { path: PathBuf },
+    /// A certificate in a `--ca-file` cannot be a trust anchor.
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     /// rustls refused the material (bad key, unsupported algorithm, ...).
     Rustls(rustls::Error),
 }
@@ -75,13 +82,25 @@ pub enum TlsError {
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Pem { path, reason } => write!(f, "{}: {reason}", path.display()),
+            TlsError::Pem { path, source } => write!(f, "{}: {source}", path.display()),
+            TlsError::NoCertificate { path } => {
+                write!(f, "{}: no CERTIFICATE block found", path.display())
+            }
+            TlsError::BadCa { path, source } => write!(f, "{}: {source}", path.display()),
             TlsError::Rustls(e) => write!(f, "tls: {e}"),
         }
     }
 }
 
-impl std::error::Error for TlsError {}
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Pem { source, .. } => Some(source),
+            TlsError::BadCa { source, .. } | TlsError::Rustls(source) => Some(source),
+            TlsError::NoCertificate { .. } => None,
+        }
+    }
+}
 
 impl From<rustls::Error> for TlsError {
     fn from(e: rustls::Error) -> Self {
@@ -102,28 +121,30 @@ pub fn fill_random(out: &mut [u8]) -> Result<(), TlsError> {
         .map_err(|_| TlsError::Rustls(rustls::Error::FailedToGetRandomBytes))
 }
 
-fn pem_error(path: &Path, reason: impl fmt::Display) -> TlsError {
-    TlsError::Pem {
+fn pem_error(path: &Path) -> impl FnOnce(PemError) -> TlsError + '_ {
+    |source| TlsError::Pem {
         path: path.to_owned(),
-        reason: reason.to_string(),
+        source,
     }
 }
 
 /// Every certificate in a PEM file; an empty file is an error.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
+        .map_err(pem_error(path))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(path, e))?;
+        .map_err(pem_error(path))?;
     if certs.is_empty() {
-        return Err(pem_error(path, "no CERTIFICATE block found"));
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
+    PrivateKeyDer::from_pem_file(path).map_err(pem_error(path))
 }
 
 /// A client that trusts Mozilla's roots plus, when given, the certificates
@@ -134,7 +155,10 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
     };
     if let Some(path) = extra_ca {
         for cert in load_certs(path)? {
-            roots.add(cert).map_err(|e| pem_error(path, e))?;
+            roots.add(cert).map_err(|source| TlsError::BadCa {
+                path: path.to_owned(),
+                source,
+            })?;
         }
     }
     Ok(ClientConfig::builder_with_provider(provider())
@@ -159,6 +183,9 @@ mod tests {
     fn missing_and_empty_pem_files_say_which_file() {
         let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        // The cause stays reachable: the file could not be opened.
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.is::<PemError>(), "{source:?}");
 
         let dir = std::env::temp_dir().join(format!("vstats-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -166,6 +193,7 @@ mod tests {
         std::fs::write(&empty, "not a pem\n").unwrap();
         let err = client_config(Some(&empty)).unwrap_err();
         assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

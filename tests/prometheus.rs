@@ -6,7 +6,7 @@ mod common;
 
 use common::relay::Relay;
 use common::{Agent, Process};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -48,6 +48,11 @@ fn promtool_accepts_the_exposition() {
         )),
         "{body}"
     );
+    promtool_check(&body);
+}
+
+/// `promtool check metrics` accepts `body`.
+fn promtool_check(body: &str) {
     let mut promtool = Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -68,6 +73,52 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// One agent listing 200 filesystems (a sample the relay takes) gets 64
+/// per family in `/metrics`, and the rest is counted where an operator
+/// sees it.
+#[test]
+fn a_server_with_too_many_disks_is_capped_and_the_cut_counted() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("nas", "");
+    let mut agent = relay.fake_agent(&token);
+    let disks: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"name": format!("/dev/sd{i}"), "mount": format!("/srv/{i}"),
+                   "fs_type": "xfs", "total": 1000, "used": 10})
+        })
+        .collect();
+    agent.send_metrics(json!({"hostname": "nas", "disks": disks}));
+    let dropped =
+        format!("vstats_server_series_dropped{{server_id=\"{id}\",name=\"nas\",list=\"disks\"}}");
+    let deadline = Instant::now() + SOON;
+    let body = loop {
+        let (status, body) = relay.get("/metrics");
+        assert_eq!(status, 200);
+        if body.contains(&dropped) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no dropped series:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ours = format!("{{server_id=\"{id}\",");
+    for family in [
+        "vstats_filesystem_size_bytes",
+        "vstats_filesystem_used_bytes",
+    ] {
+        let shown = body
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{ours}")))
+            .count();
+        assert_eq!(shown, 64, "{family}");
+    }
+    // 136 filesystems left out, two series each.
+    assert!(
+        body.lines().any(|l| l == format!("{dropped} 272")),
+        "{body}"
+    );
+    promtool_check(&body);
 }
 
 #[test]

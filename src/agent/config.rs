@@ -3,13 +3,14 @@
 //! that the binary turns into exit code 2.
 
 use super::collect::Paths;
-pub use crate::ConfigError;
-use crate::parse_log_level;
+use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 use tungstenite::http::Uri;
+use tungstenite::http::uri::InvalidUri;
 
 pub const USAGE: &str = "\
 vstats-agent: stream this host's metrics to a vstats relay
@@ -40,6 +41,94 @@ Options (each also read from the environment variable shown):
   -h, --help                print this help
   -V, --version             print the version
 ";
+
+/// A wrong flag or value, worded for the person who typed it; the binary
+/// exits with code 2 on it.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The arguments do not parse: an unknown flag, a flag without its
+    /// value, text that is not UTF-8.
+    Args(lexopt::Error),
+    /// `--interval` is not a number.
+    IntervalNotANumber(String),
+    /// `--interval` is outside 0.1 to 3600 seconds.
+    IntervalOutOfRange(String),
+    /// `--log-level` names no level.
+    LogLevel(String),
+    /// Streaming, but no `--server`.
+    NoServer,
+    /// `--server` does not parse as a URL.
+    NotAUrl { url: String, source: InvalidUri },
+    /// `--server` is a URL, but not `ws://` or `wss://`.
+    NotWebSocket(String),
+    /// `--server` has no host.
+    NoHost(String),
+    /// `--server` has user information (`user:password@`), likely the
+    /// token; the message does not repeat it.
+    CredentialsInUrl,
+    /// `--token-file` could not be read.
+    TokenFile { path: String, source: io::Error },
+    /// Streaming, but neither `--token` nor `--token-file`.
+    NoToken,
+    /// The token is blank.
+    EmptyToken,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Args(e) => write!(f, "{e}"),
+            ConfigError::IntervalNotANumber(text) => {
+                write!(f, "--interval: '{text}' is not a number of seconds")
+            }
+            ConfigError::IntervalOutOfRange(text) => write!(
+                f,
+                "--interval: {text} is out of range (0.1 to 3600 seconds)"
+            ),
+            ConfigError::LogLevel(text) => {
+                write!(f, "--log-level: '{text}' is not one of {LOG_LEVELS}")
+            }
+            ConfigError::NoServer => {
+                f.write_str("no relay given: pass --server wss://HOST:3001 (or set VSTATS_SERVER)")
+            }
+            ConfigError::NotAUrl { url, source } => {
+                write!(f, "--server: '{url}' is not a URL: {source}")
+            }
+            ConfigError::NotWebSocket(url) => write!(
+                f,
+                "--server: '{url}': the URL must start with ws:// or wss://"
+            ),
+            ConfigError::NoHost(url) => write!(f, "--server: '{url}' has no host"),
+            ConfigError::CredentialsInUrl => {
+                f.write_str("--server: put the token in --token, not in the URL")
+            }
+            ConfigError::TokenFile { path, source } => {
+                write!(f, "--token-file: cannot read {path}: {source}")
+            }
+            ConfigError::NoToken => {
+                f.write_str("no token given: pass --token or --token-file (or set VSTATS_TOKEN)")
+            }
+            ConfigError::EmptyToken => f.write_str("the token is empty"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Args(e) => Some(e),
+            ConfigError::NotAUrl { source, .. } => Some(source),
+            ConfigError::TokenFile { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<lexopt::Error> for ConfigError {
+    fn from(e: lexopt::Error) -> Self {
+        ConfigError::Args(e)
+    }
+}
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -93,24 +182,30 @@ pub struct Endpoint {
 impl Endpoint {
     /// Accepts `wss://host[:port]` (path `/ws/agent` appended) or a full
     /// `ws://`/`wss://` URL with its own path.
-    pub fn parse(text: &str) -> Result<Endpoint, String> {
-        let uri: Uri = text
-            .parse()
-            .map_err(|e| format!("'{text}' is not a URL: {e}"))?;
+    pub fn parse(text: &str) -> Result<Endpoint, ConfigError> {
+        // User information may be the token: checked first, so that no
+        // message repeats the URL that holds it.
+        let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
+        if after_scheme
+            .split(['/', '?', '#'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+        {
+            return Err(ConfigError::CredentialsInUrl);
+        }
+        let uri: Uri = text.parse().map_err(|source| ConfigError::NotAUrl {
+            url: text.to_owned(),
+            source,
+        })?;
         let tls = match uri.scheme_str() {
             Some("wss") => true,
             Some("ws") => false,
-            _ => return Err(format!("'{text}': the URL must start with ws:// or wss://")),
+            _ => return Err(ConfigError::NotWebSocket(text.to_owned())),
         };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("'{text}' has no host"))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(format!(
-                "'{text}': put the token in --token, not in the URL"
-            ));
-        }
+            .ok_or_else(|| ConfigError::NoHost(text.to_owned()))?;
         let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
             None | Some("") | Some("/") => "/ws/agent".to_owned(),
             Some(p) => p.to_owned(),
@@ -249,7 +344,8 @@ fn validate_common(raw: &Raw) -> Result<Config, ConfigError> {
     let defaults = Paths::default();
     let path =
         |given: &Option<String>, default: PathBuf| given.as_ref().map_or(default, PathBuf::from);
-    let log_level = parse_log_level(raw.log_level.as_deref())?;
+    let log_level = parse_log_level(raw.log_level.as_deref())
+        .ok_or_else(|| ConfigError::LogLevel(raw.log_level.clone().unwrap_or_default()))?;
     Ok(Config {
         interval,
         counted_interfaces,
@@ -266,33 +362,25 @@ fn parse_interval(text: &str) -> Result<Duration, ConfigError> {
     let seconds: f64 = text
         .trim()
         .parse()
-        .map_err(|_| ConfigError(format!("--interval: '{text}' is not a number of seconds")))?;
+        .map_err(|_| ConfigError::IntervalNotANumber(text.to_owned()))?;
     if !(0.1..=3600.0).contains(&seconds) {
-        return Err(ConfigError(format!(
-            "--interval: {text} is out of range (0.1 to 3600 seconds)"
-        )));
+        return Err(ConfigError::IntervalOutOfRange(text.to_owned()));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
 
 fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
-    let server = raw.server.ok_or_else(|| {
-        ConfigError("no relay given: pass --server wss://HOST:3001 (or set VSTATS_SERVER)".into())
-    })?;
-    let endpoint = Endpoint::parse(&server).map_err(|e| ConfigError(format!("--server: {e}")))?;
+    let server = raw.server.ok_or(ConfigError::NoServer)?;
+    let endpoint = Endpoint::parse(&server)?;
     let token = match (raw.token, raw.token_file) {
         (Some(token), _) => token,
-        (None, Some(file)) => std::fs::read_to_string(&file)
-            .map_err(|e| ConfigError(format!("--token-file: cannot read {file}: {e}")))?,
-        (None, None) => {
-            return Err(ConfigError(
-                "no token given: pass --token or --token-file (or set VSTATS_TOKEN)".into(),
-            ));
-        }
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::TokenFile { path, source })?,
+        (None, None) => return Err(ConfigError::NoToken),
     };
     let token = token.trim().to_owned();
     if token.is_empty() {
-        return Err(ConfigError("the token is empty".into()));
+        return Err(ConfigError::EmptyToken);
     }
     Ok(Relay {
         endpoint,
@@ -345,10 +433,19 @@ mod tests {
             ("https://h:3001", "ws:// or wss://"),
             ("relay:3001", "ws:// or wss://"),
             ("wss://user:pw@h:3001", "--token"),
+            ("ws://tok@h:3001/ws/agent", "--token"),
+            ("tok@relay:3001", "--token"),
+            ("ws:// ", "not a URL"),
         ] {
-            let err = Endpoint::parse(url).unwrap_err();
+            let err = Endpoint::parse(url).unwrap_err().to_string();
+            assert!(err.starts_with("--server: "), "{url}: {err}");
             assert!(err.contains(reason), "{url}: {err}");
         }
+        // What may be a token is not repeated.
+        let err = Endpoint::parse("wss://secret@h").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        // An @ past the host is the relay's business.
+        assert!(Endpoint::parse("ws://h:3001/a@b?c=d@e").is_ok());
     }
 
     #[test]
@@ -405,9 +502,13 @@ mod tests {
             (&["--token", "t"][..], "no relay given"),
             (&["--server", "ws://h:1"][..], "no token given"),
             (&["--server", "ws://h:1", "--token", " "][..], "empty"),
+            (
+                &["--server", "ws://h:1", "--token-file", "/nonexistent/t"][..],
+                "--token-file: cannot read /nonexistent/t",
+            ),
         ] {
             let err = parse_with(args, &[]).unwrap_err();
-            assert!(err.0.contains(expected), "{args:?}: {err}");
+            assert!(err.to_string().contains(expected), "{args:?}: {err}");
         }
     }
 }

@@ -44,21 +44,32 @@ pub enum Timeout {
     RelaySilence,
 }
 
-/// Why a connection attempt failed.
+/// Why a connection attempt failed, or why an open connection ended.
 #[derive(Debug)]
 pub enum ConnectError {
     /// The relay's name did not resolve.
     Resolve(io::Error),
-    /// No address accepted a TCP connection.
+    /// No address accepted a TCP connection (or the socket could not be
+    /// set up).
     Connect(io::Error),
-    /// A phase took longer than its limit.
+    /// A phase took longer than its limit; for an open connection, the
+    /// relay fell silent ([`Timeout::RelaySilence`]).
     Timeout(Timeout),
     /// The relay answered `401`: our token is unknown or revoked.
     TokenRejected,
     /// The relay's host name cannot be a TLS server name.
     ServerName(String),
+    /// rustls refused to start a client connection with our configuration.
+    Tls(rustls::Error),
     /// TLS or the WebSocket upgrade failed (bad certificate, not a relay, ...).
     Handshake(tungstenite::Error),
+    /// The relay closed an open connection: not a fault as such.
+    Closed,
+    /// Reading or writing an open connection failed.
+    Lost(tungstenite::Error),
+    /// A frame could not be serialized (the protocol's types give serde
+    /// no reason to fail; kept as an error rather than a panic).
+    Encode(serde_json::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -69,7 +80,26 @@ impl fmt::Display for ConnectError {
             ConnectError::Timeout(which) => write!(f, "timed out: {which:?}"),
             ConnectError::TokenRejected => f.write_str("token rejected (HTTP 401)"),
             ConnectError::ServerName(host) => write!(f, "'{host}' is not a valid TLS name"),
+            ConnectError::Tls(e) => write!(f, "handshake failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::Closed => f.write_str("closed by the relay"),
+            ConnectError::Lost(e) => write!(f, "{e}"),
+            ConnectError::Encode(e) => write!(f, "cannot encode a frame: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Resolve(e) | ConnectError::Connect(e) => Some(e),
+            ConnectError::Tls(e) => Some(e),
+            ConnectError::Handshake(e) | ConnectError::Lost(e) => Some(e),
+            ConnectError::Encode(e) => Some(e),
+            ConnectError::Timeout(_)
+            | ConnectError::TokenRejected
+            | ConnectError::ServerName(_)
+            | ConnectError::Closed => None,
         }
     }
 }
@@ -79,7 +109,7 @@ enum End {
     /// SIGTERM or SIGINT: the close frame was sent, the agent exits.
     Stopped,
     /// The connection is gone; reconnect after a delay.
-    Lost(String),
+    Lost(ConnectError),
 }
 
 /// The socket under the agent's WebSocket.
@@ -240,9 +270,7 @@ pub fn connect(
             let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                 .map_err(|_| ConnectError::ServerName(endpoint.host.clone()))?;
             // Fails only on a configuration rustls cannot use, never on input.
-            let connection = ClientConnection::new(config, name).map_err(|e| {
-                ConnectError::Handshake(tungstenite::Error::Io(io::Error::other(e)))
-            })?;
+            let connection = ClientConnection::new(config, name).map_err(ConnectError::Tls)?;
             MaybeTls::Tls(Box::new(StreamOwned::new(connection, tcp)))
         }
     };
@@ -323,7 +351,7 @@ impl Session {
                 }
             }
             if now.duration_since(self.last_heard) >= RELAY_SILENCE_LIMIT {
-                return End::Lost(format!("timed out: {:?}", Timeout::RelaySilence));
+                return End::Lost(ConnectError::Timeout(Timeout::RelaySilence));
             }
             if let Err(reason) = self.flush() {
                 return End::Lost(reason);
@@ -340,7 +368,7 @@ impl Session {
 
     /// Reads until WouldBlock. Pings are answered by tungstenite, which
     /// queues the pong for the next flush.
-    fn read_incoming(&mut self) -> Result<(), String> {
+    fn read_incoming(&mut self) -> Result<(), ConnectError> {
         loop {
             match self.ws.read() {
                 Ok(message) => {
@@ -355,18 +383,16 @@ impl Session {
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(());
                 }
-                Err(tungstenite::Error::ConnectionClosed) => {
-                    return Err("closed by the relay".into());
-                }
-                Err(e) => return Err(e.to_string()),
+                Err(tungstenite::Error::ConnectionClosed) => return Err(ConnectError::Closed),
+                Err(e) => return Err(ConnectError::Lost(e)),
             }
         }
     }
 
     /// Queues one frame. A relay too slow to take it loses this sample
     /// rather than growing our memory; the silence limit ends a dead one.
-    fn send<M: serde::Serialize>(&mut self, frame: &Frame<M>) -> Result<(), String> {
-        let text = serde_json::to_string(frame).map_err(|e| e.to_string())?;
+    fn send<M: serde::Serialize>(&mut self, frame: &Frame<M>) -> Result<(), ConnectError> {
+        let text = serde_json::to_string(frame).map_err(ConnectError::Encode)?;
         match self.ws.write(Message::text(text)) {
             Ok(()) => {
                 self.last_sent = Instant::now();
@@ -382,13 +408,13 @@ impl Session {
                 self.write_pending = true;
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ConnectError::Lost(e)),
         }
     }
 
     /// Pushes queued bytes (frames, pongs) to the socket; WouldBlock leaves
     /// them queued and makes the next wait watch for writability.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), ConnectError> {
         match self.ws.flush() {
             Ok(()) => {
                 self.write_pending = false;
@@ -398,8 +424,8 @@ impl Session {
                 self.write_pending = true;
                 Ok(())
             }
-            Err(tungstenite::Error::ConnectionClosed) => Err("closed by the relay".into()),
-            Err(e) => Err(e.to_string()),
+            Err(tungstenite::Error::ConnectionClosed) => Err(ConnectError::Closed),
+            Err(e) => Err(ConnectError::Lost(e)),
         }
     }
 
@@ -465,6 +491,20 @@ mod tests {
         // A stall of 3.5 s skips the missed samples instead of bursting them.
         let now = start + Duration::from_millis(3500);
         assert_eq!(next_deadline(start, second, now), now + second);
+    }
+
+    #[test]
+    fn connection_ends_keep_their_wording_and_cause() {
+        use std::error::Error as _;
+        assert_eq!(ConnectError::Closed.to_string(), "closed by the relay");
+        assert!(ConnectError::Closed.source().is_none());
+        let silent = ConnectError::Timeout(Timeout::RelaySilence);
+        assert_eq!(silent.to_string(), "timed out: RelaySilence");
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let lost = ConnectError::Lost(tungstenite::Error::Io(reset));
+        let source = lost.source().expect("tungstenite's error");
+        assert!(source.is::<tungstenite::Error>(), "{source:?}");
+        assert_eq!(lost.to_string(), source.to_string());
     }
 
     #[test]

@@ -54,36 +54,77 @@ fn run(
         Ok(()) => 0,
         Err(failure) => {
             let _ = writeln!(err, "vstats-relay: {failure}");
-            match failure {
-                Failure::Usage(_) => 2,
-                Failure::Registry(_) | Failure::Output(_) => 1,
-            }
+            if failure.is_usage() { 2 } else { 1 }
         }
     }
 }
 
+/// Why a `server` command failed. The usage mistakes exit with 2, the
+/// rest with 1.
+#[derive(Debug)]
 enum Failure {
-    Usage(String),
+    /// The arguments do not parse: an unknown option, an option without
+    /// its value, text that is not UTF-8.
+    Args(lexopt::Error),
+    /// No command word.
+    MissingCommand,
+    /// A command word other than add, list, remove and rotate-token.
+    UnknownCommand(String),
+    /// The command does not take this flag.
+    FlagNotTaken { command: String, flag: &'static str },
+    /// `remove` or `rotate-token` without its server ID.
+    MissingId(String),
+    /// `add` without `--name`.
+    MissingName,
+    /// A word past what the command takes.
+    Unexpected(String),
+    /// The state file could not be read, changed or written.
     Registry(RegistryError),
     /// Writing to stdout failed (a closed pipe, a full disk).
     Output(io::Error),
 }
 
+impl Failure {
+    fn is_usage(&self) -> bool {
+        !matches!(self, Failure::Registry(_) | Failure::Output(_))
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Usage(message) => {
-                write!(f, "{message} (try 'vstats-relay server --help')")
+            Failure::Args(e) => write!(f, "{e}"),
+            Failure::MissingCommand => {
+                f.write_str("missing command: add, list, remove or rotate-token")
             }
-            Failure::Registry(e) => write!(f, "{e}"),
-            Failure::Output(e) => write!(f, "writing the output: {e}"),
+            Failure::UnknownCommand(command) => write!(f, "unknown command '{command}'"),
+            Failure::FlagNotTaken { command, flag } => {
+                write!(f, "'{command}' does not take {flag}")
+            }
+            Failure::MissingId(command) => write!(f, "'{command}' needs a server ID"),
+            Failure::MissingName => f.write_str("'add' needs --name NAME"),
+            Failure::Unexpected(argument) => write!(f, "unexpected argument '{argument}'"),
+            Failure::Registry(e) => return write!(f, "{e}"),
+            Failure::Output(e) => return write!(f, "writing the output: {e}"),
+        }?;
+        f.write_str(" (try 'vstats-relay server --help')")
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Args(e) => Some(e),
+            Failure::Registry(e) => Some(e),
+            Failure::Output(e) => Some(e),
+            _ => None,
         }
     }
 }
 
 impl From<lexopt::Error> for Failure {
     fn from(e: lexopt::Error) -> Self {
-        Failure::Usage(e.to_string())
+        Failure::Args(e)
     }
 }
 
@@ -153,34 +194,34 @@ fn parse(args: Vec<OsString>, state_from_env: Option<OsString>) -> Result<Invoca
             }
             Value(value) if command.is_none() => command = Some(value.string()?),
             Value(value) if id.is_none() => id = Some(value.string()?),
-            Value(extra) => return Err(unexpected(&extra.to_string_lossy())),
+            Value(extra) => {
+                return Err(Failure::Unexpected(extra.to_string_lossy().into_owned()));
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
     let Some(command) = command else {
-        return Err(Failure::Usage(
-            "missing command: add, list, remove or rotate-token".into(),
-        ));
+        return Err(Failure::MissingCommand);
     };
     let (allowed, takes_id): (&[&str], bool) = match command.as_str() {
         "add" => (&["--name", "--location", "--url", "--json"], false),
         "list" => (&["--json"], false),
         "remove" => (&[], true),
         "rotate-token" => (&["--json"], true),
-        _ => return Err(Failure::Usage(format!("unknown command '{command}'"))),
+        _ => return Err(Failure::UnknownCommand(command)),
     };
-    if let Some(flag) = given.iter().find(|flag| !allowed.contains(flag)) {
-        return Err(Failure::Usage(format!("'{command}' does not take {flag}")));
+    if let Some(&flag) = given.iter().find(|flag| !allowed.contains(flag)) {
+        return Err(Failure::FlagNotTaken { command, flag });
     }
     let id = match (id, takes_id) {
         (Some(id), true) => id,
-        (None, true) => return Err(Failure::Usage(format!("'{command}' needs a server ID"))),
-        (Some(extra), false) => return Err(unexpected(&extra)),
+        (None, true) => return Err(Failure::MissingId(command)),
+        (Some(extra), false) => return Err(Failure::Unexpected(extra)),
         (None, false) => String::new(),
     };
     let command = match command.as_str() {
         "add" => Command::Add {
-            name: name.ok_or_else(|| Failure::Usage("'add' needs --name NAME".into()))?,
+            name: name.ok_or(Failure::MissingName)?,
             location: location.unwrap_or_default(),
             url,
         },
@@ -193,10 +234,6 @@ fn parse(args: Vec<OsString>, state_from_env: Option<OsString>) -> Result<Invoca
         state: state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
         json,
     })
-}
-
-fn unexpected(argument: &str) -> Failure {
-    Failure::Usage(format!("unexpected argument '{argument}'"))
 }
 
 fn execute(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {

@@ -1,9 +1,10 @@
 //! Relay flags and `VSTATS_*` environment variables. A flag wins over its
 //! variable; a wrong flag or value is a [`ConfigError`] (exit code 2).
 
-use crate::{ConfigError, parse_log_level};
+use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{AddrParseError, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +42,79 @@ Options (each also read from the environment variable shown):
 Signals: SIGHUP reloads the registry and the certificate; SIGTERM and SIGINT close every
 connection (1001) and exit 0. The registry file is also re-read within 2 s of a change.
 ";
+
+/// A wrong flag or value, worded for the person who typed it; the binary
+/// exits with code 2 on it.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The arguments do not parse: an unknown flag, a flag without its
+    /// value, text that is not UTF-8.
+    Args(lexopt::Error),
+    /// `--listen` is not a socket address.
+    Listen {
+        value: String,
+        source: AddrParseError,
+    },
+    /// Only one of `--tls-cert` and `--tls-key`.
+    TlsPair,
+    /// An `--allow-origin` that is not `http://` or `https://`.
+    Origin(String),
+    /// `--agent-timeout` is not 1 to 86400 seconds.
+    AgentTimeout(String),
+    /// `--agent-max-rate` is not 1 to 100000 samples a second.
+    AgentMaxRate(String),
+    /// `--max-connections` is not a positive number.
+    MaxConnections(String),
+    /// `--log-level` names no level.
+    LogLevel(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Args(e) => write!(f, "{e}"),
+            ConfigError::Listen { value, .. } => write!(
+                f,
+                "--listen: '{value}' is not an address like 0.0.0.0:3001 or [::]:3001"
+            ),
+            ConfigError::TlsPair => f.write_str("--tls-cert and --tls-key go together"),
+            ConfigError::Origin(origin) => write!(
+                f,
+                "--allow-origin: '{origin}' is not an origin like https://host[:port]"
+            ),
+            ConfigError::AgentTimeout(text) => write!(
+                f,
+                "--agent-timeout: '{text}' is not a number of seconds from 1 to 86400"
+            ),
+            ConfigError::AgentMaxRate(text) => write!(
+                f,
+                "--agent-max-rate: '{text}' is not a number of samples a second from 1 to 100000"
+            ),
+            ConfigError::MaxConnections(text) => {
+                write!(f, "--max-connections: '{text}' is not a positive number")
+            }
+            ConfigError::LogLevel(text) => {
+                write!(f, "--log-level: '{text}' is not one of {LOG_LEVELS}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Args(e) => Some(e),
+            ConfigError::Listen { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<lexopt::Error> for ConfigError {
+    fn from(e: lexopt::Error) -> Self {
+        ConfigError::Args(e)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -118,57 +192,44 @@ pub fn parse(
         origins = origins_from_flags;
     }
     let listen = listen.as_deref().unwrap_or("0.0.0.0:3001");
-    let listen = listen.parse().map_err(|_| {
-        ConfigError(format!(
-            "--listen: '{listen}' is not an address like 0.0.0.0:3001 or [::]:3001"
-        ))
+    let listen = listen.parse().map_err(|source| ConfigError::Listen {
+        value: listen.to_owned(),
+        source,
     })?;
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
         (None, None) => None,
-        _ => return Err(ConfigError("--tls-cert and --tls-key go together".into())),
+        _ => return Err(ConfigError::TlsPair),
     };
-    for origin in &origins {
-        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            return Err(ConfigError(format!(
-                "--allow-origin: '{origin}' is not an origin like https://host[:port]"
-            )));
-        }
+    if let Some(origin) = origins
+        .iter()
+        .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+    {
+        return Err(ConfigError::Origin(origin.clone()));
     }
     let agent_timeout = match agent_timeout {
         None => Duration::from_secs(90),
         Some(text) => match text.parse::<f64>() {
             Ok(seconds) if (1.0..=86_400.0).contains(&seconds) => Duration::from_secs_f64(seconds),
-            _ => {
-                return Err(ConfigError(format!(
-                    "--agent-timeout: '{text}' is not a number of seconds from 1 to 86400"
-                )));
-            }
+            _ => return Err(ConfigError::AgentTimeout(text)),
         },
     };
     let agent_max_rate = match agent_max_rate {
         None => 20.0,
         Some(text) => match text.parse::<f64>() {
             Ok(rate) if (1.0..=100_000.0).contains(&rate) => rate,
-            _ => {
-                return Err(ConfigError(format!(
-                    "--agent-max-rate: '{text}' is not a number of samples a second from 1 to 100000"
-                )));
-            }
+            _ => return Err(ConfigError::AgentMaxRate(text)),
         },
     };
     let max_connections = match max_connections {
         None => None,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if n > 0 => Some(n),
-            _ => {
-                return Err(ConfigError(format!(
-                    "--max-connections: '{text}' is not a positive number"
-                )));
-            }
+            _ => return Err(ConfigError::MaxConnections(text)),
         },
     };
-    let log_level = parse_log_level(log_level.as_deref())?;
+    let log_level = parse_log_level(log_level.as_deref())
+        .ok_or_else(|| ConfigError::LogLevel(log_level.unwrap_or_default()))?;
     Ok(Command::Serve(Config {
         listen,
         state: PathBuf::from(state.unwrap_or_else(|| "./vstats-relay.json".into())),
@@ -235,10 +296,10 @@ mod tests {
 
     #[test]
     fn server_subcommand_passes_through() {
-        assert_eq!(
-            parse_with(&["server", "list", "--json"], &[]),
-            Ok(Command::Registry(vec!["list".into(), "--json".into()]))
-        );
+        let Ok(Command::Registry(args)) = parse_with(&["server", "list", "--json"], &[]) else {
+            panic!()
+        };
+        assert_eq!(args, ["list", "--json"]);
     }
 
     #[test]
@@ -252,9 +313,13 @@ mod tests {
             (&["--agent-max-rate", "fast"][..], "--agent-max-rate"),
             (&["--max-connections", "lots"][..], "--max-connections"),
             (&["--frobnicate"][..], "--frobnicate"),
+            (
+                &["--log-level", "loud"][..],
+                "--log-level: 'loud' is not one of",
+            ),
         ] {
             let err = parse_with(args, &[]).unwrap_err();
-            assert!(err.0.contains(expected), "{args:?}: {err}");
+            assert!(err.to_string().contains(expected), "{args:?}: {err}");
         }
     }
 }

@@ -5,6 +5,10 @@
 //! counters. Per-server series carry `server_id` and `name`. This is the
 //! scale-out path: Prometheus-compatible stores keep the history and the
 //! view across relays.
+//!
+//! The lists in a sample (filesystems, interfaces, sensors) are capped per
+//! server (`MAX_FILESYSTEMS` and its siblings): an agent's sample decides
+//! how much it says, not how big every scrape gets.
 
 use super::Counters;
 use super::hub::ServerState;
@@ -253,24 +257,100 @@ fn family(
 /// A family's name and help, and how to read its value from one item.
 type Field<T> = (&'static str, &'static str, fn(&T) -> u64);
 
+const FILESYSTEM_FAMILIES: [Field<Disk>; 2] = [
+    (
+        "vstats_filesystem_size_bytes",
+        "Size of a mounted filesystem.",
+        |d| d.total,
+    ),
+    (
+        "vstats_filesystem_used_bytes",
+        "Bytes used on a mounted filesystem.",
+        |d| d.used,
+    ),
+];
+
+const INTERFACE_FAMILIES: [Field<Interface>; 2] = [
+    (
+        "vstats_network_interface_receive_bytes_total",
+        "Bytes received since boot on one interface.",
+        |i| i.rx_total,
+    ),
+    (
+        "vstats_network_interface_transmit_bytes_total",
+        "Bytes sent since boot on one interface.",
+        |i| i.tx_total,
+    ),
+];
+
+// How many entries of each list in a sample become series, per server.
+// Without a cap one agent decides the size of every scrape: 20,000 empty
+// disk entries (60 KB of JSON, under the frame limit) made `/metrics` 68
+// times its size. Entries past the cap are left out, in the agent's order,
+// and counted in `vstats_server_series_dropped`.
+
+/// The agent lists one filesystem per block device (bind mounts, btrfs
+/// subvolumes and pseudo filesystems are left out), so this takes 64
+/// separately mounted devices: servers have a handful, and a 60-bay
+/// storage chassis with one filesystem per drive still fits.
+const MAX_FILESYSTEMS: usize = 64;
+/// The agent lists every interface but `lo`, a veth per container
+/// included: a Kubernetes node at its default of 110 pods has about 115;
+/// only a node full at OpenShift's 250 pods may pass it.
+const MAX_INTERFACES: usize = 256;
+/// `coretemp` gives one sensor per physical core: a two-socket 64-core
+/// Xeon has 130. Only two-socket machines with 128 or more cores a socket
+/// pass it (the later sockets' cores and chips are then cut).
+const MAX_SENSORS: usize = 256;
+
+/// A list in a sample whose entries become labelled series.
+struct List {
+    /// The sample's field, as the `list` label of the dropped count.
+    name: &'static str,
+    /// The entries rendered per server.
+    cap: usize,
+    /// Series per entry.
+    families: usize,
+    len: fn(&Metrics) -> usize,
+}
+
+const LISTS: [List; 3] = [
+    List {
+        name: "disks",
+        cap: MAX_FILESYSTEMS,
+        families: FILESYSTEM_FAMILIES.len(),
+        len: |m| m.disks.len(),
+    },
+    List {
+        name: "interfaces",
+        cap: MAX_INTERFACES,
+        families: INTERFACE_FAMILIES.len(),
+        len: |m| interfaces(m).len(),
+    },
+    List {
+        name: "temperatures",
+        cap: MAX_SENSORS,
+        families: 1,
+        len: |m| m.temperatures.len(),
+    },
+];
+
+fn interfaces(m: &Metrics) -> &[Interface] {
+    m.network.as_ref().map_or(&[], |n| &n.interfaces)
+}
+
+/// The first `cap` items.
+fn capped<T>(items: &[T], cap: usize) -> &[T] {
+    &items[..items.len().min(cap)]
+}
+
 /// Series with a label of their own beyond the server's: filesystems,
-/// interfaces, sensors, socket protocols.
+/// interfaces, sensors, socket protocols. Each list is capped per server
+/// ([`MAX_FILESYSTEMS`] and its siblings).
 fn labelled_series(x: &mut Exposition, parsed: &[Parsed]) {
-    let filesystems: [Field<Disk>; 2] = [
-        (
-            "vstats_filesystem_size_bytes",
-            "Size of a mounted filesystem.",
-            |d| d.total,
-        ),
-        (
-            "vstats_filesystem_used_bytes",
-            "Bytes used on a mounted filesystem.",
-            |d| d.used,
-        ),
-    ];
-    for (name, help, read) in filesystems {
+    for (name, help, read) in FILESYSTEM_FAMILIES {
         family(x, parsed, name, "gauge", help, |m, emit| {
-            for d in &m.disks {
+            for d in capped(&m.disks, MAX_FILESYSTEMS) {
                 let labels = [
                     ("mount", &*d.mount),
                     ("device", &*d.name),
@@ -280,21 +360,9 @@ fn labelled_series(x: &mut Exposition, parsed: &[Parsed]) {
             }
         });
     }
-    let interfaces: [Field<Interface>; 2] = [
-        (
-            "vstats_network_interface_receive_bytes_total",
-            "Bytes received since boot on one interface.",
-            |i| i.rx_total,
-        ),
-        (
-            "vstats_network_interface_transmit_bytes_total",
-            "Bytes sent since boot on one interface.",
-            |i| i.tx_total,
-        ),
-    ];
-    for (name, help, read) in interfaces {
+    for (name, help, read) in INTERFACE_FAMILIES {
         family(x, parsed, name, "counter", help, |m, emit| {
-            for i in m.network.iter().flat_map(|n| &n.interfaces) {
+            for i in capped(interfaces(m), MAX_INTERFACES) {
                 emit(&[("interface", &i.name)], read(i) as f64);
             }
         });
@@ -306,7 +374,7 @@ fn labelled_series(x: &mut Exposition, parsed: &[Parsed]) {
         "gauge",
         "Temperature of a sensor.",
         |m, emit| {
-            for t in &m.temperatures {
+            for t in capped(&m.temperatures, MAX_SENSORS) {
                 emit(&[("sensor", &t.name)], t.celsius);
             }
         },
@@ -322,6 +390,26 @@ fn labelled_series(x: &mut Exposition, parsed: &[Parsed]) {
             if let Some(sockets) = &m.sockets {
                 emit(&[("protocol", "tcp")], sockets.tcp as f64);
                 emit(&[("protocol", "udp")], sockets.udp as f64);
+            }
+        },
+    );
+    let help = format!(
+        "Series left out because the server's sample listed more entries than /metrics \
+         renders ({MAX_FILESYSTEMS} disks, {MAX_INTERFACES} interfaces, {MAX_SENSORS} \
+         temperatures); absent when nothing was cut."
+    );
+    family(
+        x,
+        parsed,
+        "vstats_server_series_dropped",
+        "gauge",
+        &help,
+        |m, emit| {
+            for list in &LISTS {
+                let over = (list.len)(m).saturating_sub(list.cap);
+                if over > 0 {
+                    emit(&[("list", list.name)], (over * list.families) as f64);
+                }
             }
         },
     );
@@ -447,5 +535,100 @@ mod tests {
         // The idle server is down and has no readings.
         assert_eq!(text.matches("vstats_up{").count(), 2);
         assert_eq!(text.matches("vstats_cpu_cores{").count(), 1);
+    }
+
+    /// One online server whose latest sample is `sample`; its exposition
+    /// and its labels.
+    fn render_one(sample: &str) -> (String, String) {
+        let mut registry = Registry::empty();
+        registry.add("nas", "").unwrap();
+        let mut hub = Hub::new(&registry);
+        hub.servers[0].online = true;
+        hub.servers[0].latest_data = Some(RawValue::from_string(sample.to_owned()).unwrap());
+        let labels = format!("server_id=\"{}\",name=\"nas\"", hub.servers[0].id);
+        let text = render(&hub.servers, &Counters::default(), Connections::default());
+        (text, labels)
+    }
+
+    /// A sample like a small server's, with `disks` first in it.
+    fn sample_with_disks(disks: &str) -> String {
+        format!(
+            r#"{{"disks":[{disks}],"cpu":{{"usage":25.0,"cores":4}},"memory":{{"total":1000,"used":400}},
+               "temperatures":[{{"name":"coretemp Package id 0","celsius":45.5}},{{"name":"nvme temp1","celsius":38}}],
+               "sockets":{{"tcp":3,"udp":1}},"load_average":{{"one":0.5}},"uptime":100,"processes":90,
+               "network":{{"rx_total":7,"interfaces":[{{"name":"eth0","rx_total":7}},{{"name":"wlan0"}}]}}}}"#
+        )
+    }
+
+    fn lines_of(text: &str, family: &str) -> usize {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    }
+
+    #[test]
+    fn twenty_thousand_empty_disks_render_at_most_the_cap() {
+        let real = r#"{"name":"/dev/sda1","mount":"/","fs_type":"ext4","total":10,"used":5},
+                      {"name":"/dev/sdb1","mount":"/srv","fs_type":"xfs","total":20,"used":1}"#;
+        let (normal, labels) = render_one(&sample_with_disks(real));
+        assert_eq!(lines_of(&normal, "vstats_filesystem_size_bytes"), 2);
+        assert_eq!(lines_of(&normal, "vstats_server_series_dropped"), 0);
+
+        // The reported fault: 20,000 `{}` fit in one 64 KiB frame.
+        let flood = vec!["{}"; 20_000].join(",");
+        let (flooded, labels_flooded) = render_one(&sample_with_disks(&flood));
+        for family in [
+            "vstats_filesystem_size_bytes",
+            "vstats_filesystem_used_bytes",
+        ] {
+            assert_eq!(lines_of(&flooded, family), MAX_FILESYSTEMS, "{family}");
+        }
+        let dropped = 2 * (20_000 - MAX_FILESYSTEMS);
+        let line =
+            format!("vstats_server_series_dropped{{{labels_flooded},list=\"disks\"}} {dropped}");
+        assert!(flooded.lines().any(|l| l == line), "missing {line}");
+        assert_eq!(lines_of(&flooded, "vstats_server_series_dropped"), 1);
+        // The other series are untouched.
+        assert!(flooded.contains("vstats_cpu_cores{"));
+        assert_eq!(lines_of(&flooded, "vstats_temperature_celsius"), 2);
+        // Capped, one such server costs a few normal ones, not 68.
+        assert!(
+            flooded.len() < 5 * normal.len(),
+            "{} bytes against {} for a normal server",
+            flooded.len(),
+            normal.len()
+        );
+        assert!(normal.contains(&labels));
+    }
+
+    #[test]
+    fn interfaces_and_sensors_are_capped_too() {
+        let interfaces: Vec<String> = (0..MAX_INTERFACES + 10)
+            .map(|i| format!(r#"{{"name":"veth{i}","rx_total":{i}}}"#))
+            .collect();
+        let sensors: Vec<String> = (0..MAX_SENSORS + 1)
+            .map(|i| format!(r#"{{"name":"coretemp Core {i}","celsius":40}}"#))
+            .collect();
+        let sample = format!(
+            r#"{{"network":{{"interfaces":[{}]}},"temperatures":[{}]}}"#,
+            interfaces.join(","),
+            sensors.join(",")
+        );
+        let (text, labels) = render_one(&sample);
+        assert_eq!(
+            lines_of(&text, "vstats_network_interface_receive_bytes_total"),
+            MAX_INTERFACES
+        );
+        assert_eq!(lines_of(&text, "vstats_temperature_celsius"), MAX_SENSORS);
+        // The agent's order is kept: the first entries are the ones shown.
+        assert!(text.contains("interface=\"veth0\"}"));
+        assert!(!text.contains(&format!("interface=\"veth{MAX_INTERFACES}\"")));
+        for line in [
+            format!("vstats_server_series_dropped{{{labels},list=\"interfaces\"}} 20"),
+            format!("vstats_server_series_dropped{{{labels},list=\"temperatures\"}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert_eq!(lines_of(&text, "vstats_server_series_dropped"), 2);
     }
 }

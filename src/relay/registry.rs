@@ -106,25 +106,69 @@ pub enum RegistryError {
     /// Reading, writing or locking a file failed.
     Io { path: PathBuf, source: io::Error },
     /// The state file is not valid JSON or breaks a rule of the format;
-    /// `reason` says where (serde's line and column) and what.
-    Corrupt { path: PathBuf, reason: String },
+    /// `problem` says where (serde's line and column) and what. Boxed:
+    /// it is rare, and large beside the other variants.
+    Corrupt {
+        path: PathBuf,
+        problem: Box<Corruption>,
+    },
     /// No server has this id.
     UnknownServer(String),
-    /// A name or location was refused; the text says why.
-    Invalid(String),
+    /// A name or location was refused.
+    Invalid(FieldError),
     /// The system's random number generator failed, so no token or id.
+    /// (rustls' error for it says nothing more.)
     Random,
+}
+
+/// What is wrong with a state file: the detail of
+/// [`RegistryError::Corrupt`].
+#[derive(Debug)]
+pub enum Corruption {
+    /// Not JSON, or not the shape of a state file.
+    Json(serde_json::Error),
+    /// A format version this relay does not read.
+    Version(u32),
+    /// A server's id, name or location breaks its rule.
+    Field { id: String, problem: FieldError },
+    /// Two records have this id.
+    DuplicateId(String),
+    /// The server with this id has a `token_sha256` that is not 64 hex
+    /// digits.
+    TokenHash(String),
+    /// Two servers (these ids) have the same token hash.
+    SharedToken { first: String, second: String },
+}
+
+/// Which text field of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Name,
+    Location,
+}
+
+/// Why a name, location or id is refused: the detail of
+/// [`RegistryError::Invalid`] and [`Corruption::Field`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldError {
+    /// Blank where at least one character is required.
+    Empty(Field),
+    /// Longer than 64 characters; `chars` is its length.
+    TooLong { field: Field, chars: usize },
+    /// Holds a control character (a newline, an escape sequence).
+    ControlCharacter(Field),
 }
 
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegistryError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            RegistryError::Corrupt { path, reason } => {
-                write!(f, "{}: not a valid state file: {reason}", path.display())
+            RegistryError::Corrupt { path, problem } => {
+                write!(f, "{}: not a valid state file: {problem}", path.display())
             }
             RegistryError::UnknownServer(id) => write!(f, "no server with id '{id}'"),
-            RegistryError::Invalid(reason) => f.write_str(reason),
+            RegistryError::Invalid(problem) => write!(f, "{problem}"),
             RegistryError::Random => f.write_str("the system random number generator failed"),
         }
     }
@@ -134,7 +178,58 @@ impl std::error::Error for RegistryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RegistryError::Io { source, .. } => Some(source),
-            _ => None,
+            RegistryError::Corrupt { problem, .. } => match &**problem {
+                Corruption::Json(e) => Some(e),
+                _ => None,
+            },
+            RegistryError::UnknownServer(_) | RegistryError::Invalid(_) | RegistryError::Random => {
+                None
+            }
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Corruption::Json(e) => write!(f, "{e}"),
+            Corruption::Version(version) => write!(
+                f,
+                "version {version} (this relay reads version {FORMAT_VERSION})"
+            ),
+            Corruption::Field { id, problem } => write!(f, "server '{id}': {problem}"),
+            Corruption::DuplicateId(id) => write!(f, "server '{id}': the id is used twice"),
+            Corruption::TokenHash(id) => {
+                write!(f, "server '{id}': token_sha256 is not 64 hex digits")
+            }
+            Corruption::SharedToken { first, second } => {
+                write!(f, "servers '{first}' and '{second}' have the same token")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Id => "id",
+            Field::Name => "name",
+            Field::Location => "location",
+        })
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldError::Empty(field) => write!(f, "{field} must not be empty"),
+            FieldError::TooLong { field, chars } => write!(
+                f,
+                "{field} is {chars} characters long (at most {MAX_FIELD_CHARS})"
+            ),
+            FieldError::ControlCharacter(field) => {
+                write!(f, "{field} contains a control character")
+            }
         }
     }
 }
@@ -202,37 +297,39 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path)(e)),
         };
-        let corrupt = |reason: String| RegistryError::Corrupt {
+        let corrupt = |problem: Corruption| RegistryError::Corrupt {
             path: path.to_owned(),
-            reason,
+            problem: Box::new(problem),
         };
-        let file: StateFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let file: StateFile =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(Corruption::Json(e)))?;
         Registry::from_file(file).map(Some).map_err(corrupt)
     }
 
-    fn from_file(file: StateFile) -> Result<Registry, String> {
+    fn from_file(file: StateFile) -> Result<Registry, Corruption> {
         if file.version != FORMAT_VERSION {
-            return Err(format!(
-                "version {} (this relay reads version {FORMAT_VERSION})",
-                file.version
-            ));
+            return Err(Corruption::Version(file.version));
         }
         let mut registry = Registry::empty();
         for record in file.servers {
             let id = &record.id;
-            let problem = check_field("id", id, 1)
-                .and_then(|()| check_field("name", &record.name, 1))
-                .and_then(|()| check_field("location", &record.location, 0))
-                .err()
-                .or_else(|| registry.get(id).map(|_| "the id is used twice".to_owned()));
-            if let Some(problem) = problem {
-                return Err(format!("server '{id}': {problem}"));
+            check_field(Field::Id, id, 1)
+                .and_then(|()| check_field(Field::Name, &record.name, 1))
+                .and_then(|()| check_field(Field::Location, &record.location, 0))
+                .map_err(|problem| Corruption::Field {
+                    id: id.clone(),
+                    problem,
+                })?;
+            if registry.get(id).is_some() {
+                return Err(Corruption::DuplicateId(id.clone()));
             }
             let token_sha256 = digest_from_hex(&record.token_sha256)
-                .ok_or_else(|| format!("server '{id}': token_sha256 is not 64 hex digits"))?;
+                .ok_or_else(|| Corruption::TokenHash(id.clone()))?;
             if let Some(&other) = registry.by_token.get(&token_sha256) {
-                let other = &registry.servers[other].id;
-                return Err(format!("servers '{other}' and '{id}' have the same token"));
+                return Err(Corruption::SharedToken {
+                    first: registry.servers[other].id.clone(),
+                    second: id.clone(),
+                });
             }
             registry.push(Server {
                 id: record.id,
@@ -326,8 +423,8 @@ impl Registry {
     /// Registers a server under a fresh id and token. Returns the new server
     /// and its token: the only time the token exists in clear.
     pub fn add(&mut self, name: &str, location: &str) -> Result<(Server, String), RegistryError> {
-        check_field("name", name, 1).map_err(RegistryError::Invalid)?;
-        check_field("location", location, 0).map_err(RegistryError::Invalid)?;
+        check_field(Field::Name, name, 1).map_err(RegistryError::Invalid)?;
+        check_field(Field::Location, location, 0).map_err(RegistryError::Invalid)?;
         let id = loop {
             let id = to_hex(&random::<ID_BYTES>()?);
             if self.get(&id).is_none() {
@@ -567,17 +664,15 @@ pub fn file_stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// `Ok(())` or why `value` is not an acceptable `what`.
-fn check_field(what: &str, value: &str, min_chars: usize) -> Result<(), String> {
+/// `Ok(())` or why `value` is not an acceptable `field`.
+fn check_field(field: Field, value: &str, min_chars: usize) -> Result<(), FieldError> {
     let chars = value.chars().count();
     if value.trim().is_empty() && min_chars > 0 {
-        Err(format!("{what} must not be empty"))
+        Err(FieldError::Empty(field))
     } else if chars > MAX_FIELD_CHARS {
-        Err(format!(
-            "{what} is {chars} characters long (at most {MAX_FIELD_CHARS})"
-        ))
+        Err(FieldError::TooLong { field, chars })
     } else if value.chars().any(char::is_control) {
-        Err(format!("{what} contains a control character"))
+        Err(FieldError::ControlCharacter(field))
     } else {
         Ok(())
     }
@@ -855,7 +950,9 @@ mod tests {
             ("pi", "a\u{1b}[31m", "location contains a control character"),
         ] {
             match registry.add(name, location) {
-                Err(RegistryError::Invalid(reason)) => assert!(reason.starts_with(expected)),
+                Err(RegistryError::Invalid(reason)) => {
+                    assert!(reason.to_string().starts_with(expected), "{reason}")
+                }
                 other => panic!("{name:?} {location:?}: {other:?}"),
             }
         }
@@ -1012,6 +1109,32 @@ mod tests {
             !debug.contains(&format!("{:?}", server.token_sha256)),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn errors_chain_to_their_cause() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_in(&dir);
+        fs::write(&path, "{").unwrap();
+        let error = Registry::load(&path).unwrap_err();
+        let source = error.source().expect("serde's error");
+        assert!(source.is::<serde_json::Error>(), "{source:?}");
+
+        fs::write(&path, r#"{"version": 2, "servers": []}"#).unwrap();
+        let error = Registry::load(&path).unwrap_err();
+        assert!(
+            matches!(&error, RegistryError::Corrupt { problem, .. }
+                if matches!(**problem, Corruption::Version(2))),
+            "{error:?}"
+        );
+        assert!(error.source().is_none());
+
+        let error = Registry::empty().add("", "").unwrap_err();
+        assert!(matches!(
+            error,
+            RegistryError::Invalid(FieldError::Empty(Field::Name))
+        ));
     }
 
     #[test]
