@@ -467,7 +467,7 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
         ),
         (
             "vstats_relay_dropped_samples_total",
-            "Samples dropped because their agent sent more than 20 a second.",
+            "Samples dropped because their agent sent more than --agent-max-rate a second.",
             counters.dropped_samples,
         ),
         (
