@@ -283,7 +283,8 @@ fn a_dashboard_that_never_reads_stalls_no_one_and_stays_bounded() {
     let mut live = relay.dashboard();
     let baseline = relay.rss_kib();
 
-    let padding = "p".repeat(8 * 1024);
+    // 8 KiB, in strings within the sample limit (4096 bytes each).
+    let padding = vec!["p".repeat(4000); 2];
     let started = Instant::now();
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(5) {
@@ -422,7 +423,8 @@ fn a_dashboard_that_cannot_take_the_events_is_closed_with_1013() {
     // Fill the stuck reader's socket buffers with large samples (conflated
     // in the relay, so they cost it nothing)...
     let mut agent = relay.fake_agent(&token);
-    let padding = "p".repeat(60 * 1024);
+    // 60 KiB, in strings within the sample limit (4096 bytes each).
+    let padding = vec!["p".repeat(4000); 15];
     for seq in 0..150 {
         agent.send_metrics(json!({"hostname": "flood", "seq": seq, "pad": padding}));
     }

@@ -14,6 +14,7 @@ use super::outbox::Outbox;
 use crate::tls::MaybeTls;
 use rustls::ServerConnection;
 use std::io::{self, Read, Write};
+use std::rc::Rc;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
@@ -149,10 +150,27 @@ pub enum Written {
     Yielded,
 }
 
+/// What a response still has to write.
+enum Pending {
+    /// The response (or a file's head), perhaps shared with other requests.
+    Built(Rc<[u8]>),
+    /// The chunk of the file being sent.
+    Chunk(Vec<u8>),
+}
+
+impl Pending {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Pending::Built(bytes) => bytes,
+            Pending::Chunk(bytes) => bytes,
+        }
+    }
+}
+
 /// Writing a response the relay produced itself.
 pub struct RespondPhase {
     pub stream: Stream,
-    out: Vec<u8>,
+    pending: Pending,
     sent: usize,
     body: Option<Body>,
     /// Bytes that came after the request head (the first WebSocket frames
@@ -161,11 +179,11 @@ pub struct RespondPhase {
 }
 
 impl RespondPhase {
-    pub fn new(head: HeadPhase, out: Vec<u8>, body: Option<Body>) -> RespondPhase {
+    pub fn new(head: HeadPhase, out: Rc<[u8]>, body: Option<Body>) -> RespondPhase {
         let (stream, rest) = head.into_parts();
         RespondPhase {
             stream,
-            out,
+            pending: Pending::Built(out),
             sent: 0,
             body,
             rest,
@@ -177,11 +195,11 @@ impl RespondPhase {
     pub fn write(&mut self) -> Result<(Written, usize), End> {
         let mut written = 0;
         loop {
-            while self.sent < self.out.len() {
+            while self.sent < self.pending.bytes().len() {
                 if written >= TURN_BYTES {
                     return Ok((Written::Yielded, written));
                 }
-                match self.stream.write(&self.out[self.sent..]) {
+                match self.stream.write(&self.pending.bytes()[self.sent..]) {
                     Ok(0) => return Err(End::Closed),
                     Ok(n) => {
                         self.sent += n;
@@ -197,16 +215,21 @@ impl RespondPhase {
             if body.left == 0 {
                 break;
             }
-            let chunk = BODY_CHUNK.min(usize::try_from(body.left).unwrap_or(BODY_CHUNK));
-            self.out.resize(chunk, 0);
+            let size = BODY_CHUNK.min(usize::try_from(body.left).unwrap_or(BODY_CHUNK));
+            let mut chunk = match std::mem::replace(&mut self.pending, Pending::Chunk(Vec::new())) {
+                Pending::Chunk(chunk) => chunk,
+                Pending::Built(_) => Vec::with_capacity(BODY_CHUNK),
+            };
+            chunk.resize(size, 0);
             self.sent = 0;
-            match body.file.read(&mut self.out) {
+            match body.file.read(&mut chunk) {
                 // The file shrank under us: the promised length can't be met.
                 Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof)),
                 Err(e) => return Err(io_end(&e)),
                 Ok(n) => {
-                    self.out.truncate(n);
+                    chunk.truncate(n);
                     body.left -= n as u64;
+                    self.pending = Pending::Chunk(chunk);
                 }
             }
         }

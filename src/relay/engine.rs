@@ -23,6 +23,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 use tungstenite::Utf8Bytes;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -49,6 +50,13 @@ pub const TICK: Duration = Duration::from_millis(500);
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
 pub const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
+/// A response body larger than this (`/api/servers`, `/metrics` of a large
+/// fleet) is built at most once per [`SHARED_BODY_FOR`] and its bytes shared
+/// by every request in that time: a thousand slow readers cost one body,
+/// not a thousand. Smaller ones are built fresh for each request.
+pub const SHARE_BODIES_ABOVE: usize = 64 * 1024;
+/// How long a shared body is served before it is built again.
+pub const SHARED_BODY_FOR: Duration = Duration::from_secs(1);
 /// At most one log line per this long about one kind of trouble.
 pub const LOG_TROUBLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -73,7 +81,9 @@ pub enum Effect {
     /// Write this HTTP response, then tell [`Engine::responded`].
     Respond {
         id: ConnId,
-        bytes: Vec<u8>,
+        /// Shared with other responses of the same body (see
+        /// [`SHARE_BODIES_ABOVE`]).
+        bytes: Rc<[u8]>,
         after: After,
     },
     /// Open this file of `--dist-dir` (a regular file inside `dir` only)
@@ -351,6 +361,9 @@ impl Conn {
     }
 }
 
+/// A response body and when it was built.
+type SharedBody = (Instant, Rc<[u8]>);
+
 pub struct Engine {
     config: Config,
     /// TLS ports get no plain-text refusal (it would be noise to a client).
@@ -369,6 +382,8 @@ pub struct Engine {
     accept_failures: Hush,
     /// A shutdown was ordered: nothing new is admitted.
     stopping: bool,
+    /// Large response bodies lately built, by route and HEAD-or-not.
+    bodies: HashMap<(Route, bool), SharedBody>,
     effects: Vec<Effect>,
 }
 
@@ -396,6 +411,7 @@ impl Engine {
             refusals: Hush::default(),
             accept_failures: Hush::default(),
             stopping: false,
+            bodies: HashMap::new(),
             effects: Vec::new(),
         }
     }
@@ -509,40 +525,31 @@ impl Engine {
             Request::Complete(head) => head,
         };
         let head_only = head.method == "HEAD";
-        let (status, bytes) = match http::route(&head) {
-            Route::Health => (200, http::response(200, "text/plain", b"ok\n", head_only)),
-            Route::Servers if !self.viewer_allowed(&head) => {
-                (401, http::text_response(401, "viewer token required"))
-            }
-            Route::Servers => (
-                200,
-                http::response(200, "application/json", &self.hub.servers_json(), head_only),
+        let route = http::route(&head);
+        let (status, bytes) = match route {
+            Route::Servers if !self.viewer_allowed(&head) => (
+                401,
+                http::text_response(401, "viewer token required").into(),
             ),
-            Route::Page => (
-                200,
-                http::page_response(DASHBOARD_PAGE.as_bytes(), head_only),
-            ),
-            Route::Metrics => {
-                let text =
-                    prometheus::render(&self.hub.servers, &self.counters, self.connections());
-                (
-                    200,
-                    http::response(200, prometheus::CONTENT_TYPE, text.as_bytes(), head_only),
-                )
+            Route::Health | Route::Servers | Route::Page | Route::Metrics => {
+                (200, self.body(route, head_only, now))
             }
             Route::Dist => return self.dist_file(id, &head.path, head_only),
-            Route::NotFound => (404, http::text_response(404, "not found")),
-            Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed")),
+            Route::NotFound => (404, http::text_response(404, "not found").into()),
+            Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
             Route::AgentStream => return self.agent_request(id, head, false, now),
             Route::DashboardStream => {
                 if !head.origin_allowed(&self.config.allowed_origins) {
                     let peer = conn_peer(&self.conns, id);
                     self.refused(peer, "dashboard origin not allowed", now);
-                    (403, http::text_response(403, "origin not allowed"))
+                    (403, http::text_response(403, "origin not allowed").into())
                 } else if !self.viewer_allowed(&head) {
                     let peer = conn_peer(&self.conns, id);
                     self.refused(peer, "dashboard without the viewer token", now);
-                    (401, http::text_response(401, "viewer token required"))
+                    (
+                        401,
+                        http::text_response(401, "viewer token required").into(),
+                    )
                 } else {
                     return match http::upgrade_response(&head) {
                         Ok(bytes) => self.respond(id, bytes, 101, Next::Dashboard),
@@ -554,7 +561,37 @@ impl Engine {
         self.respond(id, bytes, status, Next::Close);
     }
 
-    fn respond(&mut self, id: ConnId, bytes: Vec<u8>, status: u16, next: Next) {
+    /// A `200` response of one of the relay's own resources, shared with
+    /// other requests if it is large (see [`SHARE_BODIES_ABOVE`]).
+    fn body(&mut self, route: Route, head_only: bool, now: Instant) -> Rc<[u8]> {
+        if let Some((built, bytes)) = self.bodies.get(&(route, head_only))
+            && now.saturating_duration_since(*built) < SHARED_BODY_FOR
+        {
+            return bytes.clone();
+        }
+        let bytes: Rc<[u8]> = match route {
+            Route::Servers => {
+                http::response(200, "application/json", &self.hub.servers_json(), head_only)
+            }
+            Route::Page => http::page_response(DASHBOARD_PAGE.as_bytes(), head_only),
+            Route::Metrics => {
+                let text =
+                    prometheus::render(&self.hub.servers, &self.counters, self.connections());
+                http::response(200, prometheus::CONTENT_TYPE, text.as_bytes(), head_only)
+            }
+            _ => http::response(200, "text/plain", b"ok\n", head_only),
+        }
+        .into();
+        self.bodies
+            .retain(|_, (built, _)| now.saturating_duration_since(*built) < SHARED_BODY_FOR);
+        if bytes.len() > SHARE_BODIES_ABOVE {
+            self.bodies.insert((route, head_only), (now, bytes.clone()));
+        }
+        bytes
+    }
+
+    fn respond(&mut self, id: ConnId, bytes: impl Into<Rc<[u8]>>, status: u16, next: Next) {
+        let bytes = bytes.into();
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -640,7 +677,7 @@ impl Engine {
                     };
                     self.effects.push(Effect::Respond {
                         id,
-                        bytes,
+                        bytes: bytes.into(),
                         after: After::SendFile,
                     });
                 }

@@ -918,3 +918,26 @@ fn ages_read_as_a_person_writes_them() {
     assert_eq!(text(75), "1m15s");
     assert_eq!(text(3 * 3600 + 12 * 60 + 5), "3h12m5s");
 }
+
+#[test]
+fn a_large_body_is_built_once_a_second_and_shared_a_small_one_each_time() {
+    let names: Vec<String> = (0..700).map(|i| format!("server-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut bench = Bench::new(&names);
+    let body = |bench: &mut Bench, path: &str, ms: u64| -> Rc<[u8]> {
+        bench.request(get(path), ms);
+        let effects = bench.effects();
+        match effects.into_iter().next() {
+            Some(Effect::Respond { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = body(&mut bench, "/api/servers", 0);
+    assert!(first.len() > SHARE_BODIES_ABOVE, "{} bytes", first.len());
+    assert!(Rc::ptr_eq(&first, &body(&mut bench, "/api/servers", 999)));
+    let later = body(&mut bench, "/api/servers", 1000);
+    assert!(!Rc::ptr_eq(&first, &later));
+    assert_eq!(first, later, "nothing changed meanwhile");
+    let health = body(&mut bench, "/healthz", 1000);
+    assert!(!Rc::ptr_eq(&health, &body(&mut bench, "/healthz", 1000)));
+}

@@ -168,7 +168,7 @@ fn percent_decode(text: &str) -> Cow<'_, str> {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
     Page,
     Servers,
