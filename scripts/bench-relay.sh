@@ -20,6 +20,7 @@
 #   DURATION        measurement window per fleet run, seconds (default 20)
 #   IDLE_AGENTS     idle connections for the memory figure (default 2000)
 #   HANDSHAKE_SECONDS  length of each handshake run (default 10)
+#   VSTATS_RELAY_BIN   the relay to measure (default: the release build)
 #
 # Prints Markdown tables for BENCHMARKS.md; the raw JSON of every run is
 # kept in $OUT (default target/bench-relay).
@@ -59,7 +60,8 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
 cargo build --quiet --release --locked --bin vstats-relay --example loadgen
-relay=target/release/vstats-relay
+# VSTATS_RELAY_BIN: another relay to measure (an older build, say).
+relay=${VSTATS_RELAY_BIN:-target/release/vstats-relay}
 loadgen=target/release/examples/loadgen
 
 biggest=$IDLE_AGENTS

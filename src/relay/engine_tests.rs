@@ -793,7 +793,7 @@ fn fault5_a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
     let effects = bench.effects();
     assert_eq!(response(&effects, id), (200, After::SendFile));
     let Effect::Respond { bytes, .. } = &effects[0] else {
-        unreachable!()
+        panic!("{effects:?}")
     };
     assert!(String::from_utf8_lossy(bytes).contains("Content-Length: 30000000"));
     // A link out of the folder, a FIFO, a missing file: all 404.
