@@ -450,6 +450,12 @@ impl Engine {
         self.effects.push(Effect::Log { level, text });
     }
 
+    /// Whether a line at `level` would be logged: a debug line per request
+    /// is not worth formatting when no one reads it.
+    fn logs(&self, level: Level) -> bool {
+        level <= self.config.log_level
+    }
+
     // ----- connections -------------------------------------------------
 
     pub fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Admission {
@@ -683,7 +689,9 @@ impl Engine {
                 }
             }
             Err(e) => {
-                self.log(Level::Debug, format!("--dist-dir {name}: {e}"));
+                if self.logs(Level::Debug) {
+                    self.log(Level::Debug, format!("--dist-dir {name}: {e}"));
+                }
                 self.respond(id, http::text_response(404, "not found"), 404, Next::Close);
             }
         }
@@ -779,7 +787,7 @@ impl Engine {
         self.effects.push(Effect::Wake { id });
         let open = self.dashboards.len();
         self.log(
-            Level::Debug,
+            Level::Info,
             format!("dashboard connected from {peer} ({open} open)"),
         );
     }
@@ -1061,7 +1069,10 @@ impl Engine {
                     format!("dashboard {peer} disconnected after {lasted}: {cause} ({open} open)"),
                 );
             }
-            _ => self.log(Level::Debug, format!("{peer} after {lasted}: {cause}")),
+            _ if self.logs(Level::Debug) => {
+                self.log(Level::Debug, format!("{peer} after {lasted}: {cause}"));
+            }
+            _ => {}
         }
     }
 
