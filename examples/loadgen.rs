@@ -13,6 +13,14 @@
 //! - `--handshakes SECONDS`: agents connect, finish the WebSocket upgrade
 //!   (under TLS for `wss://`) and close, `--agents` of them in flight at a
 //!   time, for that long.
+//! - `--deaf-dashboards N`: the fleet runs as above (with `--dashboards`
+//!   reading dashboards); once it has settled, N more dashboards connect to
+//!   `/ws` (500 a second), finish the upgrade and never read again: no
+//!   frames, no pongs, the sockets simply held open. For `--duration`
+//!   seconds from their first connect, the relay's RSS (`--relay-pid`) and
+//!   how many of them it still holds (its `vstats_relay_connections`
+//!   gauge for dashboards, from `GET /metrics`, less the reading ones) are
+//!   printed once a second.
 //!
 //! Latency is a dashboard's receive time minus the `loadgen_sent_us` stamp
 //! the agent put in the sample, both on this process's clock: it includes
@@ -24,16 +32,18 @@
 //! Usage: cargo run --release --example loadgen -- --relay ws://127.0.0.1:PORT
 //!        --tokens FILE [--agents N] [--dashboards M] [--rate HZ] [--ramp S]
 //!        [--duration S] [--sample-bytes B] [--idle] [--handshakes S]
-//!        [--ca-file PEM] [--relay-pid PID]
+//!        [--deaf-dashboards N] [--ca-file PEM] [--relay-pid PID]
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use rustls::ClientConnection;
 use rustls::pki_types::ServerName;
 use serde_json::json;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::{ClientHandshake, Request};
@@ -66,6 +76,15 @@ const GRACE: Duration = Duration::from_secs(3);
 const MAX_WAIT: Duration = Duration::from_millis(5);
 /// File descriptors kept for stdio, epoll and /proc reads.
 const SPARE_FDS: u64 = 64;
+/// With `--deaf-dashboards`: after the agents' ramp, the fleet runs this
+/// long before the deaf dashboards come (the relay's RSS "before").
+const DEAF_BASELINE: Duration = Duration::from_secs(5);
+/// Deaf dashboards connect at this rate (the relay's accept queue is 128).
+const DEAF_CONNECTS_PER_S: f64 = 500.0;
+/// A `GET /metrics` that takes longer than this counts as no answer.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The relay's gauge of open dashboards, as `/metrics` prints it.
+const DASHBOARD_GAUGE: &str = "vstats_relay_connections{kind=\"dashboard\"} ";
 const STAMP: &str = "\"loadgen_sent_us\":";
 const METRICS_PREFIX: &str = "{\"type\":\"metrics\"";
 
@@ -85,6 +104,8 @@ Usage: loadgen --relay ws://127.0.0.1:PORT --tokens FILE [options]
   --sample-bytes B     size of an agent's data object (default 1000)
   --idle               agents connect and send nothing
   --handshakes SECONDS open and close agent connections this long
+  --deaf-dashboards N  also N dashboards that never read, once the fleet
+                       has settled; --duration counts from them
   --relay-pid PID      report the relay's CPU and memory
 ";
 
@@ -102,6 +123,7 @@ struct Args {
     sample_bytes: usize,
     idle: bool,
     handshakes: Option<f64>,
+    deaf_dashboards: usize,
     relay_pid: Option<u32>,
 }
 
@@ -123,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
         sample_bytes: 1000,
         idle: false,
         handshakes: None,
+        deaf_dashboards: 0,
         relay_pid: None,
     };
     let fail = |e: lexopt::Error| e.to_string();
@@ -146,6 +169,9 @@ fn parse_args() -> Result<Args, String> {
             Long("idle") => args.idle = true,
             Long("handshakes") => {
                 args.handshakes = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
+            }
+            Long("deaf-dashboards") => {
+                args.deaf_dashboards = parser.value().map_err(fail)?.parse().map_err(fail)?
             }
             Long("relay-pid") => {
                 args.relay_pid = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
@@ -188,6 +214,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if let Some(seconds) = args.handshakes {
         positive("handshakes", seconds)?;
+    }
+    if args.deaf_dashboards > 0 && (args.handshakes.is_some() || args.idle) {
+        return Err("--deaf-dashboards goes with the fleet, not --idle or --handshakes".into());
     }
     args.url = url.trim_end_matches('/').to_owned();
     args.addr = addr;
@@ -310,6 +339,8 @@ enum Role {
     Agent(usize),
     /// A dashboard, by its index.
     Dashboard(usize),
+    /// A dashboard that never reads after its upgrade.
+    Deaf,
 }
 
 enum Ws {
@@ -329,6 +360,13 @@ struct Stats {
     agents_failed: u64,
     dashboards_connected: u64,
     dashboards_failed: u64,
+    /// Reading dashboards open now (the relay's gauge counts both kinds).
+    dashboards_open: u64,
+    deaf_connected: u64,
+    deaf_failed: u64,
+    /// Deaf sockets this side saw end (a reset or an end of stream: the
+    /// relay's close can sit behind the unread data for a long time).
+    deaf_ended_here: u64,
     /// Why connections failed, with counts (HTTP status, timeout, ...).
     failures: std::collections::BTreeMap<String, u64>,
     /// Open connections the relay (or the network) ended during the run.
@@ -406,6 +444,7 @@ impl LoadGen {
         match role {
             Role::Agent(_) => self.stats.agents_failed += 1,
             Role::Dashboard(_) => self.stats.dashboards_failed += 1,
+            Role::Deaf => self.stats.deaf_failed += 1,
         }
         *self.stats.failures.entry(why).or_default() += 1;
     }
@@ -413,7 +452,7 @@ impl LoadGen {
     fn request(&self, role: Role) -> Request {
         let path = match role {
             Role::Agent(_) => "/ws/agent",
-            Role::Dashboard(_) => "/ws",
+            Role::Dashboard(_) | Role::Deaf => "/ws",
         };
         // The URL was checked in parse_args.
         let mut request = format!("{}{path}", self.args.url)
@@ -475,6 +514,8 @@ impl LoadGen {
             // read (the one that says WouldBlock included): at 128 KiB that
             // memset was the generator's largest cost.
             Role::Dashboard(_) => WebSocketConfig::default().read_buffer_size(16 * 1024),
+            // Never read past the upgrade.
+            Role::Deaf => WebSocketConfig::default().read_buffer_size(4096),
         };
         let request = self.request(role);
         let step = tungstenite::client::client_with_config(request, stream, Some(config));
@@ -514,19 +555,52 @@ impl LoadGen {
                 self.stats.agents_connected += 1;
                 self.agent_conn[i] = Some(key);
             }
-            Role::Dashboard(_) => self.stats.dashboards_connected += 1,
+            Role::Dashboard(_) => {
+                self.stats.dashboards_connected += 1;
+                self.stats.dashboards_open += 1;
+            }
+            Role::Deaf => {
+                // Whatever came with the 101 stays unread. From now on only
+                // the socket's end is of interest: no readable or writable
+                // edges (hang-ups and errors are always reported).
+                self.stats.deaf_connected += 1;
+                let flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+                if self
+                    .epoll
+                    .modify(ws.get_ref().tcp(), &mut EpollEvent::new(flags, key as u64))
+                    .is_err()
+                {
+                    self.free.push(key);
+                    self.stats.deaf_ended_here += 1;
+                    return;
+                }
+                let ws = Ws::Open(ws);
+                self.conns[key] = Some(Conn { role, ws, started });
+                return;
+            }
         }
         // Frames may have arrived with the 101.
         self.keep_reading(key, role, ws, started);
     }
 
     /// Advances one connection after a readiness event.
-    fn drive(&mut self, key: usize) {
+    fn drive(&mut self, key: usize, flags: EpollFlags) {
         let Some(Conn { role, ws, started }) = self.conns[key].take() else {
             return; // a stray event for a connection already gone
         };
         match ws {
             Ws::Handshake(mid) => self.handshake_step(key, role, started, mid.handshake()),
+            Ws::Open(ws) if matches!(role, Role::Deaf) => {
+                let ended = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+                if flags.intersects(ended) {
+                    // Dropping the socket closes it.
+                    self.stats.deaf_ended_here += 1;
+                    self.free.push(key);
+                } else {
+                    let ws = Ws::Open(ws);
+                    self.conns[key] = Some(Conn { role, ws, started });
+                }
+            }
             Ws::Open(ws) => self.keep_reading(key, role, ws, started),
         }
     }
@@ -574,10 +648,14 @@ impl LoadGen {
 
     fn closed(&mut self, key: usize, role: Role) {
         self.stats.dropped += 1;
-        if let Role::Agent(i) = role {
-            if let Some(slot) = self.agent_conn.get_mut(i) {
-                *slot = None;
+        match role {
+            Role::Agent(i) => {
+                if let Some(slot) = self.agent_conn.get_mut(i) {
+                    *slot = None;
+                }
             }
+            Role::Dashboard(_) => self.stats.dashboards_open -= 1,
+            Role::Deaf => {}
         }
         self.free.push(key);
     }
@@ -653,7 +731,8 @@ impl LoadGen {
         };
         for i in 0..ready {
             let key = self.events[i].data() as usize;
-            self.drive(key);
+            let flags = self.events[i].events();
+            self.drive(key, flags);
         }
     }
 
@@ -964,6 +1043,372 @@ fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
     })
 }
 
+/// One look at the relay during a `--deaf-dashboards` run.
+struct Probe {
+    /// Seconds since the first deaf dashboard connected.
+    t: f64,
+    rss_kib: Option<u64>,
+    /// The relay's gauge of open dashboards, deaf and reading.
+    dashboards: Option<u64>,
+    /// The machine's TCP socket memory in KiB (both ends' buffers, and
+    /// those of sockets the relay closed with data still unsent), and how
+    /// many such orphaned sockets the kernel holds.
+    tcp_mem_kib: Option<u64>,
+    orphans: Option<u64>,
+}
+
+/// Asks the relay for `/metrics` on a new connection (TLS for `wss://`).
+#[derive(Clone)]
+struct Scraper {
+    addr: SocketAddr,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl Scraper {
+    /// The relay's count of open dashboards, or `None` without an answer.
+    fn dashboards(&self) -> Option<u64> {
+        let mut tcp = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).ok()?;
+        tcp.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
+        tcp.set_write_timeout(Some(SCRAPE_TIMEOUT)).ok()?;
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        let mut response = Vec::new();
+        let read = match &self.tls {
+            None => {
+                tcp.write_all(request.as_bytes()).ok()?;
+                tcp.read_to_end(&mut response)
+            }
+            Some((config, name)) => {
+                let tls = ClientConnection::new(config.clone(), name.clone()).ok()?;
+                let mut stream = rustls::StreamOwned::new(tls, tcp);
+                stream.write_all(request.as_bytes()).ok()?;
+                stream.read_to_end(&mut response)
+            }
+        };
+        // Closed without TLS's close_notify: the response is still whole
+        // if the gauge is in it.
+        if let Err(e) = read {
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                return None;
+            }
+        }
+        String::from_utf8_lossy(&response)
+            .lines()
+            .find_map(|l| l.strip_prefix(DASHBOARD_GAUGE))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+}
+
+/// The `TCP:` line of `/proc/net/sockstat`: socket memory in KiB, orphans.
+fn tcp_sockstat() -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string("/proc/net/sockstat") else {
+        return (None, None);
+    };
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("TCP:")) else {
+        return (None, None);
+    };
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let value = |name: &str| {
+        let at = fields.iter().position(|f| *f == name)?;
+        fields.get(at + 1)?.parse::<u64>().ok()
+    };
+    let page_kib = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64
+        / 1024;
+    (value("mem").map(|pages| pages * page_kib), value("orphan"))
+}
+
+/// Probes the relay once a second, `start + 1 s` to `start + seconds`, on
+/// a thread of its own so that a slow `/metrics` never delays the agents;
+/// the channel closes after the last probe.
+fn spawn_prober(
+    scraper: Scraper,
+    relay_pid: Option<u32>,
+    start: Instant,
+    seconds: u64,
+) -> mpsc::Receiver<Probe> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let pid = relay_pid.map(|p| p.to_string());
+        for k in 1..=seconds {
+            std::thread::sleep(
+                (start + Duration::from_secs(k)).saturating_duration_since(Instant::now()),
+            );
+            let t = start.elapsed().as_secs_f64();
+            let rss_kib = pid.as_deref().and_then(|p| status_kib(p, "VmRSS"));
+            let dashboards = scraper.dashboards();
+            let (tcp_mem_kib, orphans) = tcp_sockstat();
+            let probe = Probe {
+                t,
+                rss_kib,
+                dashboards,
+                tcp_mem_kib,
+                orphans,
+            };
+            if tx.send(probe).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `--deaf-dashboards`: the fleet with reading dashboards as in
+/// [`run_fleet`]; after the ramp and [`DEAF_BASELINE`], the deaf dashboards
+/// connect and the relay is probed once a second for `--duration` seconds.
+/// The reading dashboards' latency covers those seconds.
+fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
+    let (agents, dashboards, deaf) = (g.args.agents, g.args.dashboards, g.args.deaf_dashboards);
+    let setup_end = Instant::now() + DASHBOARD_SETUP;
+    for d in 0..dashboards {
+        g.open(Role::Dashboard(d));
+    }
+    while Instant::now() < setup_end
+        && ((g.stats.dashboards_connected + g.stats.dashboards_failed) as usize) < dashboards
+    {
+        g.poll(MAX_WAIT);
+        g.expire_handshakes();
+    }
+    let ramp = Duration::from_secs_f64(g.args.ramp.unwrap_or(agents as f64 / 2000.0));
+    let deaf_ramp = Duration::from_secs_f64(deaf as f64 / DEAF_CONNECTS_PER_S);
+    let seconds = (g.args.duration.ceil() as u64).max(1);
+    let t0 = Instant::now();
+    let start = t0 + ramp + DEAF_BASELINE;
+    let end = start + Duration::from_secs(seconds);
+    g.window_us = (g.micros(start), g.micros(end));
+    let per_second = g.args.rate * agents as f64;
+    let pid = g.args.relay_pid;
+    let scraper = Scraper {
+        addr: g.args.addr,
+        tls: g.tls.clone(),
+    };
+    let mut seq: u64 = 0;
+    let mut opened = 0;
+    let mut deaf_opened = 0;
+    let mut probes = None;
+    let mut before = (None, None, 0);
+    let mut cpu = None;
+    let mut timeline: Vec<(Probe, u64)> = Vec::new();
+    let mut last_expiry = t0;
+    let connected_agents = |g: &LoadGen| g.agent_conn.iter().filter(|c| c.is_some()).count();
+    loop {
+        let now = Instant::now();
+        while opened < agents && t0 + ramp.mul_f64(opened as f64 / agents as f64) <= Instant::now()
+        {
+            g.open(Role::Agent(opened));
+            opened += 1;
+        }
+        if probes.is_none() && now >= start {
+            before = (
+                pid.and_then(|p| status_kib(&p.to_string(), "VmRSS")),
+                scraper.dashboards(),
+                connected_agents(g),
+            );
+            println!(
+                "before the deaf dashboards: relay RSS {} KiB, relay's dashboard gauge {}, {} agents connected",
+                before.0.map_or("n/a".to_owned(), |v| v.to_string()),
+                before.1.map_or("n/a".to_owned(), |v| v.to_string()),
+                before.2
+            );
+            cpu = Some(CpuWindow::start(pid));
+            probes = Some(spawn_prober(scraper.clone(), pid, start, seconds));
+        }
+        if probes.is_some() {
+            while deaf_opened < deaf
+                && start + deaf_ramp.mul_f64(deaf_opened as f64 / deaf as f64) <= Instant::now()
+            {
+                g.open(Role::Deaf);
+                deaf_opened += 1;
+            }
+        }
+        let mut next_due = end;
+        if agents > 0 && now < end {
+            loop {
+                let due = t0 + Duration::from_secs_f64(seq as f64 / per_second);
+                if due > now {
+                    next_due = due;
+                    break;
+                }
+                g.stats.worst_send_lag = g.stats.worst_send_lag.max(now - due);
+                g.send((seq % agents as u64) as usize);
+                seq += 1;
+            }
+        }
+        if let Some(rx) = &probes {
+            let mut done = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(probe) => {
+                        let deaf_open = probe
+                            .dashboards
+                            .map(|d| d.saturating_sub(g.stats.dashboards_open));
+                        let show = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| v.to_string());
+                        println!(
+                            "deaf t={:.1} rss_kib={} deaf_open={} gauge={} ended_here={} tcp_mem_kib={} orphans={}",
+                            probe.t,
+                            show(probe.rss_kib),
+                            show(deaf_open),
+                            show(probe.dashboards),
+                            g.stats.deaf_ended_here,
+                            show(probe.tcp_mem_kib),
+                            show(probe.orphans)
+                        );
+                        timeline.push((probe, g.stats.deaf_ended_here));
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        g.poll(
+            next_due
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT),
+        );
+        if last_expiry.elapsed() >= Duration::from_millis(500) {
+            last_expiry = Instant::now();
+            g.expire_handshakes();
+        }
+    }
+    let cpu = cpu
+        .map(|c: CpuWindow| c.since_start(pid))
+        .unwrap_or_default();
+    let hwm = pid.and_then(|p| status_kib(&p.to_string(), "VmHWM"));
+    let connected_at_end = connected_agents(g);
+    let live = g.stats.dashboards_open;
+    // The deaf dashboards the relay holds, by the probes.
+    let held: Vec<(f64, Option<u64>)> = timeline
+        .iter()
+        .map(|(p, _)| (p.t, p.dashboards.map(|d| d.saturating_sub(live))))
+        .collect();
+    let all_in = held
+        .iter()
+        .position(|(_, n)| *n == Some(g.stats.deaf_connected) && g.stats.deaf_connected > 0);
+    let after_all_in = |pred: &dyn Fn(u64) -> bool| {
+        all_in.and_then(|i| {
+            held[i..]
+                .iter()
+                .find(|(_, n)| n.is_some_and(pred))
+                .map(|(t, _)| *t)
+        })
+    };
+    let first_gone_at = after_all_in(&|n| n < g.stats.deaf_connected);
+    let all_gone_at = after_all_in(&|n| n == 0);
+    let peak = timeline
+        .iter()
+        .filter_map(|(p, _)| Some((p.rss_kib?, p.t)))
+        .max_by_key(|&(rss, _)| rss);
+    let tcp_peak = timeline.iter().filter_map(|(p, _)| p.tcp_mem_kib).max();
+    let rss_at_end = timeline.last().and_then(|(p, _)| p.rss_kib);
+    g.stats.latencies_us.sort_unstable();
+    let lat = &g.stats.latencies_us;
+    let p = |q| percentile(lat, q);
+    let received = &g.stats.received;
+    let expected = g.stats.samples_sent_in_window;
+    let (min_received, max_received) = (
+        received.iter().copied().min().unwrap_or(0),
+        received.iter().copied().max().unwrap_or(0),
+    );
+    let show = |v: Option<u64>| v.map_or("n/a".to_owned(), |v| v.to_string());
+    let show_s = |v: Option<f64>| v.map_or("never".to_owned(), |v| format!("{v:.1} s"));
+    println!(
+        "deaf dashboards: {} connected, {} failed {:?}; the relay held all of them at {}, fewer at {}, none at {}; {} ended here",
+        g.stats.deaf_connected,
+        g.stats.deaf_failed,
+        g.stats.failures,
+        show_s(all_in.map(|i| held[i].0)),
+        show_s(first_gone_at),
+        show_s(all_gone_at),
+        g.stats.deaf_ended_here
+    );
+    println!(
+        "relay RSS: {} KiB before, peak {} KiB at {} (VmHWM {} KiB), {} KiB at the end; TCP memory peak {} KiB",
+        show(before.0),
+        show(peak.map(|(rss, _)| rss)),
+        show_s(peak.map(|(_, t)| t)),
+        show(hwm),
+        show(rss_at_end),
+        show(tcp_peak)
+    );
+    println!(
+        "agents: {} connected ({connected_at_end} at the end); samples: {} sent, {expected} in the {seconds} s; reading dashboards: {live}/{dashboards} open at the end, received {min_received}..{max_received}",
+        g.stats.agents_connected, g.stats.samples_sent,
+    );
+    let show_ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "reading dashboards' latency ms: p50 {} p90 {} p99 {} max {} ({} samples)",
+        show_ms(p(50.0)),
+        show_ms(p(90.0)),
+        show_ms(p(99.0)),
+        show_ms(p(100.0)),
+        lat.len()
+    );
+    print_cpu(cpu);
+    let timeline: Vec<serde_json::Value> = timeline
+        .iter()
+        .map(|(probe, ended_here)| {
+            json!({
+                "t": probe.t,
+                "rss_kib": probe.rss_kib,
+                "dashboards": probe.dashboards,
+                "tcp_mem_kib": probe.tcp_mem_kib,
+                "orphans": probe.orphans,
+                "deaf_ended_here": ended_here,
+            })
+        })
+        .collect();
+    json!({
+        "mode": "deaf",
+        "tls": g.args.tls,
+        "agents": agents,
+        "dashboards": dashboards,
+        "deaf_dashboards": deaf,
+        "rate_hz": g.args.rate,
+        "sample_bytes": g.args.sample_bytes,
+        "seconds": seconds,
+        "agents_connected": g.stats.agents_connected,
+        "agents_connected_at_end": connected_at_end,
+        "agents_failed": g.stats.agents_failed,
+        "dashboards_connected": g.stats.dashboards_connected,
+        "dashboards_open_at_end": live,
+        "deaf_connected": g.stats.deaf_connected,
+        "deaf_failed": g.stats.deaf_failed,
+        "deaf_ended_here": g.stats.deaf_ended_here,
+        "failures": g.stats.failures,
+        "deaf_all_in_at_s": all_in.map(|i| held[i].0),
+        "deaf_first_gone_at_s": first_gone_at,
+        "deaf_all_gone_at_s": all_gone_at,
+        "relay_rss_before_kib": before.0,
+        "relay_rss_peak_kib": peak.map(|(rss, _)| rss),
+        "relay_rss_peak_at_s": peak.map(|(_, t)| t),
+        "relay_rss_end_kib": rss_at_end,
+        "relay_hwm_kib": hwm,
+        "tcp_mem_peak_kib": tcp_peak,
+        "samples_sent": g.stats.samples_sent,
+        "samples_sent_in_window": expected,
+        "received_per_dashboard_min": min_received,
+        "received_per_dashboard_max": max_received,
+        "latency_ms": {"p50": p(50.0), "p90": p(90.0), "p99": p(99.0), "max": p(100.0)},
+        "relay_cpu_percent": cpu.relay,
+        "loadgen_cpu_percent": cpu.loadgen,
+        "others_cpu_percent": cpu.others,
+        "loadgen_worst_send_lag_ms": g.stats.worst_send_lag.as_secs_f64() * 1000.0,
+        "send_blocked": g.stats.send_blocked,
+        "timeline": timeline,
+    })
+}
+
 fn read_tokens(args: &Args) -> Result<Vec<String>, String> {
     let Some(path) = &args.tokens else {
         return Ok(Vec::new());
@@ -981,10 +1426,10 @@ fn main() {
     let result = parse_args().and_then(|mut args| {
         let tokens = read_tokens(&args)?;
         let budget = connection_budget();
-        if args.dashboards > budget {
+        if args.dashboards + args.deaf_dashboards > budget {
             return Err(format!(
                 "{} dashboards exceed the fd limit",
-                args.dashboards
+                args.dashboards + args.deaf_dashboards
             ));
         }
         // Each agent needs its own token: a second connection with the same
@@ -1000,7 +1445,7 @@ fn main() {
                 tokens.len()
             ));
         }
-        let room = budget - args.dashboards;
+        let room = budget - args.dashboards - args.deaf_dashboards;
         if args.agents > room {
             eprintln!(
                 "loadgen: {} agents capped to {room} by the open-files limit",
@@ -1011,6 +1456,7 @@ fn main() {
         let mut g = LoadGen::new(args, tokens)?;
         let report = match g.args.handshakes {
             Some(seconds) => run_handshakes(&mut g, seconds),
+            None if g.args.deaf_dashboards > 0 => run_deaf(&mut g),
             None => run_fleet(&mut g),
         };
         println!("{report}");
