@@ -23,8 +23,11 @@ pub type Stream = MaybeTls<ServerConnection>;
 
 /// Largest agent or dashboard frame accepted (larger: close 1009).
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Bytes handed to tungstenite before one flush to the socket.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Bytes handed to tungstenite before one flush to the socket. What a
+/// dashboard that stops reading holds in the relay is about twice this
+/// (plus what its outbox keeps): 64 KiB cost 94 KB per such dashboard,
+/// 16 KiB about 48 KB, with no cost to a fleet's latency (BENCHMARKS.md).
+const WRITE_BATCH: usize = 16 * 1024;
 
 /// Sized for many idle peers: tungstenite's default 128 KiB read buffer per
 /// connection would cost over a gigabyte for 10,000 agents.
@@ -32,7 +35,9 @@ fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(WRITE_BATCH)
-        .max_write_buffer_size(4 * WRITE_BATCH)
+        // A batch, what a blocked flush left, and one message of the
+        // largest size: a full buffer would drop the connection.
+        .max_write_buffer_size(2 * WRITE_BATCH + 2 * MAX_FRAME)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME))
 }
