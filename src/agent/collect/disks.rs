@@ -4,14 +4,11 @@
 //! `\040` (a space) escaped in mount points, so statvfs would miss them, and
 //! builds a `HashMap` of mount options for every line.
 
-use super::{Paths, percent};
+use super::{Paths, flagged, open_and_read, percent};
 use crate::protocol::Disk;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::statvfs::statvfs;
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::AsFd;
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Mount {
@@ -49,28 +46,11 @@ impl DiskCollector {
     }
 
     fn table_changed(&self) -> bool {
-        let Some(table) = &self.table else {
-            return true;
-        };
-        let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|events| events.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
-            Err(err) => {
-                log::debug!("poll mounts: {err}");
-                true
-            }
-        }
+        self.table.as_ref().is_none_or(flagged)
     }
 
     fn reload(&mut self, paths: &Paths, buf: &mut String) {
-        let path = paths.procfs.join("mounts");
-        buf.clear();
-        self.table = File::open(&path)
-            .and_then(|mut table| table.read_to_string(buf).map(|_| table))
-            .map_err(|err| log::debug!("{}: {err}", path.display()))
-            .ok();
+        self.table = open_and_read(&paths.procfs.join("mounts"), buf);
         self.mounts = parse_mounts(buf);
     }
 }
