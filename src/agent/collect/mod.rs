@@ -203,9 +203,11 @@ impl<T> Previous<T> {
     }
 
     /// Forgets the names not listed this time, which all sit after the
-    /// `listed` that were.
-    fn forget_after(&mut self, listed: usize) {
+    /// `listed` that were; says whether there were any.
+    fn forget_after(&mut self, listed: usize) -> bool {
+        let forgot = self.entries.len() > listed;
         self.entries.truncate(listed);
+        forgot
     }
 }
 
@@ -261,7 +263,8 @@ mod tests {
                 (if name == "d" { 2 } else { 1 }, name != "d")
             );
         }
-        previous.forget_after(3);
+        assert!(previous.forget_after(3));
+        assert!(!previous.forget_after(3));
         let names: Vec<_> = previous
             .entries
             .iter()
