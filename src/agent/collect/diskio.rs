@@ -7,7 +7,7 @@
 //!
 //! Each disk's I/O is counted once. Partitions are not counted (their disk
 //! is), nor RAM, loop and zram devices, nor devices stacked on disks that
-//! are counted already (device-mapper, md).
+//! are counted already (device-mapper, md, ZFS zvols).
 //!
 //! A namespace reached through native NVMe multipath is listed several
 //! times: once per path (`nvme0c0n1`, `nvme0c1n1`: namespace 1 of
@@ -169,9 +169,10 @@ fn parse_line(line: &str) -> Option<(&str, u64, u64)> {
 /// How a device's I/O counts, by name and by whether `/sys/block/NAME`
 /// exists (partitions live below their disk there); by name alone when there
 /// is no sysfs. RAM disks, loop devices and zram are not storage;
-/// device-mapper and md devices are stacked on disks already counted.
+/// device-mapper and md devices, and ZFS zvols (`zd0`, `zd16`: a Proxmox
+/// VM's disk), are stacked on disks already counted.
 pub(super) fn role(name: &str, in_sys_block: Option<bool>) -> Role {
-    const NOT_DISKS: [&str; 5] = ["ram", "loop", "zram", "dm-", "md"];
+    const NOT_DISKS: [&str; 6] = ["ram", "loop", "zram", "dm-", "md", "zd"];
     if NOT_DISKS.iter().any(|prefix| name.starts_with(prefix)) {
         return Role::Skip;
     }
@@ -407,6 +408,19 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    // A Proxmox host with VM disks on ZFS: zd0 and zd16 are zvols, whose
+    // I/O is the pool's on sda and sdb; /sys/block lists them as disks.
+    #[test]
+    fn zfs_zvols_are_not_counted() {
+        assert_eq!(role("zd0", Some(true)), Role::Skip);
+        assert_eq!(role("zd16p1", None), Role::Skip);
+        assert_eq!(role("sda", Some(true)), Role::Disk);
+        let text = "   8       0 sda 1 0 64 0 1 0 64 0 0 0 0\n \
+                    230       0 zd0 1 0 32 0 1 0 32 0 0 0 0\n \
+                    230      16 zd16 1 0 32 0 1 0 32 0 0 0 0\n";
+        assert_eq!(counted(text), ["sda"]);
     }
 
     #[test]
