@@ -1,5 +1,15 @@
 //! `disks`: real filesystems from `/proc/mounts`, sized with statvfs(3).
 //!
+//! Mounted ZFS datasets are listed one by one, as `df` shows them: a
+//! Proxmox host has one per container volume (`rpool/data/subvol-101-disk-0`)
+//! besides `rpool`, `rpool/ROOT/pve-1` on `/` and `rpool/data`. ZFS's statvfs
+//! gives a dataset's `used` as the bytes it references itself (not its
+//! snapshots, not its child datasets) and its total as that plus the bytes
+//! it may still take: the pool's free space, less if a quota caps it (a
+//! container volume's refquota, its disk size). So the datasets of one pool
+//! share the pool's free space, each total counting it again: their totals
+//! do not add up to the pool's size.
+//!
 //! Hand-parsed rather than with procfs-core's `MountEntry`, which leaves
 //! `\040` (a space) escaped in mount points, so statvfs would miss them, and
 //! builds a `HashMap` of mount options for every line.
@@ -103,13 +113,16 @@ pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
     mounts
 }
 
-/// Block devices, flash filesystems, and OpenWrt's overlay root (whose
-/// upper layer is the writable flash); never the read-only squashfs image.
+/// Block devices, flash filesystems, OpenWrt's overlay root (whose upper
+/// layer is the writable flash) and ZFS datasets; never the read-only
+/// squashfs image, nor a ZFS snapshot (`pool/dataset@name`, mounted
+/// read-only under `.zfs/snapshot/` while someone browses it).
 fn is_real(device: &str, mount: &str, fs_type: &str) -> bool {
     match fs_type {
         "squashfs" => false,
         "ubifs" | "jffs2" => true,
         "overlay" => mount == "/",
+        "zfs" => !device.contains('@'),
         _ => device.starts_with("/dev/"),
     }
 }
@@ -215,6 +228,35 @@ mod tests {
             mounts(text),
             ["/dev/nvme0n1p2 / btrfs", "/dev/nvme0n1p1 /boot/efi vfat"]
         );
+    }
+
+    // Proxmox VE on ZFS (synthetic tree, see tests/fixtures/SOURCES.md):
+    // every mounted dataset, by dataset name; not the snapshot that a
+    // backup left mounted, nor NFS storage, lxcfs or tmpfs.
+    #[test]
+    fn proxmox_zfs_datasets() {
+        assert_eq!(
+            mounts(fixture!("x86_64-proxmox-ve8-zfs-synthetic/proc/mounts")),
+            [
+                "rpool/ROOT/pve-1 / zfs",
+                "rpool /rpool zfs",
+                "rpool/ROOT /rpool/ROOT zfs",
+                "rpool/data /rpool/data zfs",
+                "rpool/var-lib-vz /var/lib/vz zfs",
+                "rpool/data/subvol-101-disk-0 /rpool/data/subvol-101-disk-0 zfs",
+                "rpool/data/subvol-102-disk-0 /rpool/data/subvol-102-disk-0 zfs",
+                "rpool/data/subvol-104-disk-1 /rpool/data/subvol-104-disk-1 zfs",
+                "/dev/fuse /etc/pve fuse",
+            ]
+        );
+    }
+
+    // Inside a Proxmox container on ZFS, the root is its volume.
+    #[test]
+    fn zfs_root_of_a_container() {
+        let text = "rpool/data/subvol-101-disk-0 / zfs rw,relatime,xattr,posixacl,casesensitive 0 0\n\
+                    none /dev tmpfs rw,relatime,size=492k,mode=755,uid=100000,gid=100000,inode64 0 0\n";
+        assert_eq!(mounts(text), ["rpool/data/subvol-101-disk-0 / zfs"]);
     }
 
     #[test]
