@@ -116,10 +116,12 @@ pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
 /// Block devices, flash filesystems, OpenWrt's overlay root (whose upper
 /// layer is the writable flash) and ZFS datasets; never the read-only
 /// squashfs image, nor a ZFS snapshot (`pool/dataset@name`, mounted
-/// read-only under `.zfs/snapshot/` while someone browses it).
+/// read-only under `.zfs/snapshot/` while someone browses it), nor a plain
+/// FUSE mount, whose `/dev/fuse` is its daemon's channel rather than a disk
+/// (Proxmox's cluster filesystem on `/etc/pve`; `fuseblk` names its disk).
 fn is_real(device: &str, mount: &str, fs_type: &str) -> bool {
     match fs_type {
-        "squashfs" => false,
+        "squashfs" | "fuse" => false,
         "ubifs" | "jffs2" => true,
         "overlay" => mount == "/",
         "zfs" => !device.contains('@'),
@@ -232,7 +234,8 @@ mod tests {
 
     // Proxmox VE on ZFS (synthetic tree, see tests/fixtures/SOURCES.md):
     // every mounted dataset, by dataset name; not the snapshot that a
-    // backup left mounted, nor NFS storage, lxcfs or tmpfs.
+    // backup left mounted, nor the cluster filesystem on /etc/pve, NFS
+    // storage, lxcfs or tmpfs.
     #[test]
     fn proxmox_zfs_datasets() {
         assert_eq!(
@@ -246,7 +249,6 @@ mod tests {
                 "rpool/data/subvol-101-disk-0 /rpool/data/subvol-101-disk-0 zfs",
                 "rpool/data/subvol-102-disk-0 /rpool/data/subvol-102-disk-0 zfs",
                 "rpool/data/subvol-104-disk-1 /rpool/data/subvol-104-disk-1 zfs",
-                "/dev/fuse /etc/pve fuse",
             ]
         );
     }
@@ -257,6 +259,14 @@ mod tests {
         let text = "rpool/data/subvol-101-disk-0 / zfs rw,relatime,xattr,posixacl,casesensitive 0 0\n\
                     none /dev tmpfs rw,relatime,size=492k,mode=755,uid=100000,gid=100000,inode64 0 0\n";
         assert_eq!(mounts(text), ["rpool/data/subvol-101-disk-0 / zfs"]);
+    }
+
+    // ntfs-3g mounts through FUSE as fuseblk, naming its partition.
+    #[test]
+    fn fuse_channel_is_not_a_disk_but_fuseblk_is() {
+        let text = "/dev/fuse /etc/pve fuse rw,nosuid,nodev,relatime,user_id=0,group_id=0,default_permissions,allow_other 0 0\n\
+                    /dev/sdb1 /media/usb fuseblk rw,nosuid,nodev,relatime,user_id=0,group_id=0,allow_other,blksize=4096 0 0\n";
+        assert_eq!(mounts(text), ["/dev/sdb1 /media/usb fuseblk"]);
     }
 
     #[test]
