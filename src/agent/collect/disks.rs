@@ -1,17 +1,24 @@
 //! `disks`: real filesystems from `/proc/mounts`, sized with statvfs(3).
 //!
+//! Mounted ZFS datasets are listed one by one, as `df` shows them: a
+//! Proxmox host has one per container volume (`rpool/data/subvol-101-disk-0`)
+//! besides `rpool`, `rpool/ROOT/pve-1` on `/` and `rpool/data`. ZFS's statvfs
+//! gives a dataset's `used` as the bytes it references itself (not its
+//! snapshots, not its child datasets) and its total as that plus the bytes
+//! it may still take: the pool's free space, less if a quota caps it (a
+//! container volume's refquota, its disk size). So the datasets of one pool
+//! share the pool's free space, each total counting it again: their totals
+//! do not add up to the pool's size.
+//!
 //! Hand-parsed rather than with procfs-core's `MountEntry`, which leaves
 //! `\040` (a space) escaped in mount points, so statvfs would miss them, and
 //! builds a `HashMap` of mount options for every line.
 
-use super::{Paths, percent};
+use super::{Paths, flagged, open_and_read, percent};
 use crate::protocol::Disk;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::statvfs::statvfs;
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::AsFd;
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Mount {
@@ -49,28 +56,11 @@ impl DiskCollector {
     }
 
     fn table_changed(&self) -> bool {
-        let Some(table) = &self.table else {
-            return true;
-        };
-        let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|events| events.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
-            Err(err) => {
-                log::debug!("poll mounts: {err}");
-                true
-            }
-        }
+        self.table.as_ref().is_none_or(flagged)
     }
 
     fn reload(&mut self, paths: &Paths, buf: &mut String) {
-        let path = paths.procfs.join("mounts");
-        buf.clear();
-        self.table = File::open(&path)
-            .and_then(|mut table| table.read_to_string(buf).map(|_| table))
-            .map_err(|err| log::debug!("{}: {err}", path.display()))
-            .ok();
+        self.table = open_and_read(&paths.procfs.join("mounts"), buf);
         self.mounts = parse_mounts(buf);
     }
 }
@@ -123,13 +113,18 @@ pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
     mounts
 }
 
-/// Block devices, flash filesystems, and OpenWrt's overlay root (whose
-/// upper layer is the writable flash); never the read-only squashfs image.
+/// Block devices, flash filesystems, OpenWrt's overlay root (whose upper
+/// layer is the writable flash) and ZFS datasets; never the read-only
+/// squashfs image, nor a ZFS snapshot (`pool/dataset@name`, mounted
+/// read-only under `.zfs/snapshot/` while someone browses it), nor a plain
+/// FUSE mount, whose `/dev/fuse` is its daemon's channel rather than a disk
+/// (Proxmox's cluster filesystem on `/etc/pve`; `fuseblk` names its disk).
 fn is_real(device: &str, mount: &str, fs_type: &str) -> bool {
     match fs_type {
-        "squashfs" => false,
+        "squashfs" | "fuse" => false,
         "ubifs" | "jffs2" => true,
         "overlay" => mount == "/",
+        "zfs" => !device.contains('@'),
         _ => device.starts_with("/dev/"),
     }
 }
@@ -235,6 +230,43 @@ mod tests {
             mounts(text),
             ["/dev/nvme0n1p2 / btrfs", "/dev/nvme0n1p1 /boot/efi vfat"]
         );
+    }
+
+    // Proxmox VE on ZFS (synthetic tree, see tests/fixtures/SOURCES.md):
+    // every mounted dataset, by dataset name; not the snapshot that a
+    // backup left mounted, nor the cluster filesystem on /etc/pve, NFS
+    // storage, lxcfs or tmpfs.
+    #[test]
+    fn proxmox_zfs_datasets() {
+        assert_eq!(
+            mounts(fixture!("x86_64-proxmox-ve8-zfs-synthetic/proc/mounts")),
+            [
+                "rpool/ROOT/pve-1 / zfs",
+                "rpool /rpool zfs",
+                "rpool/ROOT /rpool/ROOT zfs",
+                "rpool/data /rpool/data zfs",
+                "rpool/var-lib-vz /var/lib/vz zfs",
+                "rpool/data/subvol-101-disk-0 /rpool/data/subvol-101-disk-0 zfs",
+                "rpool/data/subvol-102-disk-0 /rpool/data/subvol-102-disk-0 zfs",
+                "rpool/data/subvol-104-disk-1 /rpool/data/subvol-104-disk-1 zfs",
+            ]
+        );
+    }
+
+    // Inside a Proxmox container on ZFS, the root is its volume.
+    #[test]
+    fn zfs_root_of_a_container() {
+        let text = "rpool/data/subvol-101-disk-0 / zfs rw,relatime,xattr,posixacl,casesensitive 0 0\n\
+                    none /dev tmpfs rw,relatime,size=492k,mode=755,uid=100000,gid=100000,inode64 0 0\n";
+        assert_eq!(mounts(text), ["rpool/data/subvol-101-disk-0 / zfs"]);
+    }
+
+    // ntfs-3g mounts through FUSE as fuseblk, naming its partition.
+    #[test]
+    fn fuse_channel_is_not_a_disk_but_fuseblk_is() {
+        let text = "/dev/fuse /etc/pve fuse rw,nosuid,nodev,relatime,user_id=0,group_id=0,default_permissions,allow_other 0 0\n\
+                    /dev/sdb1 /media/usb fuseblk rw,nosuid,nodev,relatime,user_id=0,group_id=0,allow_other,blksize=4096 0 0\n";
+        assert_eq!(mounts(text), ["/dev/sdb1 /media/usb fuseblk"]);
     }
 
     #[test]

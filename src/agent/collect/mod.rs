@@ -30,8 +30,10 @@ mod thermal;
 mod uptime;
 
 use crate::protocol::{self, Metrics};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -81,7 +83,7 @@ pub struct Collector {
     /// Every file is read into this one buffer, so steady state does not
     /// allocate a string per file.
     buf: String,
-    hostname: String,
+    hostname: os::Hostname,
     os: protocol::Os,
     cpu: cpu::CpuCollector,
     disks: disks::DiskCollector,
@@ -96,10 +98,9 @@ impl Collector {
     /// [`Collector::sample`] already carries real rates.
     pub fn new(paths: Paths, counted_interfaces: Option<Vec<String>>) -> Collector {
         let mut buf = String::with_capacity(16 * 1024);
-        let (hostname, os) = os::read(&paths, &mut buf);
         Collector {
-            hostname,
-            os,
+            hostname: os::Hostname::new(&paths, &mut buf),
+            os: os::read(&paths, &mut buf),
             cpu: cpu::CpuCollector::new(&paths, &mut buf),
             disks: disks::DiskCollector::new(&paths, &mut buf),
             disk_io: diskio::DiskIoCollector::new(&paths, &mut buf),
@@ -116,7 +117,7 @@ impl Collector {
         let (paths, buf) = (&self.paths, &mut self.buf);
         Metrics {
             timestamp: protocol::rfc3339(SystemTime::now()),
-            hostname: self.hostname.clone(),
+            hostname: self.hostname.sample(paths, buf).to_owned(),
             os: self.os.clone(),
             cpu: self.cpu.sample(paths, buf),
             memory: memory::read(paths, buf),
@@ -140,6 +141,35 @@ fn read_file<'b>(path: &Path, buf: &'b mut String) -> Option<&'b str> {
         Err(err) => {
             log::debug!("{}: {err}", path.display());
             None
+        }
+    }
+}
+
+/// Reads a whole file into the reused `buf` and keeps it open, for
+/// [`flagged`] to ask the kernel whether it changed since.
+fn open_and_read(path: &Path, buf: &mut String) -> Option<File> {
+    buf.clear();
+    File::open(path)
+        .and_then(|mut file| file.read_to_string(buf).map(|_| file))
+        .map_err(|err| log::debug!("{}: {err}", path.display()))
+        .ok()
+}
+
+/// Whether the kernel flagged a procfs file kept open since it was read:
+/// it raises POLLPRI (with POLLERR) on `mounts` when anything is mounted or
+/// unmounted (proc(5)), and on `sys/kernel/hostname` when the name is set.
+/// One poll(2) with a zero timeout: no path walk, no read, no allocation.
+/// Regular files (a fixture tree) never flag. A failed poll counts as a
+/// change, so the caller reads the file again rather than go stale.
+fn flagged(file: &File) -> bool {
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|events| events.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+        Err(err) => {
+            log::debug!("poll: {err}");
+            true
         }
     }
 }
@@ -173,9 +203,11 @@ impl<T> Previous<T> {
     }
 
     /// Forgets the names not listed this time, which all sit after the
-    /// `listed` that were.
-    fn forget_after(&mut self, listed: usize) {
+    /// `listed` that were; says whether there were any.
+    fn forget_after(&mut self, listed: usize) -> bool {
+        let forgot = self.entries.len() > listed;
         self.entries.truncate(listed);
+        forgot
     }
 }
 
@@ -231,7 +263,8 @@ mod tests {
                 (if name == "d" { 2 } else { 1 }, name != "d")
             );
         }
-        previous.forget_after(3);
+        assert!(previous.forget_after(3));
+        assert!(!previous.forget_after(3));
         let names: Vec<_> = previous
             .entries
             .iter()

@@ -1,30 +1,96 @@
-//! `hostname` and `os`: read once, when the collector starts.
+//! `hostname` and `os`. The os facts are read once, when the collector
+//! starts; the hostname is read then and again whenever the kernel says it
+//! changed.
 //!
 //! Kernel facts come from procfs (so a fixture tree can supply them) and
 //! fall back to uname(2); the distribution from `/etc/openwrt_release`, else
 //! os-release(5).
 
-use super::{Paths, read_file};
+use super::{Paths, flagged, open_and_read, read_file};
 use crate::protocol::Os;
 use nix::sys::utsname::{UtsName, uname};
 use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> (String, Os) {
-    let uname = uname().map_err(|err| log::debug!("uname: {err}")).ok();
-    let from_uname = |field: fn(&UtsName) -> &OsStr| {
-        uname
-            .as_ref()
-            .map(|uname| field(uname).to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let mut kernel_fact = |file: &str, fallback: fn(&UtsName) -> &OsStr| {
-        read_file(&paths.procfs.join("sys/kernel").join(file), buf)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map_or_else(|| from_uname(fallback), str::to_owned)
-    };
-    let hostname = kernel_fact("hostname", UtsName::nodename);
-    let kernel = kernel_fact("osrelease", UtsName::release);
+/// The kernel hostname, kept up to date for one poll(2) a sample.
+///
+/// Reading `sys/kernel/hostname` every sample would cost an open, a read
+/// and a close: a path walk in the kernel, and in user space a path to
+/// build, a UTF-8 check and a copy. uname(2) is one syscall but cannot be
+/// rooted at a fixture tree. Instead the file stays open and is polled like
+/// `mounts`: since Linux 3.1 the kernel flags it POLLPRI (with POLLERR)
+/// whenever a hostname is set, by sethostname(2) or by a write to the file.
+/// The poll is one syscall with a zero timeout that allocates nothing; the
+/// file is read again only when flagged, so the name is never more than one
+/// sample stale. The flag is shared by all UTS namespaces (a container
+/// naming itself wakes every reader, which then reads its own name again),
+/// and a fixture tree's regular file never flags: there the name is read
+/// once.
+pub(super) struct Hostname {
+    /// `procfs/sys/kernel/hostname`, open since it was last read; `None`
+    /// when procfs has no such file: then uname(2) is asked every sample.
+    file: Option<File>,
+    name: String,
+}
+
+impl Hostname {
+    pub(super) fn new(paths: &Paths, buf: &mut String) -> Hostname {
+        let mut hostname = Hostname {
+            file: None,
+            name: String::new(),
+        };
+        hostname.reload(paths, buf);
+        hostname
+    }
+
+    /// The hostname now: read again only if the kernel flagged a change.
+    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> &str {
+        if self.changed() {
+            self.reload(paths, buf);
+        }
+        &self.name
+    }
+
+    fn changed(&self) -> bool {
+        match &self.file {
+            Some(file) => flagged(file),
+            None => uname().is_ok_and(|uts| uts.nodename().as_bytes() != self.name.as_bytes()),
+        }
+    }
+
+    fn reload(&mut self, paths: &Paths, buf: &mut String) {
+        self.file = open_and_read(&paths.procfs.join("sys/kernel/hostname"), buf);
+        let name = match parse_hostname(buf) {
+            Some(name) => name.to_owned(),
+            None => from_uname(UtsName::nodename),
+        };
+        if name != self.name {
+            log::debug!("hostname: {name:?}");
+            self.name = name;
+        }
+    }
+}
+
+/// The name in `sys/kernel/hostname`, or `None` if the file holds none.
+fn parse_hostname(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|name| !name.is_empty())
+}
+
+/// A uname(2) field, or "" when uname fails.
+fn from_uname(field: fn(&UtsName) -> &OsStr) -> String {
+    uname()
+        .map_err(|err| log::debug!("uname: {err}"))
+        .map(|uts| field(&uts).to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `os`: read once, when the collector starts.
+pub(super) fn read(paths: &Paths, buf: &mut String) -> Os {
+    let kernel = read_file(&paths.procfs.join("sys/kernel/osrelease"), buf)
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map_or_else(|| from_uname(UtsName::release), str::to_owned);
     let distribution = read_file(&paths.rootfs.join("etc/openwrt_release"), buf)
         .and_then(parse_openwrt_release)
         .or_else(|| {
@@ -36,13 +102,12 @@ pub(super) fn read(paths: &Paths, buf: &mut String) -> (String, Os) {
         });
     let (name, version) =
         distribution.unwrap_or_else(|| (from_uname(UtsName::sysname), String::new()));
-    let os = Os {
+    Os {
         name,
         version,
         kernel,
         arch: from_uname(UtsName::machine),
-    };
-    (hostname, os)
+    }
 }
 
 /// os-release(5) `NAME` and `VERSION_ID`.
@@ -139,22 +204,93 @@ mod tests {
             read_file(&link, &mut buf).and_then(parse_os_release),
             owned("OpenWrt", "19.07.2")
         );
-        let (hostname, os) = read(&paths, &mut buf);
+        let os = read(&paths, &mut buf);
+        let mut hostname = Hostname::new(&paths, &mut buf);
         assert_eq!(
-            (hostname.as_str(), os.name.as_str(), os.version.as_str()),
+            (
+                hostname.sample(&paths, &mut buf),
+                os.name.as_str(),
+                os.version.as_str()
+            ),
             ("OpenWrt", "OpenWrt", "19.07.2")
         );
     }
 
     #[test]
     fn without_release_files_the_name_is_the_kernel() {
+        let paths = fixture_paths("x86_64-desktop-hankb");
         let mut buf = String::new();
-        let (hostname, os) = read(&fixture_paths("x86_64-desktop-hankb"), &mut buf);
-        assert_eq!(hostname, "desktop");
+        let os = read(&paths, &mut buf);
+        assert_eq!(Hostname::new(&paths, &mut buf).name, "desktop");
         assert_eq!(
             (os.name.as_str(), os.version.as_str(), os.kernel.as_str()),
             ("Linux", "", "unknown")
         );
         assert!(!os.arch.is_empty());
+    }
+
+    #[test]
+    fn hostname_text() {
+        assert_eq!(parse_hostname("pve\n"), Some("pve"));
+        assert_eq!(parse_hostname("OpenWrt"), Some("OpenWrt"));
+        assert_eq!(parse_hostname(""), None);
+        assert_eq!(parse_hostname(" \n"), None);
+    }
+
+    // A fixture tree's file never flags a change, so it is read once; the
+    // file is read again when the kernel flags it.
+    #[test]
+    fn hostname_is_read_again_only_when_flagged() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::under(root.path());
+        let file = paths.procfs.join("sys/kernel/hostname");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "before\n").unwrap();
+        let mut buf = String::new();
+        let mut hostname = Hostname::new(&paths, &mut buf);
+        std::fs::write(&file, "after\n").unwrap();
+        assert!(hostname.file.is_some() && !hostname.changed());
+        assert_eq!(hostname.sample(&paths, &mut buf), "before");
+        hostname.reload(&paths, &mut buf);
+        assert_eq!(hostname.sample(&paths, &mut buf), "after");
+    }
+
+    #[test]
+    fn without_procfs_the_name_comes_from_uname() {
+        let paths = Paths {
+            procfs: "/nonexistent/vstats".into(),
+            ..Paths::default()
+        };
+        let mut buf = String::new();
+        let mut hostname = Hostname::new(&paths, &mut buf);
+        assert!(hostname.file.is_none() && !hostname.changed());
+        let nodename = uname().unwrap().nodename().to_string_lossy().into_owned();
+        assert_eq!(hostname.sample(&paths, &mut buf), nodename);
+    }
+
+    // The live host: renaming it is seen at the next sample. The rename
+    // happens in a UTS namespace of this test's own thread, so the machine
+    // keeps its name; that takes CAP_SYS_ADMIN, so without it the test
+    // only checks that an unchanged name is not flagged.
+    #[test]
+    fn hostname_follows_sethostname() {
+        std::thread::spawn(|| {
+            let paths = Paths::default();
+            let mut buf = String::new();
+            let mut hostname = Hostname::new(&paths, &mut buf);
+            let before = hostname.sample(&paths, &mut buf).to_owned();
+            assert!(hostname.file.is_some());
+            assert_eq!(before, uname().unwrap().nodename().to_string_lossy());
+            if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS) {
+                eprintln!("hostname_follows_sethostname: rename skipped: unshare: {err}");
+                return;
+            }
+            let renamed = "vstats-renamed-host";
+            nix::unistd::sethostname(renamed).unwrap();
+            assert_eq!(hostname.sample(&paths, &mut buf), renamed);
+            assert!(!hostname.changed());
+        })
+        .join()
+        .unwrap();
     }
 }
