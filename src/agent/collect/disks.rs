@@ -118,13 +118,15 @@ pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
 /// squashfs image, nor a ZFS snapshot (`pool/dataset@name`, mounted
 /// read-only under `.zfs/snapshot/` while someone browses it), nor a plain
 /// FUSE mount, whose `/dev/fuse` is its daemon's channel rather than a disk
-/// (Proxmox's cluster filesystem on `/etc/pve`; `fuseblk` names its disk).
+/// (Proxmox's cluster filesystem on `/etc/pve`; `fuseblk` names its disk),
+/// nor the dataset per image layer of Docker's ZFS storage driver
+/// (hundreds of them under `/var/lib/docker/zfs/graph/`).
 fn is_real(device: &str, mount: &str, fs_type: &str) -> bool {
     match fs_type {
         "squashfs" | "fuse" => false,
         "ubifs" | "jffs2" => true,
         "overlay" => mount == "/",
-        "zfs" => !device.contains('@'),
+        "zfs" => !device.contains('@') && !mount.starts_with("/var/lib/docker/"),
         _ => device.starts_with("/dev/"),
     }
 }
@@ -254,6 +256,17 @@ mod tests {
     }
 
     // Inside a Proxmox container on ZFS, the root is its volume.
+    #[test]
+    fn docker_image_layers_on_zfs_are_not_disks() {
+        let text = "rpool/ROOT/pve-1 / zfs rw,relatime,xattr,noacl 0 0\n\
+                    rpool/docker/3f9a1c0e2b7d /var/lib/docker/zfs/graph/3f9a1c0e2b7d zfs rw,relatime 0 0\n\
+                    rpool/docker /var/lib/docker zfs rw,relatime 0 0\n";
+        assert_eq!(
+            mounts(text),
+            ["rpool/ROOT/pve-1 / zfs", "rpool/docker /var/lib/docker zfs"]
+        );
+    }
+
     #[test]
     fn zfs_root_of_a_container() {
         let text = "rpool/data/subvol-101-disk-0 / zfs rw,relatime,xattr,posixacl,casesensitive 0 0\n\
