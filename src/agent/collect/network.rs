@@ -80,9 +80,14 @@ impl NetworkCollector {
     }
 
     pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<Network> {
+        self.sample_at(paths, buf, Instant::now())
+    }
+
+    /// A reading taken at `now`: rates over the time since the last one.
+    fn sample_at(&mut self, paths: &Paths, buf: &mut String, now: Instant) -> Option<Network> {
         let text = read_file(&paths.procfs.join("net/dev"), buf)?;
-        let secs = self.at.elapsed().as_secs_f64();
-        self.at = Instant::now();
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
         let mut network = Network::default();
         let mut listed = 0;
         for (name, rx, tx) in parse(text) {
@@ -220,16 +225,17 @@ mod tests {
         let mut collector = NetworkCollector::new(&paths, &mut buf, None);
         // ppp0 reconnected (counter reset), wlan0 appeared.
         write(&[("lo", 999), ("eth0", 3000), ("ppp0", 10), ("wlan0", 7777)]);
-        collector.at -= std::time::Duration::from_secs(2);
-        let network = collector.sample(&paths, &mut buf).unwrap();
+        // Exactly 2 s later, by the collector's clock: no real time counts.
+        let later = collector.at + std::time::Duration::from_secs(2);
+        let network = collector.sample_at(&paths, &mut buf, later).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let rates: Vec<_> = network
             .interfaces
             .iter()
-            .map(|i| (i.name.as_str(), i.rx.round()))
+            .map(|i| (i.name.as_str(), i.rx))
             .collect();
         assert_eq!(rates, [("eth0", 1000.0), ("ppp0", 0.0), ("wlan0", 0.0)]);
-        assert_eq!(network.rx.round(), 1000.0);
+        assert_eq!(network.rx, 1000.0);
         assert_eq!(network.rx_total, 3000 + 10 + 7777);
     }
 
