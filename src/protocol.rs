@@ -7,9 +7,14 @@
 //! incoming data default when absent, so the seed's shorter samples parse.
 
 mod limits;
+mod patch;
 
 pub use limits::{
     MAX_SAMPLE_DEPTH, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRING, SampleError, check_limits,
+};
+pub use patch::{
+    CpuPatch, DiskPatch, InterfacePatch, LeanState, MemoryPatch, MetricsPatch, NetworkPatch,
+    TemperaturePatch, merge_list, per_second, percent,
 };
 
 use serde::de::{DeserializeOwned, Error as _};
@@ -270,10 +275,17 @@ pub struct Network {
 #[serde(default)]
 pub struct Interface {
     pub name: String,
+    /// Its bytes are in `network`'s sums (see "Counted interfaces").
+    #[serde(skip_serializing_if = "is_false")]
+    pub counted: bool,
     pub rx: f64,
     pub tx: f64,
     pub rx_total: u64,
     pub tx_total: u64,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

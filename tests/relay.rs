@@ -548,3 +548,33 @@ fn a_state_path_that_is_a_symlink_is_followed_and_kept() {
     let (_, body) = relay.get("/api/servers");
     assert!(body.contains(&nas) && !body.contains(&pi), "{body}");
 }
+
+#[test]
+fn a_lean_agent_is_seen_whole_by_dashboards_and_the_api() {
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("lean", "");
+    let mut dashboard = relay.dashboard();
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(json!({
+        "hostname": "lean-host",
+        "memory": {"total": 1000, "used": 500, "available": 500, "usage_percent": 50.0},
+        "network": {"rx": 0, "tx": 0, "rx_total": 10, "tx_total": 0, "interfaces": [
+            {"name": "eth0", "counted": true, "rx": 0, "tx": 0, "rx_total": 10, "tx_total": 0}]}
+    }));
+    dashboard.wait_for(SOON, "the full sample", |f| is(f, "metrics", &id));
+    agent.send(
+        json!({"type": "patch", "data": {"elapsed_ms": 1000, "memory": {"available": 250},
+            "network": {"interfaces": [{"rx_bytes": 4096}]}}})
+        .to_string(),
+    );
+    let frame = dashboard.wait_for(SOON, "the patched sample", |f| {
+        is(f, "metrics", &id) && f["data"]["metrics"]["memory"]["used"] == 750
+    });
+    let sample = &frame["data"]["metrics"];
+    assert_eq!(sample["hostname"], "lean-host");
+    assert_eq!(sample["network"]["rx"], 4096.0);
+    assert_eq!(sample["network"]["rx_total"], 4106);
+    let (_, servers) = relay.get("/api/servers");
+    let servers: Value = serde_json::from_str(&servers).unwrap();
+    assert_eq!(servers[0]["metrics"]["memory"]["usage_percent"], 75.0);
+}

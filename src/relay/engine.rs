@@ -16,6 +16,7 @@ use super::outbox::Outbox;
 use super::rate::RateLimit;
 use super::registry::{self, Registry, RegistryError};
 use super::{DASHBOARD_PAGE, prometheus};
+use crate::protocol::{LeanState, Metrics, MetricsPatch, SampleError, check_limits, rfc3339};
 use log::Level;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -306,6 +307,21 @@ struct AgentConn {
     server_id: String,
     malformed_in_a_row: u32,
     samples: RateLimit,
+    lean: Lean,
+}
+
+/// What the relay keeps to apply this connection's patches
+/// (docs/PROTOCOL.md, "Lean samples").
+#[derive(Debug)]
+enum Lean {
+    /// No full sample yet on this connection: a patch has no base.
+    NoBase,
+    /// The base is the server's latest sample, as stored.
+    Latest,
+    /// The base is a full sample that the rate limit kept from dashboards.
+    Held(Box<RawValue>),
+    /// Patches applied so far.
+    Patching(Box<LeanState>),
 }
 
 struct DashboardConn {
@@ -733,6 +749,7 @@ impl Engine {
             server_id: server_id.clone(),
             malformed_in_a_row: 0,
             samples: RateLimit::new(self.config.agent_max_rate, now),
+            lean: Lean::NoBase,
         };
         let peer = conn_peer(&self.conns, id);
         if let Some(conn) = self.conns.get_mut(&id) {
@@ -884,10 +901,52 @@ impl Engine {
                 let Some(agent) = self.agent(id) else { return };
                 agent.malformed_in_a_row = 0;
                 if !agent.samples.allow(now) {
+                    // Kept as the base of the patches that may follow.
+                    agent.lean = Lean::Held(sample);
                     self.counters.dropped_samples += 1;
                     return;
                 }
+                agent.lean = Lean::Latest;
                 self.fan_out(server_id, sample);
+            }
+            "patch" => {
+                let patch = match raw.data.map(check_patch) {
+                    Some(Ok(patch)) => patch,
+                    Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
+                    None => return self.malformed(id, server_id, "patch without data", now),
+                };
+                let latest = self
+                    .hub
+                    .get(server_id)
+                    .and_then(|server| server.latest_data.as_deref());
+                let Some(Conn {
+                    phase: Phase::Agent(agent),
+                    ..
+                }) = self.conns.get_mut(&id)
+                else {
+                    return;
+                };
+                let state = match std::mem::replace(&mut agent.lean, Lean::NoBase) {
+                    Lean::Patching(state) => Some(state),
+                    Lean::Held(raw) => lean_state(&raw),
+                    Lean::Latest => latest.and_then(lean_state),
+                    Lean::NoBase => None,
+                };
+                let Some(mut state) = state else {
+                    return self.malformed(id, server_id, "a patch before a full sample", now);
+                };
+                agent.malformed_in_a_row = 0;
+                state.apply(patch);
+                // Every patch is applied, or the next ones would not add
+                // up; only the forwarding is limited.
+                let allowed = agent.samples.allow(now);
+                let sample = allowed.then(|| rebuilt(&mut state));
+                agent.lean = Lean::Patching(state);
+                match sample {
+                    Some(Some(sample)) => self.fan_out(server_id, sample),
+                    Some(None) => {}
+                    None => self.counters.dropped_samples += 1,
+                }
             }
             // Heartbeats only keep the server online; unknown types are
             // ignored, as the protocol asks of every receiver.
@@ -1369,6 +1428,26 @@ fn conn_peer(conns: &HashMap<ConnId, Conn>, id: ConnId) -> SocketAddr {
     conns
         .get(&id)
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
+}
+
+/// A patch's `data`, within the sample limits and of a patch's shape.
+fn check_patch(data: &RawValue) -> Result<MetricsPatch, SampleError> {
+    check_limits(data.get())?;
+    Ok(serde_json::from_str(data.get())?)
+}
+
+/// The state patches start from: a full sample, parsed once.
+fn lean_state(sample: &RawValue) -> Option<Box<LeanState>> {
+    let sample = serde_json::from_str::<Metrics>(sample.get()).ok()?;
+    Some(Box::new(LeanState::new(sample)))
+}
+
+/// The whole sample patches have built, as a dashboard receives it,
+/// stamped with the relay's clock (the agent sent no time of its own).
+fn rebuilt(state: &mut LeanState) -> Option<Box<RawValue>> {
+    state.sample.timestamp = rfc3339(SystemTime::now());
+    let text = serde_json::to_string(&state.sample).ok()?;
+    RawValue::from_string(text).ok()
 }
 
 /// Asks the loop to pump a dashboard, once until it has.

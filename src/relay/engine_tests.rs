@@ -941,3 +941,113 @@ fn a_large_body_is_built_once_a_second_and_shared_a_small_one_each_time() {
     let health = body(&mut bench, "/healthz", 1000);
     assert!(!Rc::ptr_eq(&health, &body(&mut bench, "/healthz", 1000)));
 }
+
+// ----- lean samples -----------------------------------------------------------------
+
+fn full_sample() -> Value {
+    json!({"type": "metrics", "data": {
+        "hostname": "pi", "cpu": {"brand": "Cortex-A72", "cores": 4, "usage": 1.0},
+        "memory": {"total": 1000, "used": 400, "available": 600, "usage_percent": 40.0},
+        "network": {"rx": 0, "tx": 0, "rx_total": 100, "tx_total": 10, "interfaces": [
+            {"name": "eth0", "counted": true, "rx": 0, "tx": 0, "rx_total": 100, "tx_total": 10}
+        ]},
+        "uptime": 50
+    }})
+}
+
+#[test]
+fn patches_after_a_full_sample_reach_dashboards_as_whole_samples() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    bench.received(dashboard, 10);
+    bench.send(
+        agent,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000, "cpu": {"usage": 7.5},
+            "memory": {"available": 100}, "network": {"interfaces": [{"rx_bytes": 2000}]}}}),
+        1010,
+    );
+    let seen = bench.received(dashboard, 1010);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let sample = &seen[0].1["metrics"];
+    assert_eq!(sample["hostname"], "pi", "static facts kept");
+    assert_eq!(sample["cpu"]["brand"], "Cortex-A72");
+    assert_eq!(sample["cpu"]["usage"], 7.5);
+    assert_eq!(sample["memory"]["used"], 900, "derived");
+    assert_eq!(sample["memory"]["usage_percent"], 90.0);
+    assert_eq!(sample["network"]["rx"], 2000.0);
+    assert_eq!(sample["network"]["rx_total"], 2100);
+    assert_eq!(sample["uptime"], 51);
+    assert_eq!(bench.engine.counters.malformed, 0);
+    // /api/servers has the whole sample too.
+    let servers = bench.engine.hub.servers_json();
+    let servers: Value = serde_json::from_slice(&servers).unwrap();
+    assert_eq!(servers[0]["metrics"]["memory"]["used"], 900);
+}
+
+#[test]
+fn a_patch_without_a_full_sample_on_its_connection_is_malformed() {
+    let mut bench = Bench::new(&["a"]);
+    let first = bench.agent(0, 0);
+    bench.send(first, full_sample(), 10);
+    // The device reconnects: its new connection must start over.
+    let again = bench.agent(0, 1000);
+    bench.send(
+        again,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000}}),
+        1010,
+    );
+    assert_eq!(bench.engine.counters.malformed, 1);
+    bench.send(again, full_sample(), 1020);
+    bench.send(
+        again,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000}}),
+        2020,
+    );
+    assert_eq!(bench.engine.counters.malformed, 1);
+    bench.send(
+        again,
+        json!({"type": "patch", "data": {"elapsed_ms": "soon"}}),
+        3020,
+    );
+    assert_eq!(bench.engine.counters.malformed, 2);
+}
+
+#[test]
+fn patches_over_the_rate_still_count_though_they_are_not_forwarded() {
+    let mut bench = Bench::with(&["a"], &["--agent-max-rate", "1"], 100);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 0);
+    bench.received(dashboard, 0);
+    let moved = |bytes: u64| {
+        json!({"type": "patch", "data": {"elapsed_ms": 100,
+            "network": {"interfaces": [{"rx_bytes": bytes}]}}})
+    };
+    bench.send(agent, moved(1000), 100);
+    bench.send(agent, moved(500), 200);
+    assert_eq!(bench.engine.counters.dropped_samples, 2);
+    assert!(bench.received(dashboard, 200).is_empty());
+    bench.send(agent, moved(0), 1200);
+    let seen = bench.received(dashboard, 1200);
+    assert_eq!(seen[0].1["metrics"]["network"]["rx_total"], 1600);
+}
+
+#[test]
+fn a_full_sample_held_back_by_the_rate_is_the_base_of_the_next_patch() {
+    let mut bench = Bench::with(&["a"], &["--agent-max-rate", "1"], 100);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 1.0, 0);
+    bench.send(agent, full_sample(), 100); // over the rate: held back
+    bench.received(dashboard, 100);
+    bench.send(
+        agent,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000}}),
+        1100,
+    );
+    let seen = bench.received(dashboard, 1100);
+    assert_eq!(seen[0].1["metrics"]["hostname"], "pi", "{seen:?}");
+    assert_eq!(seen[0].1["metrics"]["memory"]["total"], 1000);
+}

@@ -113,6 +113,7 @@ impl NetworkCollector {
             if name != "lo" {
                 network.interfaces.push(Interface {
                     name: name.to_owned(),
+                    counted: counters.counted,
                     rx: rx_rate,
                     tx: tx_rate,
                     rx_total: rx,
