@@ -650,7 +650,7 @@ SystemCallErrorNumber=EPERM
 UMask=0077
 # It uses about 2 MB and keeps no growing state; a leak hits this, not the host.
 MemoryMax=32M
-# Single-threaded by design.
+# One thread, and a short-lived second one while the relay's name resolves.
 TasksMax=8
 
 [Install]
