@@ -103,7 +103,7 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     assert_eq!(
         request,
         Event::Request {
-            uri: format!("/ws/agent?token={TOKEN}"),
+            uri: "/ws/agent".to_owned(),
             authorization: Some(format!("Bearer {TOKEN}")),
         }
     );
@@ -117,6 +117,52 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
         !agent.log().contains(TOKEN),
         "token leaked into the log:\n{}",
         agent.log()
+    );
+}
+
+/// The upgrade request the relay saw: its target and `Authorization`.
+fn upgrade_request(relay: &FakeRelay) -> (String, Option<String>) {
+    match relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    }) {
+        (_, Event::Request { uri, authorization }) => (uri, authorization),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_token_goes_only_in_the_authorization_header_by_default() {
+    let relay = FakeRelay::start(None);
+    let agent = agent_for(&relay, &[]);
+    let (uri, authorization) = upgrade_request(&relay);
+    assert!(!uri.contains("token="), "{uri}");
+    assert!(!uri.contains(TOKEN), "{uri}");
+    assert_eq!(authorization, Some(format!("Bearer {TOKEN}")));
+    relay.wait_for_frame(SOON, "metrics");
+    assert!(!agent.log().contains(TOKEN), "{}", agent.log());
+}
+
+#[test]
+fn token_in_query_also_puts_the_token_in_the_url() {
+    let relay = FakeRelay::start(None);
+    let flagged = agent_for(&relay, &["--token-in-query"]);
+    let expected = (
+        format!("/ws/agent?token={TOKEN}"),
+        Some(format!("Bearer {TOKEN}")),
+    );
+    assert_eq!(upgrade_request(&relay), expected);
+    drop(flagged);
+    let mut command = common::agent_command();
+    command
+        .args(["--server", &relay.url(), "--token", TOKEN])
+        .env("VSTATS_TOKEN_IN_QUERY", "1");
+    let from_environment = Process::spawn(command);
+    assert_eq!(upgrade_request(&relay), expected);
+    relay.wait_for_frame(SOON, "metrics");
+    assert!(
+        !from_environment.log().contains(TOKEN),
+        "{}",
+        from_environment.log()
     );
 }
 

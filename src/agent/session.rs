@@ -427,12 +427,13 @@ fn upgrade(
 
 fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
     let mut request = relay
-        .endpoint
-        .url_with_token(&relay.token)
+        .request_url()
         .into_client_request()
         .map_err(ConnectError::Handshake)?;
     let headers = request.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
+    if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
+        // Keeps it out of a Debug print of the request.
+        value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }
     headers.insert(
