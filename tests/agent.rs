@@ -363,6 +363,16 @@ fn sigterm_during_a_hanging_tcp_connect_stops_the_agent_at_once() {
 }
 
 #[test]
+fn a_relay_given_by_host_name_is_resolved_and_reached() {
+    // Resolved on a helper thread; "localhost" may give ::1 first, where
+    // nothing listens, and the next address is tried.
+    let relay = FakeRelay::start(None);
+    let url = format!("ws://localhost:{}", relay.port);
+    let _agent = Agent::spawn(&["--server", &url, "--token", TOKEN]);
+    relay.wait_for_frame(SOON, "metrics");
+}
+
+#[test]
 fn the_whole_connect_step_has_one_deadline() {
     let relay = Trickler::start(Duration::from_secs(2));
     let agent = Agent::spawn(&["--server", &relay.url(), "--token", TOKEN]);
