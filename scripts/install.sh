@@ -650,7 +650,7 @@ SystemCallErrorNumber=EPERM
 UMask=0077
 # It uses about 2 MB and keeps no growing state; a leak hits this, not the host.
 MemoryMax=32M
-# Single-threaded by design.
+# One thread, and a short-lived second one while the relay's name resolves.
 TasksMax=8
 
 [Install]
@@ -663,8 +663,9 @@ procd_init() {
 #!/bin/sh /etc/rc.common
 # vstats-agent: streams this router's metrics to a vstats relay.
 # Settings: /etc/config/vstats, section 'agent' (enabled, server, token,
-# interval, interfaces, ca_file, log_level). `uci commit vstats` followed by
-# `reload_config` (or `/etc/init.d/vstats-agent reload`) applies a change.
+# token_in_query, interval, interfaces, ca_file, log_level). `uci commit
+# vstats` followed by `reload_config` (or `/etc/init.d/vstats-agent reload`)
+# applies a change.
 # scripts/install.sh embeds a copy of this file: keep the two identical.
 
 # Read by /etc/rc.common, which sources this file.
@@ -675,12 +676,13 @@ STOP=10
 PROG=/usr/bin/vstats-agent
 
 start_service() {
-	local enabled server token interval interfaces ca_file log_level
+	local enabled server token token_in_query interval interfaces ca_file log_level
 
 	config_load vstats
 	config_get_bool enabled agent enabled 0
 	config_get server agent server
 	config_get token agent token
+	config_get_bool token_in_query agent token_in_query 0
 	config_get interval agent interval
 	config_get interfaces agent interfaces
 	config_get ca_file agent ca_file
@@ -698,6 +700,7 @@ start_service() {
 	# Settings go in the environment, not on the command line, so the token
 	# does not show in ps.
 	set -- VSTATS_SERVER="$server" VSTATS_TOKEN="$token"
+	[ "$token_in_query" != 1 ] || set -- "$@" VSTATS_TOKEN_IN_QUERY=1
 	[ -z "$interval" ] || set -- "$@" VSTATS_INTERVAL="$interval"
 	[ -z "$interfaces" ] || set -- "$@" VSTATS_NET_INTERFACES="$interfaces"
 	[ -z "$ca_file" ] || set -- "$@" VSTATS_CA_FILE="$ca_file"

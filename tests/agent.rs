@@ -2,10 +2,10 @@
 
 mod common;
 
-use common::{Admission, Agent, Event, FakeRelay, Order, Process, TestCa};
+use common::{Admission, Agent, Event, FakeRelay, Order, Process, TestCa, Trickler};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const SOON: Duration = Duration::from_secs(10);
@@ -103,7 +103,7 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     assert_eq!(
         request,
         Event::Request {
-            uri: format!("/ws/agent?token={TOKEN}"),
+            uri: "/ws/agent".to_owned(),
             authorization: Some(format!("Bearer {TOKEN}")),
         }
     );
@@ -117,6 +117,52 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
         !agent.log().contains(TOKEN),
         "token leaked into the log:\n{}",
         agent.log()
+    );
+}
+
+/// The upgrade request the relay saw: its target and `Authorization`.
+fn upgrade_request(relay: &FakeRelay) -> (String, Option<String>) {
+    match relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    }) {
+        (_, Event::Request { uri, authorization }) => (uri, authorization),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_token_goes_only_in_the_authorization_header_by_default() {
+    let relay = FakeRelay::start(None);
+    let agent = agent_for(&relay, &[]);
+    let (uri, authorization) = upgrade_request(&relay);
+    assert!(!uri.contains("token="), "{uri}");
+    assert!(!uri.contains(TOKEN), "{uri}");
+    assert_eq!(authorization, Some(format!("Bearer {TOKEN}")));
+    relay.wait_for_frame(SOON, "metrics");
+    assert!(!agent.log().contains(TOKEN), "{}", agent.log());
+}
+
+#[test]
+fn token_in_query_also_puts_the_token_in_the_url() {
+    let relay = FakeRelay::start(None);
+    let flagged = agent_for(&relay, &["--token-in-query"]);
+    let expected = (
+        format!("/ws/agent?token={TOKEN}"),
+        Some(format!("Bearer {TOKEN}")),
+    );
+    assert_eq!(upgrade_request(&relay), expected);
+    drop(flagged);
+    let mut command = common::agent_command();
+    command
+        .args(["--server", &relay.url(), "--token", TOKEN])
+        .env("VSTATS_TOKEN_IN_QUERY", "1");
+    let from_environment = Process::spawn(command);
+    assert_eq!(upgrade_request(&relay), expected);
+    relay.wait_for_frame(SOON, "metrics");
+    assert!(
+        !from_environment.log().contains(TOKEN),
+        "{}",
+        from_environment.log()
     );
 }
 
@@ -268,6 +314,86 @@ fn sigint_while_waiting_to_reconnect_exits_zero() {
     std::thread::sleep(Duration::from_millis(300));
     agent.signal(Signal::SIGINT);
     assert!(agent.wait(Duration::from_secs(3)).success());
+}
+
+/// procd sends SIGKILL 5 s after SIGTERM; a stop must not wait for the
+/// connect step to end.
+const STOP_PROMPTLY: Duration = Duration::from_secs(1);
+
+/// Sends SIGTERM and returns how long the agent took to exit 0.
+fn stop(agent: &mut Process) -> Duration {
+    let sent = Instant::now();
+    agent.signal(Signal::SIGTERM);
+    let status = agent.wait(STOP_PROMPTLY);
+    let took = sent.elapsed();
+    eprintln!("the agent exited {took:?} after SIGTERM");
+    assert!(status.success(), "{status:?}; log:\n{}", agent.log());
+    // The log's last lines may still be on their way through the pipe.
+    agent.wait_for_log(SOON, "stopping");
+    took
+}
+
+#[test]
+fn sigterm_during_a_trickled_handshake_stops_the_agent_at_once() {
+    let relay = Trickler::start(Duration::from_secs(2));
+    let mut agent = Agent::spawn(&["--server", &relay.url(), "--token", TOKEN]);
+    relay.wait_for(SOON, "upgrade request", |e| {
+        matches!(e, Event::Request { .. })
+    });
+    // Well into the response: each byte would reset a per-read timeout.
+    std::thread::sleep(Duration::from_millis(2500));
+    stop(&mut agent);
+}
+
+#[test]
+fn sigterm_during_a_hanging_tcp_connect_stops_the_agent_at_once() {
+    let (listener, _queue) = common::unanswered_listener();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut agent = Agent::spawn(&["--server", &url, "--token", TOKEN]);
+    let deadline = Instant::now() + SOON;
+    while !common::syn_sent_to(port) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never tried to connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(&mut agent);
+}
+
+#[test]
+fn a_relay_given_by_host_name_is_resolved_and_reached() {
+    // Resolved on a helper thread; "localhost" may give ::1 first, where
+    // nothing listens, and the next address is tried.
+    let relay = FakeRelay::start(None);
+    let url = format!("ws://localhost:{}", relay.port);
+    let _agent = Agent::spawn(&["--server", &url, "--token", TOKEN]);
+    relay.wait_for_frame(SOON, "metrics");
+}
+
+#[test]
+fn the_whole_connect_step_has_one_deadline() {
+    let relay = Trickler::start(Duration::from_secs(2));
+    let agent = Agent::spawn(&["--server", &relay.url(), "--token", TOKEN]);
+    let (accepted, _) = relay.wait_for(SOON, "connection", |e| *e == Event::Accepted);
+    let (gone, _) = relay.wait_for(Duration::from_secs(20), "the agent giving up", |e| {
+        *e == Event::Gone
+    });
+    let took = gone - accepted;
+    eprintln!("the agent gave up {took:?} after the relay accepted");
+    // 10 s for the step, started a moment before the accept; a limit per
+    // read or per phase would go on for as long as bytes keep coming.
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(11)).contains(&took),
+        "gave up after {took:?}"
+    );
+    let log = agent.wait_for_log(SOON, "reconnecting in");
+    assert!(log.contains("timed out: Handshake"), "{log}");
+    // First failure: the retry comes within 1 s.
+    relay.wait_for(Duration::from_secs(3), "another attempt", |e| {
+        *e == Event::Accepted
+    });
 }
 
 #[test]

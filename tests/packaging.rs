@@ -672,6 +672,7 @@ fn procd_init_passes_the_settings_in_the_environment() {
         \toption enabled '1'\n\
         \toption server 'wss://relay.example:3001'\n\
         \toption token \"t0k-en\"\n\
+        \toption token_in_query '1'\n\
         \toption interval '2.5'\n\
         \toption interfaces 'eth0,wan'\n\
         \toption ca_file '/etc/vstats/ca.pem'\n\
@@ -685,7 +686,7 @@ fn procd_init_passes_the_settings_in_the_environment() {
             "procd_open_instance",
             "procd_set_param command /usr/bin/vstats-agent",
             "procd_set_param env VSTATS_SERVER=wss://relay.example:3001 VSTATS_TOKEN=t0k-en \
-             VSTATS_INTERVAL=2.5 VSTATS_NET_INTERFACES=eth0,wan \
+             VSTATS_TOKEN_IN_QUERY=1 VSTATS_INTERVAL=2.5 VSTATS_NET_INTERFACES=eth0,wan \
              VSTATS_CA_FILE=/etc/vstats/ca.pem VSTATS_LOG_LEVEL=debug",
             "procd_set_param respawn",
             "procd_set_param stdout 1",

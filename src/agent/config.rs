@@ -24,6 +24,10 @@ Options (each also read from the environment variable shown):
   -t, --token TOKEN         agent token issued by the relay      [VSTATS_TOKEN]
       --token-file FILE     read the token from FILE (keeps it out of ps)
                                                                  [VSTATS_TOKEN_FILE]
+      --token-in-query      also send the token as ?token= in the URL, for a
+                            server that reads only that (by default it goes
+                            only in the Authorization header, which proxies
+                            do not log)                  [VSTATS_TOKEN_IN_QUERY=1]
       --ca-file PEM         also trust this CA (a private relay certificate);
                             Mozilla's roots are always trusted   [VSTATS_CA_FILE]
   -i, --interval SECONDS    seconds between samples, 0.1-3600 (default 1)
@@ -72,6 +76,8 @@ pub enum ConfigError {
     NoToken,
     /// The token is blank.
     EmptyToken,
+    /// `VSTATS_TOKEN_IN_QUERY` is neither a yes nor a no.
+    TokenInQuery(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -109,6 +115,10 @@ impl fmt::Display for ConfigError {
                 f.write_str("no token given: pass --token or --token-file (or set VSTATS_TOKEN)")
             }
             ConfigError::EmptyToken => f.write_str("the token is empty"),
+            ConfigError::TokenInQuery(text) => write!(
+                f,
+                "VSTATS_TOKEN_IN_QUERY: '{text}' is not 1 or 0 (true/false, yes/no, on/off)"
+            ),
         }
     }
 }
@@ -156,6 +166,21 @@ pub struct Relay {
     pub endpoint: Endpoint,
     pub token: String,
     pub ca_file: Option<PathBuf>,
+    /// Also send the token as the `token` query parameter, not only in the
+    /// `Authorization` header.
+    pub token_in_query: bool,
+}
+
+impl Relay {
+    /// The URL to request. The token stays out of it unless asked for:
+    /// reverse proxies log request targets, not `Authorization` headers.
+    pub fn request_url(&self) -> String {
+        if self.token_in_query {
+            self.endpoint.url_with_token(&self.token)
+        } else {
+            self.endpoint.to_string()
+        }
+    }
 }
 
 impl fmt::Debug for Relay {
@@ -165,6 +190,7 @@ impl fmt::Debug for Relay {
             .field("endpoint", &self.endpoint)
             .field("token", &"<redacted>")
             .field("ca_file", &self.ca_file)
+            .field("token_in_query", &self.token_in_query)
             .finish()
     }
 }
@@ -276,6 +302,7 @@ struct Raw {
     sysfs: Option<String>,
     rootfs: Option<String>,
     log_level: Option<String>,
+    token_in_query: Option<String>,
 }
 
 /// Parses the arguments (without the program name) against an environment.
@@ -296,6 +323,7 @@ pub fn parse(
         sysfs: env("VSTATS_PATH_SYSFS"),
         rootfs: env("VSTATS_PATH_ROOTFS"),
         log_level: env("VSTATS_LOG_LEVEL"),
+        token_in_query: env("VSTATS_TOKEN_IN_QUERY"),
     };
     let mut once = false;
     let mut parser = lexopt::Parser::from_args(args);
@@ -305,6 +333,10 @@ pub fn parse(
             Short('V') | Long("version") => return Ok(Command::Version),
             Long("once") => {
                 once = true;
+                continue;
+            }
+            Long("token-in-query") => {
+                raw.token_in_query = Some("1".to_owned());
                 continue;
             }
             Short('s') | Long("server") => &mut raw.server,
@@ -382,11 +414,31 @@ fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
     if token.is_empty() {
         return Err(ConfigError::EmptyToken);
     }
+    let token_in_query = match raw.token_in_query.as_deref().map(str::trim) {
+        None => false,
+        Some(text) => {
+            parse_switch(text).ok_or_else(|| ConfigError::TokenInQuery(text.to_owned()))?
+        }
+    };
     Ok(Relay {
         endpoint,
         token,
         ca_file: raw.ca_file.map(PathBuf::from),
+        token_in_query,
     })
+}
+
+/// An on/off environment variable, in the spellings systemd and shells use.
+fn parse_switch(text: &str) -> Option<bool> {
+    const ON: [&str; 4] = ["1", "true", "yes", "on"];
+    const OFF: [&str; 4] = ["0", "false", "no", "off"];
+    if ON.iter().any(|word| text.eq_ignore_ascii_case(word)) {
+        Some(true)
+    } else if OFF.iter().any(|word| text.eq_ignore_ascii_case(word)) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -467,6 +519,29 @@ mod tests {
             Some(vec!["eth0".to_owned(), "wlan0".to_owned()])
         );
         assert!(!format!("{relay:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_token_goes_in_the_url_only_when_asked() {
+        let server = ("VSTATS_SERVER", "ws://h:1");
+        let token = ("VSTATS_TOKEN", "a+b");
+        let (_, relay) = run_config(&[], &[server, token]);
+        assert!(!relay.token_in_query);
+        assert_eq!(relay.request_url(), "ws://h:1/ws/agent");
+        let (_, relay) = run_config(&["--token-in-query"], &[server, token]);
+        assert_eq!(relay.request_url(), "ws://h:1/ws/agent?token=a%2Bb");
+        for (value, expected) in [("1", true), ("Yes", true), ("0", false), ("off", false)] {
+            let (_, relay) = run_config(&[], &[server, token, ("VSTATS_TOKEN_IN_QUERY", value)]);
+            assert_eq!(relay.token_in_query, expected, "{value}");
+        }
+        // The flag can only turn it on.
+        let off = ("VSTATS_TOKEN_IN_QUERY", "0");
+        let (_, relay) = run_config(&["--token-in-query"], &[server, token, off]);
+        assert!(relay.token_in_query);
+        let err = parse_with(&[], &[server, token, ("VSTATS_TOKEN_IN_QUERY", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("VSTATS_TOKEN_IN_QUERY: 'maybe'"), "{err}");
     }
 
     #[test]

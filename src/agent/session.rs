@@ -1,27 +1,36 @@
 //! The agent's connection to the relay: connect, stream, reconnect.
 //!
-//! Blocking set-up, then a single-threaded loop over one non-blocking socket
-//! and a signalfd: nothing runs in the background, and every wait is a
-//! `poll` with a deadline (the next sample, the heartbeat, the relay's
-//! silence limit) so a SIGTERM is seen at once.
+//! A single-threaded loop over one non-blocking socket and a signalfd:
+//! every wait, connecting included, is a `poll` with a deadline (the connect
+//! step's, the next sample, the heartbeat, the relay's silence limit) so a
+//! SIGTERM is seen at once. The one exception to "no threads" is resolving
+//! the relay's name: `getaddrinfo` cannot be polled, so a short-lived thread
+//! does it while the loop keeps watching.
 
 use super::backoff::Backoff;
 use super::collect::Collector;
-use super::config::{Config, Relay};
+use super::config::{Config, Endpoint, Relay};
 use crate::protocol::{AgentMessage, Frame};
 use crate::tls::MaybeTls;
 use log::{debug, error, info, warn};
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    self, AddressFamily, SockFlag, SockType, SockaddrStorage, getsockopt, socket, sockopt,
+};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
 use tungstenite::http::{HeaderValue, header};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -31,7 +40,8 @@ use tungstenite::{HandshakeError, Message, WebSocket};
 pub const HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
 /// The relay pings every 30 s; this long without a byte means it is gone.
 pub const RELAY_SILENCE_LIMIT: Duration = Duration::from_secs(75);
-/// Limit on the TCP connect and on the TLS + WebSocket handshake each.
+/// One limit on the whole connect step (resolve, TCP, TLS, WebSocket
+/// upgrade), so a relay that trickles its answer cannot stretch it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping agent waits for its close frame to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,8 +49,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every wait the session can give up on, named so the log says which.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Timeout {
+    /// Resolving the relay's name.
+    Resolve,
+    /// The TCP connect.
     Connect,
+    /// The TLS handshake of a `wss://` relay.
+    TlsHandshake,
+    /// The WebSocket upgrade: our request, the relay's response.
     Handshake,
+    /// An open connection heard nothing from the relay.
     RelaySilence,
 }
 
@@ -52,9 +69,12 @@ pub enum ConnectError {
     /// No address accepted a TCP connection (or the socket could not be
     /// set up).
     Connect(io::Error),
-    /// A phase took longer than its limit; for an open connection, the
-    /// relay fell silent ([`Timeout::RelaySilence`]).
+    /// The connect step ran out of time in the phase named; for an open
+    /// connection, the relay fell silent ([`Timeout::RelaySilence`]).
     Timeout(Timeout),
+    /// SIGTERM or SIGINT arrived during the connect step: not a fault, the
+    /// agent exits.
+    Stopped,
     /// The relay answered `401`: our token is unknown or revoked.
     TokenRejected,
     /// The relay's host name cannot be a TLS server name.
@@ -78,6 +98,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Resolve(e) => write!(f, "cannot resolve: {e}"),
             ConnectError::Connect(e) => write!(f, "cannot connect: {e}"),
             ConnectError::Timeout(which) => write!(f, "timed out: {which:?}"),
+            ConnectError::Stopped => f.write_str("stopped by a signal"),
             ConnectError::TokenRejected => f.write_str("token rejected (HTTP 401)"),
             ConnectError::ServerName(host) => write!(f, "'{host}' is not a valid TLS name"),
             ConnectError::Tls(e) => write!(f, "handshake failed: {e}"),
@@ -97,6 +118,7 @@ impl std::error::Error for ConnectError {
             ConnectError::Handshake(e) | ConnectError::Lost(e) => Some(e),
             ConnectError::Encode(e) => Some(e),
             ConnectError::Timeout(_)
+            | ConnectError::Stopped
             | ConnectError::TokenRejected
             | ConnectError::ServerName(_)
             | ConnectError::Closed => None,
@@ -184,7 +206,7 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
         config.interval
     );
     loop {
-        let delay = match connect(relay, tls.clone()) {
+        let delay = match connect(relay, tls.clone(), signals) {
             Ok(ws) => {
                 info!("connected to {}", relay.endpoint);
                 backoff.reset();
@@ -214,6 +236,10 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                 }
                 backoff.after_rejection(random())
             }
+            Err(ConnectError::Stopped) => {
+                info!("stopping");
+                return;
+            }
             Err(e) => {
                 warn!("{}: {e}", relay.endpoint);
                 backoff.after_failure(random())
@@ -234,36 +260,139 @@ fn random() -> u64 {
     u64::from_ne_bytes(bytes)
 }
 
-/// TCP connect, TLS, WebSocket upgrade: blocking, each phase time-limited.
+/// The connect step: resolve, TCP, TLS, WebSocket upgrade, under one
+/// deadline and watching for SIGTERM and SIGINT throughout. The socket it
+/// returns is non-blocking.
 pub fn connect(
     relay: &Relay,
     tls: Option<Arc<ClientConfig>>,
+    signals: &Signals,
 ) -> Result<WebSocket<Stream>, ConnectError> {
-    let endpoint = &relay.endpoint;
-    let addresses = (endpoint.host.as_str(), endpoint.port)
-        .to_socket_addrs()
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let addresses = resolve(&relay.endpoint, deadline, signals)?;
+    let tcp = connect_tcp(&addresses, deadline, signals)?;
+    tcp.set_nodelay(true).map_err(ConnectError::Connect)?;
+    upgrade(relay, tcp, tls, deadline, signals)
+}
+
+/// The relay's addresses. `getaddrinfo` blocks and cannot be interrupted,
+/// so a name is resolved on a short-lived thread while this one watches
+/// the deadline and the signals; if the agent stops meanwhile, the process
+/// exits and the thread ends with it. A literal address needs no thread.
+fn resolve(
+    endpoint: &Endpoint,
+    deadline: Instant,
+    signals: &Signals,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, endpoint.port)]);
+    }
+    let done = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map(Arc::new)
+        .map_err(|e| ConnectError::Resolve(e.into()))?;
+    let finished = done.clone();
+    let (host, port) = (endpoint.host.clone(), endpoint.port);
+    let resolver = thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let addresses = (host.as_str(), port).to_socket_addrs().map(Vec::from_iter);
+            // Only wakes the poll below; the addresses travel through join().
+            let _ = finished.write(1);
+            addresses
+        })
         .map_err(ConnectError::Resolve)?;
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let mut tcp = None;
-    for address in addresses {
-        match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
-            Ok(stream) => {
-                tcp = Some(stream);
-                break;
+    wait_for(
+        done.as_fd(),
+        PollFlags::POLLIN,
+        deadline,
+        signals,
+        Timeout::Resolve,
+    )?;
+    // The thread's last act was the write: join() waits only for it to return.
+    match resolver.join() {
+        Ok(addresses) => addresses.map_err(ConnectError::Resolve),
+        Err(_) => Err(ConnectError::Resolve(io::Error::other(
+            "the resolver thread panicked",
+        ))),
+    }
+}
+
+/// A TCP connection to the first address that takes one, in the order the
+/// resolver gave them.
+fn connect_tcp(
+    addresses: &[SocketAddr],
+    deadline: Instant,
+    signals: &Signals,
+) -> Result<TcpStream, ConnectError> {
+    let mut failure = ConnectError::Resolve(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the name has no address",
+    ));
+    for (index, address) in addresses.iter().enumerate() {
+        // An address that swallows SYNs (a broken IPv6 route, say) must not
+        // use up the whole step: each gets an equal share of the time left.
+        let untried = u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
+        let share = deadline.saturating_duration_since(Instant::now()) / untried;
+        match connect_to(*address, Instant::now() + share, signals) {
+            Ok(tcp) => return Ok(tcp),
+            Err(ConnectError::Stopped) => return Err(ConnectError::Stopped),
+            Err(e) => {
+                debug!("{address}: {e}");
+                failure = e;
             }
-            Err(e) => last_error = e,
         }
     }
-    let tcp = tcp.ok_or_else(|| match last_error.kind() {
-        io::ErrorKind::TimedOut => ConnectError::Timeout(Timeout::Connect),
-        _ => ConnectError::Connect(last_error),
-    })?;
-    tcp.set_nodelay(true).map_err(ConnectError::Connect)?;
-    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(ConnectError::Connect)?;
-    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(ConnectError::Connect)?;
+    Err(failure)
+}
 
+/// One non-blocking connect: std has none (its `connect_timeout` blocks the
+/// thread, deaf to signals), hence the socket calls.
+fn connect_to(
+    address: SocketAddr,
+    deadline: Instant,
+    signals: &Signals,
+) -> Result<TcpStream, ConnectError> {
+    let family = match address {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None)
+        .map_err(|e| ConnectError::Connect(e.into()))?;
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(address)) {
+        Ok(()) => {}
+        Err(Errno::EINPROGRESS) => {
+            wait_for(
+                fd.as_fd(),
+                PollFlags::POLLOUT,
+                deadline,
+                signals,
+                Timeout::Connect,
+            )?;
+            match getsockopt(&fd, sockopt::SocketError) {
+                Ok(0) => {}
+                Ok(errno) => {
+                    return Err(ConnectError::Connect(io::Error::from_raw_os_error(errno)));
+                }
+                Err(e) => return Err(ConnectError::Connect(e.into())),
+            }
+        }
+        Err(e) => return Err(ConnectError::Connect(e.into())),
+    }
+    Ok(TcpStream::from(fd))
+}
+
+/// TLS (for `wss://`) and the WebSocket upgrade on the non-blocking socket:
+/// each time tungstenite's handshake meets WouldBlock it is resumed once
+/// the socket is ready, until it completes, fails, or the step runs out.
+fn upgrade(
+    relay: &Relay,
+    tcp: TcpStream,
+    tls: Option<Arc<ClientConfig>>,
+    deadline: Instant,
+    signals: &Signals,
+) -> Result<WebSocket<Stream>, ConnectError> {
+    let endpoint = &relay.endpoint;
     let stream = match tls {
         None => MaybeTls::Plain(tcp),
         Some(config) => {
@@ -274,45 +403,100 @@ pub fn connect(
             MaybeTls::Tls(Box::new(StreamOwned::new(connection, tcp)))
         }
     };
+    let request = upgrade_request(relay)?;
+    let mut attempt =
+        tungstenite::client::client_with_config(request, stream, Some(websocket_config()));
+    loop {
+        match attempt {
+            Ok((ws, _response)) => return Ok(ws),
+            Err(HandshakeError::Interrupted(mid)) => {
+                let stream = mid.get_ref().get_ref();
+                let (events, phase) = awaited(stream);
+                wait_for(stream.tcp().as_fd(), events, deadline, signals, phase)?;
+                attempt = mid.handshake();
+            }
+            Err(HandshakeError::Failure(tungstenite::Error::Http(response)))
+                if response.status() == 401 =>
+            {
+                return Err(ConnectError::TokenRejected);
+            }
+            Err(HandshakeError::Failure(e)) => return Err(ConnectError::Handshake(e)),
+        }
+    }
+}
 
-    let mut request = endpoint
-        .url_with_token(&relay.token)
+fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
+    let mut request = relay
+        .request_url()
         .into_client_request()
         .map_err(ConnectError::Handshake)?;
     let headers = request.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
+    if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
+        // Keeps it out of a Debug print of the request.
+        value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }
     headers.insert(
         header::USER_AGENT,
         HeaderValue::from_static(concat!("vstats-agent/", env!("CARGO_PKG_VERSION"))),
     );
+    Ok(request)
+}
 
-    let (ws, _response) =
-        tungstenite::client::client_with_config(request, stream, Some(websocket_config()))
-            .map_err(|e| match e {
-                // A read or write timeout surfaces as WouldBlock, i.e. Interrupted.
-                HandshakeError::Interrupted(_) => ConnectError::Timeout(Timeout::Handshake),
-                HandshakeError::Failure(tungstenite::Error::Http(response))
-                    if response.status() == 401 =>
-                {
-                    ConnectError::TokenRejected
-                }
-                HandshakeError::Failure(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    ConnectError::Timeout(Timeout::Handshake)
-                }
-                HandshakeError::Failure(e) => ConnectError::Handshake(e),
-            })?;
-    let tcp = ws.get_ref().tcp();
-    tcp.set_read_timeout(None).map_err(ConnectError::Connect)?;
-    tcp.set_write_timeout(None).map_err(ConnectError::Connect)?;
-    tcp.set_nonblocking(true).map_err(ConnectError::Connect)?;
-    Ok(ws)
+/// What a handshake stopped at WouldBlock waits for, and the phase to
+/// blame if the step runs out meanwhile.
+fn awaited(stream: &Stream) -> (PollFlags, Timeout) {
+    match stream {
+        // The request, a few hundred bytes, goes into a fresh socket's send
+        // buffer (kilobytes) in one write: only the response is awaited.
+        MaybeTls::Plain(_) => (PollFlags::POLLIN, Timeout::Handshake),
+        // rustls knows whether its records are stuck on the way out or it
+        // needs the relay's next ones.
+        MaybeTls::Tls(tls) => {
+            let events = if tls.conn.wants_write() {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            let phase = if tls.conn.is_handshaking() {
+                Timeout::TlsHandshake
+            } else {
+                Timeout::Handshake
+            };
+            (events, phase)
+        }
+    }
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or a hang-up
+/// to report, which the next read or write returns). A stop signal wins
+/// over readiness, and the deadline is checked only after a last look.
+fn wait_for(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Instant,
+    signals: &Signals,
+    phase: Timeout,
+) -> Result<(), ConnectError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [
+            PollFd::new(fd, events),
+            PollFd::new(signals.0.as_fd(), PollFlags::POLLIN),
+        ];
+        // An error (EINTR) is no different from a spurious wake-up.
+        let _ = poll(&mut fds, poll_timeout(left));
+        let ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if signals.take().is_some() {
+            return Err(ConnectError::Stopped);
+        }
+        if ready {
+            return Ok(());
+        }
+        if left.is_zero() {
+            return Err(ConnectError::Timeout(phase));
+        }
+    }
 }
 
 /// One open connection.

@@ -7,7 +7,7 @@ pub mod relay;
 
 use rustls::ServerConfig;
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -119,15 +119,7 @@ impl FakeRelay {
         what: &str,
         wanted: impl Fn(&Event) -> bool,
     ) -> (Instant, Event) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok((at, event)) if wanted(&event) => return (at, event),
-                Ok(_) => {}
-                Err(_) => panic!("no {what} within {timeout:?}"),
-            }
-        }
+        wait_for_event(&self.events, timeout, what, wanted)
     }
 
     /// The next text frame of the given `type`, parsed.
@@ -155,6 +147,152 @@ impl FakeRelay {
         }
         seen
     }
+}
+
+fn wait_for_event(
+    events: &Receiver<(Instant, Event)>,
+    timeout: Duration,
+    what: &str,
+    wanted: impl Fn(&Event) -> bool,
+) -> (Instant, Event) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok((at, event)) if wanted(&event) => return (at, event),
+            Ok(_) => {}
+            Err(_) => panic!("no {what} within {timeout:?}"),
+        }
+    }
+}
+
+/// A relay that never finishes its handshake: it reads the upgrade request,
+/// then answers one byte of a response every `pace`, forever. Each byte
+/// keeps a per-read timeout from firing; only a deadline on the whole
+/// connect step ends it. Reports `Accepted`, `Request` and `Gone` (the
+/// agent closed the connection).
+pub struct Trickler {
+    pub port: u16,
+    events: Receiver<(Instant, Event)>,
+}
+
+impl Trickler {
+    pub fn start(pace: Duration) -> Trickler {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sender, events) = channel();
+        thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let sender = sender.clone();
+                thread::spawn(move || trickle(tcp, pace, &sender));
+            }
+        });
+        Trickler { port, events }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> (Instant, Event) {
+        wait_for_event(&self.events, timeout, what, wanted)
+    }
+}
+
+fn trickle(mut tcp: TcpStream, pace: Duration, events: &Sender<(Instant, Event)>) {
+    let send = |event| {
+        let _ = events.send((Instant::now(), event));
+    };
+    send(Event::Accepted);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                send(Event::Gone);
+                return;
+            }
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut lines = head.lines();
+    let uri = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    let authorization = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_owned())
+    });
+    send(Event::Request { uri, authorization });
+    // A plausible start, then header lines without the blank line that
+    // would end them.
+    let status = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".iter();
+    let headers = b"X-Trickle: slow\r\n".iter().cycle();
+    tcp.set_read_timeout(Some(pace)).unwrap();
+    for byte in status.chain(headers) {
+        if tcp.write_all(&[*byte]).is_err() {
+            break;
+        }
+        // Waiting by reading notices at once when the agent hangs up.
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    send(Event::Gone);
+}
+
+/// A loopback listener that nobody accepts from, its accept queue already
+/// full: the kernel drops further SYNs, so a connect to it hangs (the
+/// client retries its SYN) instead of being refused. Keep the returned
+/// streams alive: they are what fills the queue.
+pub fn unanswered_listener() -> (TcpListener, Vec<TcpStream>) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&address, Duration::from_millis(300)) {
+            Ok(tcp) => queued.push(tcp),
+            Err(e) if e.kind() == ErrorKind::TimedOut => return (listener, queued),
+            Err(e) => panic!("connect to the unanswered listener: {e}"),
+        }
+        assert!(queued.len() < 16, "the accept queue never filled up");
+    }
+}
+
+/// Whether some socket on this host is stuck sending SYNs to `port` on
+/// loopback (`SYN_SENT` in /proc/net/tcp).
+pub fn syn_sent_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+    })
 }
 
 fn frame_type(text: &str) -> String {
