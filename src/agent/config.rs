@@ -76,6 +76,9 @@ pub enum ConfigError {
     NoToken,
     /// The token is blank.
     EmptyToken,
+    /// The token has a character an HTTP header cannot carry (a space, a
+    /// control character, non-ASCII): it could not be sent.
+    TokenNotPrintable,
     /// `VSTATS_TOKEN_IN_QUERY` is neither a yes nor a no.
     TokenInQuery(String),
 }
@@ -115,6 +118,9 @@ impl fmt::Display for ConfigError {
                 f.write_str("no token given: pass --token or --token-file (or set VSTATS_TOKEN)")
             }
             ConfigError::EmptyToken => f.write_str("the token is empty"),
+            ConfigError::TokenNotPrintable => f.write_str(
+                "the token may hold only printable ASCII without spaces, as the relay issues it",
+            ),
             ConfigError::TokenInQuery(text) => write!(
                 f,
                 "VSTATS_TOKEN_IN_QUERY: '{text}' is not 1 or 0 (true/false, yes/no, on/off)"
@@ -414,6 +420,10 @@ fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
     if token.is_empty() {
         return Err(ConfigError::EmptyToken);
     }
+    // It goes in an `Authorization` header, which takes nothing else.
+    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ConfigError::TokenNotPrintable);
+    }
     let token_in_query = match raw.token_in_query.as_deref().map(str::trim) {
         None => false,
         Some(text) => {
@@ -577,6 +587,14 @@ mod tests {
             (&["--token", "t"][..], "no relay given"),
             (&["--server", "ws://h:1"][..], "no token given"),
             (&["--server", "ws://h:1", "--token", " "][..], "empty"),
+            (
+                &["--server", "ws://h:1", "--token", "to ken"][..],
+                "printable ASCII",
+            ),
+            (
+                &["--server", "ws://h:1", "--token", "tok\u{7}"][..],
+                "printable ASCII",
+            ),
             (
                 &["--server", "ws://h:1", "--token-file", "/nonexistent/t"][..],
                 "--token-file: cannot read /nonexistent/t",
