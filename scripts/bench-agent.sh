@@ -1,11 +1,12 @@
 #!/bin/sh
 # Agent benchmark: binary size, RSS after a long wss:// session, user-space
-# instructions per sample cycle (callgrind), CPU at a 1 s interval.
+# instructions per sample cycle (callgrind), CPU at a 1 s interval, and bytes
+# per sample on the wire.
 #
 #   scripts/bench-agent.sh            # full run (RSS after 10 minutes)
 #   RSS_MINUTES=1 scripts/bench-agent.sh
 #
-# Needs: scripts/setup-dev.sh (zig tools, rust-src), valgrind. Prints a Markdown
+# Needs: scripts/setup-dev.sh (zig tools, rust-src), valgrind, ss. Prints a Markdown
 # table for BENCHMARKS.md.
 set -eu
 cd "$(dirname "$0")/.."
@@ -36,7 +37,8 @@ size=$(stat -c %s "$agent")
 "$sink" "$work/sink" &
 pids="$pids $!"
 for _ in $(seq 50); do [ -s "$work/sink/port" ] && break; sleep 0.1; done
-url="wss://127.0.0.1:$(cat "$work/sink/port")"
+port=$(cat "$work/sink/port")
+url="wss://127.0.0.1:$port"
 
 count() { cat "$work/sink/count" 2>/dev/null || echo 0; }
 field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -70,10 +72,23 @@ $(callgrind_run 75)
 EOF2
 per_sample=$(( (long_ir - short_ir) / (long_samples - short_samples) ))
 
-# CPU at a 1 s interval, from the kernel's accounting of the process.
+# Bytes the sink acknowledged on the agent's socket: TLS records and
+# WebSocket framing included, TCP/IP headers not.
+acked() {
+    ss -tinH state established "( dport = :$port )" |
+        grep -o 'bytes_acked:[0-9]*' | head -n 1 | cut -d: -f2
+}
+
+# CPU at a 1 s interval, from the kernel's accounting of the process; bytes
+# on the wire per sample over the same samples, once the handshake is past.
 start_agent
 cpu_pid=$agent_pid
-sleep "$CPU_SECONDS"
+sleep 3
+acked_before=$(acked) samples_before=$(count)
+sleep "$((CPU_SECONDS - 3))"
+acked_after=$(acked) samples_after=$(count)
+wire=$(( (acked_after - acked_before) / (samples_after - samples_before) ))
+monthly=$(awk -v b="$wire" 'BEGIN { printf "%.2f", b * 86400 * 30 / 1e9 }')
 ticks=$(awk '{ print $14 + $15 }' "/proc/$cpu_pid/stat")
 hz=$(getconf CLK_TCK)
 cpu_percent=$(awk -v t="$ticks" -v hz="$hz" -v s="$CPU_SECONDS" 'BEGIN { printf "%.3f", t / hz / s * 100 }')
@@ -92,6 +107,7 @@ cat <<TABLE
 | RSS after $RSS_MINUTES min connected over wss:// | $rss_kb KiB (peak $hwm_kb KiB) | <= 2 MB |
 | instructions per sample cycle (callgrind, user space) | $per_sample | <= 300,000 |
 | CPU at a 1 s interval, over $CPU_SECONDS s | $cpu_percent % of one core | |
+| bytes on the wire per sample, wss:// at 1 s ($((samples_after - samples_before)) samples) | $wire bytes ($monthly GB a month) | <= 300 |
 | threads / child processes | $threads / $children | 1 / 0 |
 TABLE
 echo
