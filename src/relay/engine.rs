@@ -441,10 +441,6 @@ impl Engine {
         self.hub.servers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// How long the loop may sleep before [`Engine::tick`] is due.
     pub fn timeout(&self, now: Instant) -> Duration {
         let tick = (self.last_tick + TICK).saturating_duration_since(now);
@@ -985,19 +981,13 @@ impl Engine {
         server.latest_message = Some(message.clone());
         server.latest_data = Some(sample);
         let slot = server.slot;
-        for id in &self.dashboards {
-            let Some(Conn {
-                phase: Phase::Dashboard(dashboard),
-                ..
-            }) = self.conns.get_mut(id)
-            else {
-                continue;
-            };
+        let (effects, counters) = (&mut self.effects, &mut self.counters);
+        each_dashboard(&self.dashboards, &mut self.conns, |id, dashboard| {
             if dashboard.outbox.push_metrics(slot, message.clone()) {
-                self.counters.conflated += 1;
+                counters.conflated += 1;
             }
-            wake(&mut self.effects, *id, dashboard);
-        }
+            wake(effects, id, dashboard);
+        });
     }
 
     /// Queues an event to every dashboard. One whose queue outgrows its
@@ -1005,20 +995,13 @@ impl Engine {
     /// once (see [`Engine::pumped`]): a burst (a registry of thousands
     /// reloaded) can outgrow the room of a reader that keeps up.
     fn broadcast(&mut self, message: Utf8Bytes) {
-        for id in &self.dashboards {
-            let Some(Conn {
-                phase: Phase::Dashboard(dashboard),
-                ..
-            }) = self.conns.get_mut(id)
-            else {
-                continue;
-            };
-            if dashboard.link.closing.is_some() {
-                continue;
+        let effects = &mut self.effects;
+        each_dashboard(&self.dashboards, &mut self.conns, |id, dashboard| {
+            if dashboard.link.closing.is_none() {
+                dashboard.outbox.push_event(message.clone());
+                wake(effects, id, dashboard);
             }
-            dashboard.outbox.push_event(message.clone());
-            wake(&mut self.effects, *id, dashboard);
-        }
+        });
     }
 
     /// The loop moved what it could from a dashboard's outbox to its
@@ -1325,15 +1308,9 @@ impl Engine {
                 format!("server {} ({}) removed", server.name, server.id),
             );
             self.broadcast(hub::server_removed(&server.id));
-            for id in &self.dashboards {
-                if let Some(Conn {
-                    phase: Phase::Dashboard(dashboard),
-                    ..
-                }) = self.conns.get_mut(id)
-                {
-                    dashboard.outbox.forget(server.slot);
-                }
-            }
+            each_dashboard(&self.dashboards, &mut self.conns, |_, dashboard| {
+                dashboard.outbox.forget(server.slot);
+            });
             if let Some(agent) = server.agent {
                 self.close(agent, CloseCode::Policy, "server removed", now);
             }
@@ -1448,6 +1425,23 @@ fn rebuilt(state: &mut LeanState) -> Option<Box<RawValue>> {
     state.sample.timestamp = rfc3339(SystemTime::now());
     let text = serde_json::to_string(&state.sample).ok()?;
     RawValue::from_string(text).ok()
+}
+
+/// Calls `each` with every open dashboard, in the order they came.
+fn each_dashboard(
+    dashboards: &[ConnId],
+    conns: &mut HashMap<ConnId, Conn>,
+    mut each: impl FnMut(ConnId, &mut DashboardConn),
+) {
+    for &id in dashboards {
+        if let Some(Conn {
+            phase: Phase::Dashboard(dashboard),
+            ..
+        }) = conns.get_mut(&id)
+        {
+            each(id, dashboard.as_mut());
+        }
+    }
 }
 
 /// Asks the loop to pump a dashboard, once until it has.

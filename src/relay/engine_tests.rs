@@ -489,7 +489,7 @@ fn a_request_head_not_complete_in_ten_seconds_gets_408_and_is_dropped() {
         panic!("{effects:?}");
     };
     assert_eq!(status_of(bytes), 408);
-    assert!(bench.engine.is_empty());
+    assert!(bench.engine.conns.is_empty());
 }
 
 #[test]
