@@ -304,7 +304,8 @@ impl Link {
 #[derive(Debug)]
 struct AgentConn {
     link: Link,
-    server_id: String,
+    /// Shared, not copied, with the handling of each frame.
+    server_id: Rc<str>,
     malformed_in_a_row: u32,
     samples: RateLimit,
     lean: Lean,
@@ -742,7 +743,7 @@ impl Engine {
     fn admit_agent(&mut self, id: ConnId, server_id: String, now: Instant) {
         let agent = AgentConn {
             link: Link::new(now),
-            server_id: server_id.clone(),
+            server_id: server_id.as_str().into(),
             malformed_in_a_row: 0,
             samples: RateLimit::new(self.config.agent_max_rate, now),
             lean: Lean::NoBase,
@@ -911,10 +912,6 @@ impl Engine {
                     Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
                     None => return self.malformed(id, server_id, "patch without data", now),
                 };
-                let latest = self
-                    .hub
-                    .get(server_id)
-                    .and_then(|server| server.latest_data.as_deref());
                 let Some(Conn {
                     phase: Phase::Agent(agent),
                     ..
@@ -925,7 +922,11 @@ impl Engine {
                 let state = match std::mem::replace(&mut agent.lean, Lean::NoBase) {
                     Lean::Patching(state) => Some(state),
                     Lean::Held(raw) => lean_state(&raw),
-                    Lean::Latest => latest.and_then(lean_state),
+                    Lean::Latest => self
+                        .hub
+                        .get(server_id)
+                        .and_then(|server| server.latest_data.as_deref())
+                        .and_then(lean_state),
                     Lean::NoBase => None,
                 };
                 let Some(mut state) = state else {
