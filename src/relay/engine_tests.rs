@@ -288,14 +288,14 @@ fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
     assert_eq!(bench.engine.counters.frames_in, 3);
 }
 
-#[test]
-fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
+/// A dashboard whose socket took nothing while status events (offline
+/// after the agent timeout, online again at the next frame ...) piled up
+/// past its room; returns the bench, the dashboard and the time.
+fn events_past_the_room() -> (Bench, ConnId, u64) {
     let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
     let dashboard = bench.dashboard(0);
     bench.received(dashboard, 0);
     let agent = bench.agent(0, 0);
-    // Status events (offline after the agent timeout, online again at the
-    // next frame ...) past the room, none taken by the socket.
     let mut now = 0;
     while !bench.engine.outbox(dashboard).unwrap().over_limit() {
         assert!(now < 1 << 40, "the events never outgrew the room");
@@ -305,6 +305,12 @@ fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
         bench.send(agent, json!({"type": "heartbeat"}), now); // online again
     }
     bench.effects();
+    (bench, dashboard, now)
+}
+
+#[test]
+fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
+    let (mut bench, dashboard, now) = events_past_the_room();
     bench.engine.pumped(dashboard, 0, 0, true, bench.at(now));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(dashboard, 1013)]);
@@ -313,19 +319,7 @@ fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
 
 #[test]
 fn a_burst_the_socket_takes_at_once_does_not_close_the_dashboard() {
-    let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
-    let dashboard = bench.dashboard(0);
-    bench.received(dashboard, 0);
-    let agent = bench.agent(0, 0);
-    let mut now = 0;
-    while !bench.engine.outbox(dashboard).unwrap().over_limit() {
-        assert!(now < 1 << 40, "the events never outgrew the room");
-        now += 30_000;
-        bench.engine.frame(dashboard, Frame::Control, bench.at(now)); // pongs
-        bench.engine.tick(bench.at(now));
-        bench.send(agent, json!({"type": "heartbeat"}), now);
-    }
-    bench.effects();
+    let (mut bench, dashboard, now) = events_past_the_room();
     bench.received(dashboard, now); // the pump takes everything
     assert!(closes(&bench.effects()).is_empty());
 }
