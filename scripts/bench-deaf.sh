@@ -51,6 +51,8 @@ if [ -z "${LOADGEN:-}" ]; then
     LOADGEN=$PWD/target/release/examples/loadgen
 fi
 relay=$VSTATS_RELAY_BIN
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 LABEL=${LABEL:-$relay}
 # The label, as a file name for this relay's runs.
 tag=$(printf %s "$LABEL" | tr -c 'A-Za-z0-9._-' _)
@@ -87,69 +89,15 @@ if [ "$(wc -l <"$work/tokens")" -ne "$AGENTS" ]; then
     exit 1
 fi
 
-# --- TLS material, as bench-relay.sh makes it ---------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=vstats-bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$work/cert.ext"
-openssl x509 -req -in "$work/cert.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/cert.ext" -out "$work/cert.pem" 2>/dev/null
+# --- TLS material -------------------------------------------------------------
+tls_material
 
 # start_relay plain|tls: a relay on a fresh copy of the registry; sets
 # relay_pid and url.
 start_relay() {
     cp "$work/state.json" "$work/run-state.json"
-    set -- --listen 127.0.0.1:0 --state "$work/run-state.json" --log-level warn
-    if [ "$mode" = tls ]; then
-        set -- "$@" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
-        scheme=wss
-    else
-        scheme=ws
-    fi
     : >"$work/relay.log"
-    "$relay" "$@" 2>>"$work/relay.log" &
-    relay_pid=$!
-    port=""
-    for _ in $(seq 100); do
-        port=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$relay_pid," 'index($0, p) { n = split($4, a, ":"); print a[n] }')
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    if [ -z "$port" ]; then
-        echo "error: the relay did not start:" >&2
-        cat "$work/relay.log" >&2
-        exit 1
-    fi
-    url="$scheme://127.0.0.1:$port"
-}
-
-stop_relay() {
-    kill -TERM "$relay_pid"
-    wait "$relay_pid" || true
-    relay_pid=""
-}
-
-# Before each run, wait (at most QUIET_WAIT seconds) for the machine to be
-# nearly idle: the relay shares the cores with the generator and others.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-wait_quiet() {
-    hz=$(getconf CLK_TCK)
-    waited=0
-    while [ "$waited" -lt "$QUIET_WAIT" ]; do
-        ticks0=$(busy_ticks)
-        sleep 1
-        waited=$((waited + 1))
-        [ $(($(busy_ticks) - ticks0)) -lt $((hz / 4)) ] && return
-    done
-    echo "    (the machine stayed busy for ${QUIET_WAIT} s; running anyway)" >&2
-}
-
-# field KEY FILE...: a number (or null) from the loadgen's JSON line.
-field() {
-    key=$1
-    shift
-    sed -n "s/.*\"$key\":\([-0-9.e+a-z]*\).*/\1/p" "$@"
+    launch_relay "$mode" --state "$work/run-state.json" --log-level warn
 }
 
 # rss_at SECONDS FILE: the relay's RSS at the first probe at or after then.

@@ -60,6 +60,8 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
 cargo build --quiet --release --locked --bin vstats-relay --example loadgen
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 # VSTATS_RELAY_BIN: another relay to measure (an older build, say).
 relay=${VSTATS_RELAY_BIN:-target/release/vstats-relay}
 loadgen=target/release/examples/loadgen
@@ -126,68 +128,18 @@ add_full_ms=$(add_ms "$work/timing.json" 20)
 rm -f "$work/timing.json" "$work/timing.json.lock"
 
 # --- TLS material -----------------------------------------------------------
-# A throwaway CA and a P-256 certificate for 127.0.0.1, as a small deployment
-# would have.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=vstats-bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj /CN=127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$work/cert.ext"
-openssl x509 -req -in "$work/cert.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-    -CAcreateserial -days 2 -extfile "$work/cert.ext" -out "$work/cert.pem" 2>/dev/null
+tls_material
 
 # --- Relay ------------------------------------------------------------------
 # start_relay plain|tls N: a fresh relay with N servers; sets relay_pid, url.
+# warn, not info: info logs a line per agent connection.
 start_relay() {
     state_file "$2"
-    set -- "$1" --listen 127.0.0.1:0 --state "$work/state.json" --log-level warn
-    if [ "$1" = tls ]; then
-        set -- "$@" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
-        scheme=wss
-    else
-        scheme=ws
-    fi
-    shift
-    # warn, not info: info logs a line per agent connection.
-    "$relay" "$@" 2>>"$work/relay.log" &
-    relay_pid=$!
-    port=""
-    for _ in $(seq 100); do
-        port=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$relay_pid," 'index($0, p) { n = split($4, a, ":"); print a[n] }')
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    if [ -z "$port" ]; then
-        echo "error: the relay did not start:" >&2
-        cat "$work/relay.log" >&2
-        exit 1
-    fi
-    url="$scheme://127.0.0.1:$port"
+    launch_relay "$1" --state "$work/state.json" --log-level warn
 }
 
-stop_relay() {
-    kill -TERM "$relay_pid"
-    wait "$relay_pid" || true
-    relay_pid=""
-}
-
-# Other work on a shared machine takes the cores from under the relay and
-# shows as latency: before each run, wait (at most QUIET_WAIT seconds) for
-# the machine to be nearly idle. Each run also reports "other CPU".
+# Each run also reports "other CPU".
 QUIET_WAIT=${QUIET_WAIT:-30}
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-wait_quiet() {
-    hz=$(getconf CLK_TCK)
-    waited=0
-    while [ "$waited" -lt "$QUIET_WAIT" ]; do
-        ticks0=$(busy_ticks)
-        sleep 1
-        waited=$((waited + 1))
-        # Busy below a quarter of one core over that second.
-        [ $(($(busy_ticks) - ticks0)) -lt $((hz / 4)) ] && return
-    done
-    echo "    (the machine stayed busy for ${QUIET_WAIT} s; running anyway)" >&2
-}
 
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
@@ -202,14 +154,6 @@ run_loadgen() {
     "$loadgen" "$@" >"$work/loadgen.out"
     tail -n 1 "$work/loadgen.out" >"$OUT/$name.json"
     sed '$d' "$work/loadgen.out" | sed 's/^/    /' >&2
-}
-
-# field KEY FILE...: a field of flat JSON lines (a number, true, false or
-# null); the loadgen's keys are unique within a line.
-field() {
-    key=$1
-    shift
-    sed -n "s/.*\"$key\":\([-0-9.e+a-z]*\).*/\1/p" "$@"
 }
 
 # median KEY FILE...: the median of a field over runs.
