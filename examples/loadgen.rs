@@ -753,6 +753,66 @@ impl LoadGen {
         }
     }
 
+    /// Opens the reading dashboards and waits, at most
+    /// [`DASHBOARD_SETUP`], until each connected or failed.
+    fn open_dashboards(&mut self) {
+        let dashboards = self.args.dashboards;
+        let setup_end = Instant::now() + DASHBOARD_SETUP;
+        for d in 0..dashboards {
+            self.open(Role::Dashboard(d));
+        }
+        while Instant::now() < setup_end
+            && ((self.stats.dashboards_connected + self.stats.dashboards_failed) as usize)
+                < dashboards
+        {
+            self.poll(MAX_WAIT);
+            self.expire_handshakes();
+        }
+    }
+
+    /// Opens the agents whose turn on the ramp from `t0` has come;
+    /// `opened` counts those opened so far.
+    fn open_due_agents(&mut self, opened: &mut usize, t0: Instant, ramp: Duration) {
+        let agents = self.args.agents;
+        while *opened < agents
+            && t0 + ramp.mul_f64(*opened as f64 / agents as f64) <= Instant::now()
+        {
+            self.open(Role::Agent(*opened));
+            *opened += 1;
+        }
+    }
+
+    /// Sends every sample due by `now`: the s-th overall is due at
+    /// t0 + s / (rate x agents), from agent s % agents, so each agent sends
+    /// every 1/rate s at its own phase. Returns when the next one is due.
+    fn send_due(&mut self, seq: &mut u64, t0: Instant, now: Instant) -> Instant {
+        let agents = self.args.agents;
+        let per_second = self.args.rate * agents as f64;
+        loop {
+            let due = t0 + Duration::from_secs_f64(*seq as f64 / per_second);
+            if due > now {
+                return due;
+            }
+            self.stats.worst_send_lag = self.stats.worst_send_lag.max(now - due);
+            self.send((*seq % agents as u64) as usize);
+            *seq += 1;
+        }
+    }
+
+    /// Handles events until `next_due` (at most [`MAX_WAIT`]), expiring
+    /// stuck handshakes twice a second.
+    fn poll_until(&mut self, next_due: Instant, last_expiry: &mut Instant) {
+        self.poll(
+            next_due
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT),
+        );
+        if last_expiry.elapsed() >= Duration::from_millis(500) {
+            *last_expiry = Instant::now();
+            self.expire_handshakes();
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.conns.len() - self.free.len()
     }
@@ -898,25 +958,13 @@ fn print_cpu(cpu: CpuUse) {
 
 fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
     let (agents, dashboards) = (g.args.agents, g.args.dashboards);
-    let setup_end = Instant::now() + DASHBOARD_SETUP;
-    for d in 0..dashboards {
-        g.open(Role::Dashboard(d));
-    }
-    while Instant::now() < setup_end
-        && ((g.stats.dashboards_connected + g.stats.dashboards_failed) as usize) < dashboards
-    {
-        g.poll(MAX_WAIT);
-        g.expire_handshakes();
-    }
+    g.open_dashboards();
     let ramp = Duration::from_secs_f64(g.args.ramp.unwrap_or(agents as f64 / 2000.0));
     let t0 = Instant::now();
     let window_start = t0 + ramp + SETTLE;
     let window_end = window_start + Duration::from_secs_f64(g.args.duration);
     let end = window_end + GRACE;
     g.window_us = (g.micros(window_start), g.micros(window_end));
-    // The s-th sample overall is due at t0 + s / (rate * agents): agent
-    // s % agents, so each agent sends every 1/rate s at its own phase.
-    let per_second = g.args.rate * agents as f64;
     let mut seq: u64 = 0;
     let mut opened = 0;
     let mut cpu = None;
@@ -927,11 +975,7 @@ fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
         if now >= end {
             break;
         }
-        while opened < agents && t0 + ramp.mul_f64(opened as f64 / agents as f64) <= Instant::now()
-        {
-            g.open(Role::Agent(opened));
-            opened += 1;
-        }
+        g.open_due_agents(&mut opened, t0, ramp);
         if cpu.is_none() && now >= window_start {
             cpu = Some(CpuWindow::start(g.args.relay_pid));
         }
@@ -950,26 +994,9 @@ fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
         }
         let mut next_due = end;
         if !g.args.idle && agents > 0 && now < window_end {
-            loop {
-                let due = t0 + Duration::from_secs_f64(seq as f64 / per_second);
-                if due > now {
-                    next_due = due;
-                    break;
-                }
-                g.stats.worst_send_lag = g.stats.worst_send_lag.max(now - due);
-                g.send((seq % agents as u64) as usize);
-                seq += 1;
-            }
+            next_due = g.send_due(&mut seq, t0, now);
         }
-        g.poll(
-            next_due
-                .saturating_duration_since(Instant::now())
-                .min(MAX_WAIT),
-        );
-        if last_expiry.elapsed() >= Duration::from_millis(500) {
-            last_expiry = Instant::now();
-            g.expire_handshakes();
-        }
+        g.poll_until(next_due, &mut last_expiry);
     }
     let (cpu, connected_at_end, rss, hwm) = at_end.unwrap_or_default();
     g.stats.latencies_us.sort_unstable();
@@ -1164,16 +1191,7 @@ fn spawn_prober(
 /// The reading dashboards' latency covers those seconds.
 fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
     let (agents, dashboards, deaf) = (g.args.agents, g.args.dashboards, g.args.deaf_dashboards);
-    let setup_end = Instant::now() + DASHBOARD_SETUP;
-    for d in 0..dashboards {
-        g.open(Role::Dashboard(d));
-    }
-    while Instant::now() < setup_end
-        && ((g.stats.dashboards_connected + g.stats.dashboards_failed) as usize) < dashboards
-    {
-        g.poll(MAX_WAIT);
-        g.expire_handshakes();
-    }
+    g.open_dashboards();
     let ramp = Duration::from_secs_f64(g.args.ramp.unwrap_or(agents as f64 / 2000.0));
     let deaf_ramp = Duration::from_secs_f64(deaf as f64 / DEAF_CONNECTS_PER_S);
     let seconds = (g.args.duration.ceil() as u64).max(1);
@@ -1181,7 +1199,6 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
     let start = t0 + ramp + DEAF_BASELINE;
     let end = start + Duration::from_secs(seconds);
     g.window_us = (g.micros(start), g.micros(end));
-    let per_second = g.args.rate * agents as f64;
     let pid = g.args.relay_pid;
     let scraper = Scraper {
         addr: g.args.addr,
@@ -1198,11 +1215,7 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
     let connected_agents = |g: &LoadGen| g.agent_conn.iter().filter(|c| c.is_some()).count();
     loop {
         let now = Instant::now();
-        while opened < agents && t0 + ramp.mul_f64(opened as f64 / agents as f64) <= Instant::now()
-        {
-            g.open(Role::Agent(opened));
-            opened += 1;
-        }
+        g.open_due_agents(&mut opened, t0, ramp);
         if probes.is_none() && now >= start {
             before = (
                 pid.and_then(|p| status_kib(&p.to_string(), "VmRSS")),
@@ -1228,16 +1241,7 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
         }
         let mut next_due = end;
         if agents > 0 && now < end {
-            loop {
-                let due = t0 + Duration::from_secs_f64(seq as f64 / per_second);
-                if due > now {
-                    next_due = due;
-                    break;
-                }
-                g.stats.worst_send_lag = g.stats.worst_send_lag.max(now - due);
-                g.send((seq % agents as u64) as usize);
-                seq += 1;
-            }
+            next_due = g.send_due(&mut seq, t0, now);
         }
         if let Some(rx) = &probes {
             let mut done = false;
@@ -1271,15 +1275,7 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
                 break;
             }
         }
-        g.poll(
-            next_due
-                .saturating_duration_since(Instant::now())
-                .min(MAX_WAIT),
-        );
-        if last_expiry.elapsed() >= Duration::from_millis(500) {
-            last_expiry = Instant::now();
-            g.expire_handshakes();
-        }
+        g.poll_until(next_due, &mut last_expiry);
     }
     let cpu = cpu
         .map(|c: CpuWindow| c.since_start(pid))
