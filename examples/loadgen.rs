@@ -893,6 +893,19 @@ impl CpuWindow {
     }
 }
 
+/// One line: the percentiles of the sorted latencies, in milliseconds.
+fn print_latency(label: &str, sorted: &[u32]) {
+    let show = |q| percentile(sorted, q).map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "{label}: p50 {} p90 {} p99 {} max {} ({} samples)",
+        show(50.0),
+        show(90.0),
+        show(99.0),
+        show(100.0),
+        sorted.len()
+    );
+}
+
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -1020,15 +1033,7 @@ fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
         "samples: {} sent, {expected} in the {:.0} s window; per dashboard received {min_received}..{max_received}",
         g.stats.samples_sent, g.args.duration
     );
-    let show = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
-    println!(
-        "latency ms: p50 {} p90 {} p99 {} max {} ({} samples)",
-        show(p(50.0)),
-        show(p(90.0)),
-        show(p(99.0)),
-        show(p(100.0)),
-        lat.len()
-    );
+    print_latency("latency ms", lat);
     print_cpu(cpu);
     println!(
         "relay memory: VmRSS {} KiB, VmHWM {} KiB; loadgen: worst send lag {:.1} ms, slowest connect {:.1} ms, {} sends blocked, {} connections dropped",
@@ -1341,15 +1346,7 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
         "agents: {} connected ({connected_at_end} at the end); samples: {} sent, {expected} in the {seconds} s; reading dashboards: {live}/{dashboards} open at the end, received {min_received}..{max_received}",
         g.stats.agents_connected, g.stats.samples_sent,
     );
-    let show_ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
-    println!(
-        "reading dashboards' latency ms: p50 {} p90 {} p99 {} max {} ({} samples)",
-        show_ms(p(50.0)),
-        show_ms(p(90.0)),
-        show_ms(p(99.0)),
-        show_ms(p(100.0)),
-        lat.len()
-    );
+    print_latency("reading dashboards' latency ms", lat);
     print_cpu(cpu);
     let timeline: Vec<serde_json::Value> = timeline
         .iter()
