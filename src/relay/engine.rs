@@ -459,6 +459,11 @@ impl Engine {
         }
     }
 
+    /// The configuration the relay runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     fn log(&mut self, level: Level, text: String) {
         self.effects.push(Effect::Log { level, text });
     }

@@ -83,8 +83,6 @@ enum Io {
 }
 
 pub struct Relay {
-    config_state: std::path::PathBuf,
-    tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     poller: Poller,
     listener: TcpListener,
     signals: SignalFd,
@@ -170,8 +168,6 @@ impl Relay {
             .map_err(|e| RelayError::Io("epoll", e))?;
         Ok(Relay {
             registry_stamp: registry::file_stamp(&config.state),
-            config_state: config.state.clone(),
-            tls_files: config.tls.clone(),
             engine: Engine::new(
                 config,
                 tls.is_some(),
@@ -479,12 +475,13 @@ impl Relay {
     /// The state file, if it is not the version last read (one stat when
     /// it is), or `force`d.
     fn read_registry(&mut self, force: bool) -> RegistryRead {
-        let stamp = registry::file_stamp(&self.config_state);
+        let state = &self.engine.config().state;
+        let stamp = registry::file_stamp(state);
         if !force && stamp == self.registry_stamp {
             return RegistryRead::Unchanged;
         }
         self.registry_stamp = stamp;
-        match Registry::load_if_present(&self.config_state) {
+        match Registry::load_if_present(state) {
             Ok(Some(registry)) => RegistryRead::Loaded(registry),
             Ok(None) => {
                 // Stamped as missing: one warning until the file is back.
@@ -496,7 +493,7 @@ impl Relay {
     }
 
     fn reload_certificate(&mut self) {
-        let Some((cert, key)) = &self.tls_files else {
+        let Some((cert, key)) = &self.engine.config().tls else {
             return;
         };
         match crate::tls::server_config(cert, key) {
