@@ -254,8 +254,6 @@ impl RespondPhase {
 /// An open WebSocket.
 pub struct Socket {
     ws: WebSocket<Stream>,
-    /// Our close frame is queued: nothing else is sent.
-    closing: bool,
     /// The peer broke the protocol: tungstenite must not read again (its
     /// frame state is past repair), so what arrives is thrown away until
     /// the peer closes or the close timeout passes.
@@ -271,7 +269,6 @@ impl Socket {
                 Role::Server,
                 Some(websocket_config()),
             ),
-            closing: false,
             discarding: false,
         }
     }
@@ -340,10 +337,9 @@ impl Socket {
     }
 
     /// Queues a close frame and pushes it out as far as the socket takes.
+    /// (The engine asks once per connection, and then no longer hands out
+    /// the dashboard's outbox.)
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), End> {
-        if std::mem::replace(&mut self.closing, true) {
-            return Ok(());
-        }
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -376,10 +372,6 @@ impl Socket {
     /// socket is full.
     pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Pumped, End> {
         let mut pumped = Pumped::default();
-        if self.closing {
-            pumped.blocked = self.flush()?;
-            return Ok(pumped);
-        }
         loop {
             if self.flush()? {
                 pumped.blocked = true;

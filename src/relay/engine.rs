@@ -451,10 +451,13 @@ impl Engine {
         }
     }
 
-    /// The queue of a dashboard, for the loop to move to its socket.
+    /// The queue of a dashboard, for the loop to move to its socket; none
+    /// once its close frame is queued, as nothing may follow that.
     pub fn outbox(&mut self, id: ConnId) -> Option<&mut Outbox> {
         match &mut self.conns.get_mut(&id)?.phase {
-            Phase::Dashboard(dashboard) => Some(&mut dashboard.outbox),
+            Phase::Dashboard(dashboard) if dashboard.link.closing.is_none() => {
+                Some(&mut dashboard.outbox)
+            }
             _ => None,
         }
     }
