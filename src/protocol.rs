@@ -13,19 +13,49 @@ pub use limits::{
     MAX_SAMPLE_DEPTH, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRING, SampleError, check_limits,
 };
 pub use patch::{
-    CpuPatch, DiskPatch, InterfacePatch, LeanState, MemoryPatch, MetricsPatch, NetworkPatch,
-    TemperaturePatch, merge_list, per_second, percent,
+    CpuPatch, DiskIoPatch, DiskPatch, InterfacePatch, LeanState, MemoryPatch, MetricsPatch,
+    NetworkPatch, SocketsPatch, TemperaturePatch, merge_list, per_second, percent,
 };
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::io;
 use std::time::SystemTime;
 
 /// RFC 3339 in UTC with whole seconds, as the seed's examples show.
 pub fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// `value` as compact JSON in which a float that holds a whole number is
+/// written as an integer (`4096`, not `4096.0`): rounded rates and
+/// percentages are often whole, and every byte counts on a metered link.
+/// JSON has one number type, so every reader gets the same value.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let mut out = Vec::with_capacity(512);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out,
+        WholeFloatsAsIntegers,
+    ))?;
+    // serde_json writes only UTF-8: the check cannot fail.
+    String::from_utf8(out)
+        .map_err(|e| serde_json::Error::io(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+struct WholeFloatsAsIntegers;
+
+impl serde_json::ser::Formatter for WholeFloatsAsIntegers {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        // Below 2^53 every whole float is exactly an integer; NaN and the
+        // infinities never get here (serde_json writes them as null).
+        if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+            self.write_i64(writer, value as i64)
+        } else {
+            serde_json::ser::CompactFormatter.write_f64(writer, value)
+        }
+    }
 }
 
 /// One frame on the wire: a message plus the sender's clock.
@@ -87,8 +117,11 @@ impl<'a> RawFrame<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum AgentMessage {
-    /// One sample, every interval.
+    /// One whole sample: the first on a connection, or whenever a patch
+    /// cannot say what changed.
     Metrics(Box<Metrics>),
+    /// What changed since the previous sample on this connection.
+    Patch(Box<MetricsPatch>),
     /// Sent when 30 s pass without any other frame.
     Heartbeat,
     /// A type this build does not know; receivers ignore it.
@@ -101,6 +134,7 @@ impl AgentMessage {
         let raw = RawFrame::parse(text)?;
         let message = match raw.kind.as_ref() {
             "metrics" => AgentMessage::Metrics(raw.data()?),
+            "patch" => AgentMessage::Patch(raw.data()?),
             "heartbeat" => AgentMessage::Heartbeat,
             _ => AgentMessage::Unknown,
         };
@@ -355,6 +389,23 @@ mod tests {
         ] {
             assert!(AgentMessage::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn whole_floats_go_out_as_integers() {
+        let load = LoadAverage {
+            one: 0.0,
+            five: 4096.0,
+            fifteen: 12.5,
+        };
+        assert_eq!(
+            to_json(&load).unwrap(),
+            r#"{"one":0,"five":4096,"fifteen":12.5}"#
+        );
+        assert_eq!(to_json(&[-3.0, 1e300, 0.1]).unwrap(), "[-3,1e+300,0.1]");
+        assert_eq!(to_json(&f64::NAN).unwrap(), "null");
+        let back: LoadAverage = serde_json::from_str(&to_json(&load).unwrap()).unwrap();
+        assert_eq!(back, load);
     }
 
     #[test]

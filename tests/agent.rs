@@ -110,9 +110,14 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     let first = relay.wait_for_frame(SOON, "metrics");
     assert_complete_sample(&first["data"]);
     assert!(first["timestamp"].is_string());
-    let second = relay.wait_for_frame(SOON, "metrics");
     assert_ne!(first["data"]["timestamp"], Value::Null);
-    assert!(second["data"]["cpu"]["usage"].is_number());
+    // Then patches: only what moved, the static facts left out.
+    let second = relay.wait_for_frame(SOON, "patch");
+    assert!(second["data"]["elapsed_ms"].as_u64().unwrap() >= 500);
+    for fact in ["hostname", "os", "timestamp"] {
+        assert!(second["data"].get(fact).is_none(), "{second}");
+    }
+    assert!(second.get("timestamp").is_none(), "{second}");
     assert!(
         !agent.log().contains(TOKEN),
         "token leaked into the log:\n{}",

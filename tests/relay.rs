@@ -54,18 +54,33 @@ fn snapshot_then_live_metrics_to_several_dashboards() {
     assert!(is(&snapshot[4], "server_added", &router));
     assert!(is(&snapshot[5], "status", &router) && snapshot[5]["data"]["online"] == false);
 
-    // Live samples reach both, with the agent's fields and the relay's clock.
+    // Live samples reach both, with the agent's fields and the relay's
+    // clock: whole samples, though the agent sends patches after its first.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     for dashboard in [&mut first, &mut second] {
-        let frame = dashboard.wait_for(SOON, "live metrics", |f| is(f, "metrics", &pi));
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(frame["data"]["metrics"]["hostname"], hostname.trim());
-        assert!(
-            frame["data"]["metrics"]["memory"]["total"]
-                .as_u64()
+        for _ in 0..2 {
+            let frame = dashboard.wait_for(SOON, "live metrics", |f| is(f, "metrics", &pi));
+            let sample = &frame["data"]["metrics"];
+            assert_eq!(sample["hostname"], hostname.trim());
+            assert!(!sample["os"]["kernel"].as_str().unwrap().is_empty());
+            assert!(sample["cpu"]["cores"].as_u64().unwrap() > 0);
+            let memory = &sample["memory"];
+            let total = memory["total"].as_u64().unwrap();
+            assert!(total > 0);
+            assert_eq!(
+                memory["used"].as_u64().unwrap(),
+                total - memory["available"].as_u64().unwrap()
+            );
+            let counted_rx: u64 = sample["network"]["interfaces"]
+                .as_array()
                 .unwrap()
-                > 0
-        );
-        assert!(frame["timestamp"].as_str().unwrap().ends_with('Z'));
+                .iter()
+                .filter(|i| i["counted"] == true)
+                .map(|i| i["rx_total"].as_u64().unwrap())
+                .sum();
+            assert_eq!(sample["network"]["rx_total"], counted_rx, "{sample}");
+            assert!(frame["timestamp"].as_str().unwrap().ends_with('Z'));
+        }
     }
 
     let (status, body) = relay.get("/api/servers");

@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod collect;
 pub mod config;
+pub mod lean;
 pub mod session;

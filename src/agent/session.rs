@@ -10,7 +10,8 @@
 use super::backoff::Backoff;
 use super::collect::Collector;
 use super::config::{Config, Endpoint, Relay};
-use crate::protocol::{AgentMessage, Frame};
+use super::lean::LeanWire;
+use crate::protocol::{AgentMessage, Frame, to_json};
 use crate::tls::MaybeTls;
 use log::{debug, error, info, warn};
 use nix::errno::Errno;
@@ -216,6 +217,8 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                     write_pending: false,
                     last_sent: Instant::now(),
                     last_heard: Instant::now(),
+                    lean: LeanWire::default(),
+                    last_sample: None,
                 };
                 match session.stream(&mut collector, &mut next_sample, config.interval, signals) {
                     End::Stopped => return,
@@ -506,6 +509,9 @@ struct Session {
     write_pending: bool,
     last_sent: Instant,
     last_heard: Instant,
+    /// Whole sample first, then patches against the relay's view of it.
+    lean: LeanWire,
+    last_sample: Option<Instant>,
 }
 
 impl Session {
@@ -524,13 +530,28 @@ impl Session {
             let now = Instant::now();
             if now >= *next_sample {
                 *next_sample = next_deadline(*next_sample, interval, now);
-                let frame = Frame::now(AgentMessage::Metrics(Box::new(collector.sample())));
-                if let Err(reason) = self.send(&frame) {
-                    return End::Lost(reason);
+                let elapsed = self.last_sample.map_or(Duration::ZERO, |last| now - last);
+                self.last_sample = Some(now);
+                let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                let sent = self
+                    .lean
+                    .frame(collector.sample(), elapsed_ms)
+                    .map_err(ConnectError::Encode)
+                    .and_then(|text| self.send(text));
+                match sent {
+                    Ok(true) => {}
+                    // The relay never sees that patch: the next sample
+                    // goes whole, or the two views would part.
+                    Ok(false) => self.lean = LeanWire::default(),
+                    Err(reason) => return End::Lost(reason),
                 }
             }
             if now.duration_since(self.last_sent) >= HEARTBEAT_AFTER {
-                if let Err(reason) = self.send(&Frame::now(AgentMessage::Heartbeat)) {
+                let heartbeat = to_json(&Frame::now(AgentMessage::Heartbeat));
+                if let Err(reason) = heartbeat
+                    .map_err(ConnectError::Encode)
+                    .and_then(|text| self.send(text))
+                {
                     return End::Lost(reason);
                 }
             }
@@ -573,24 +594,24 @@ impl Session {
         }
     }
 
-    /// Queues one frame. A relay too slow to take it loses this sample
-    /// rather than growing our memory; the silence limit ends a dead one.
-    fn send<M: serde::Serialize>(&mut self, frame: &Frame<M>) -> Result<(), ConnectError> {
-        let text = serde_json::to_string(frame).map_err(ConnectError::Encode)?;
+    /// Queues one frame; `false` when it was dropped: a relay too slow to
+    /// take it loses it rather than growing our memory, and the silence
+    /// limit ends a dead one.
+    fn send(&mut self, text: String) -> Result<bool, ConnectError> {
         match self.ws.write(Message::text(text)) {
             Ok(()) => {
                 self.last_sent = Instant::now();
                 self.write_pending = true;
-                Ok(())
+                Ok(true)
             }
             Err(tungstenite::Error::WriteBufferFull(_)) => {
-                debug!("relay is not reading; sample dropped");
-                Ok(())
+                debug!("relay is not reading; frame dropped");
+                Ok(false)
             }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.last_sent = Instant::now();
                 self.write_pending = true;
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(ConnectError::Lost(e)),
         }

@@ -47,7 +47,7 @@ pub struct MetricsPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disks: Option<Vec<DiskPatch>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_io: Option<DiskIo>,
+    pub disk_io: Option<DiskIoPatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkPatch>,
     /// Absent: the uptime advanced by `elapsed_ms`.
@@ -58,7 +58,7 @@ pub struct MetricsPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperatures: Option<Vec<TemperaturePatch>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sockets: Option<Sockets>,
+    pub sockets: Option<SocketsPatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes: Option<u64>,
 }
@@ -104,6 +104,24 @@ pub struct DiskPatch {
     pub total: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiskIoPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SocketsPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<u64>,
 }
 
 /// The totals and rates of `network` itself are derived: sums over the
@@ -162,6 +180,13 @@ impl LeanState {
         LeanState { sample, uptime_ms }
     }
 
+    /// The uptime, in whole seconds, that a patch leaving it out would
+    /// give after `elapsed_ms`.
+    pub fn uptime_after(&self, elapsed_ms: u64) -> Option<u64> {
+        self.uptime_ms
+            .map(|ms| ms.saturating_add(elapsed_ms) / 1000)
+    }
+
     /// Applies a patch and derives what it left out.
     pub fn apply(&mut self, patch: MetricsPatch) {
         let sample = &mut self.sample;
@@ -194,7 +219,11 @@ impl LeanState {
                 disk.usage_percent = percent(disk.used, disk.total);
             });
         }
-        set(&mut sample.disk_io, patch.disk_io.map(Some));
+        if let Some(disk_io) = patch.disk_io {
+            let base = sample.disk_io.get_or_insert_with(DiskIo::default);
+            set(&mut base.read_rate, disk_io.read_rate);
+            set(&mut base.write_rate, disk_io.write_rate);
+        }
         if let Some(network) = patch.network {
             let base = sample.network.get_or_insert_with(Default::default);
             // Interfaces a patch does not list moved nothing.
@@ -228,7 +257,11 @@ impl LeanState {
                 set(&mut sensor.celsius, patch.celsius);
             });
         }
-        set(&mut sample.sockets, patch.sockets.map(Some));
+        if let Some(sockets) = patch.sockets {
+            let base = sample.sockets.get_or_insert_with(Sockets::default);
+            set(&mut base.tcp, sockets.tcp);
+            set(&mut base.udp, sockets.udp);
+        }
         set(&mut sample.processes, patch.processes.map(Some));
     }
 }
@@ -452,7 +485,7 @@ mod tests {
         state.apply(patch(
             r#"{"elapsed_ms":1000,"hostname":"pi-2","cpu":{"usage":55.5,"per_core":[50,60,55,57]},
                 "load_average":{"one":0.5,"five":0.25,"fifteen":0.1},"processes":120,
-                "sockets":{"tcp":3,"udp":1},"disk_io":{"read_rate":4096,"write_rate":0}}"#,
+                "sockets":{"tcp":3},"disk_io":{"read_rate":4096}}"#,
         ));
         let sample = &state.sample;
         assert_eq!(sample.hostname, "pi-2");
@@ -464,7 +497,7 @@ mod tests {
         assert_eq!(cpu.per_core, [50.0, 60.0, 55.0, 57.0]);
         assert_eq!(sample.load_average.as_ref().unwrap().five, 0.25);
         assert_eq!(sample.processes, Some(120));
-        assert_eq!(sample.sockets.as_ref().unwrap().tcp, 3);
+        assert_eq!(sample.sockets, Some(Sockets { tcp: 3, udp: 0 }));
         assert_eq!(sample.disk_io.as_ref().unwrap().read_rate, 4096.0);
     }
 

@@ -1432,7 +1432,7 @@ fn lean_state(sample: &RawValue) -> Option<Box<LeanState>> {
 /// stamped with the relay's clock (the agent sent no time of its own).
 fn rebuilt(state: &mut LeanState) -> Option<Box<RawValue>> {
     state.sample.timestamp = rfc3339(SystemTime::now());
-    let text = serde_json::to_string(&state.sample).ok()?;
+    let text = crate::protocol::to_json(&state.sample).ok()?;
     RawValue::from_string(text).ok()
 }
 
