@@ -22,16 +22,30 @@
 //!   gauge for dashboards, from `GET /metrics`, less the reading ones) are
 //!   printed once a second.
 //!
-//! Latency is a dashboard's receive time minus the `loadgen_sent_us` stamp
-//! the agent put in the sample, both on this process's clock: it includes
-//! the generator's own delays, so it is an upper bound on the relay's.
+//! With `--patch` (fleet and `--deaf-dashboards`), each agent sends the
+//! lean wire of docs/PROTOCOL.md ("`patch`: lean samples"): one full
+//! `metrics` sample on each connection, then `patch` frames shaped like a
+//! small host's agent's: `elapsed_ms`, `cpu` (`usage`, two `per_core`),
+//! `memory.available`, `disk_io`, the one interface's `rx_bytes` and
+//! `tx_bytes`, and `processes`, figures varied. The relay rebuilds whole
+//! samples from them and forwards those.
+//!
+//! Latency is a dashboard's receive time minus the stamp the agent put in
+//! the sample, both on this process's clock: it includes the generator's
+//! own delays, so it is an upper bound on the relay's. The stamp is
+//! `loadgen_sent_us`, microseconds since the generator started. With
+//! `--patch` it is `processes` instead, in the full sample and in every
+//! patch, and dashboards read `metrics.processes` as the stamp: the relay
+//! rebuilds samples from patches with its typed fields only, so an unknown
+//! field such as `loadgen_sent_us` does not reach dashboards, while
+//! `processes`, a whole number (u64), passes through unchanged.
 //!
 //! The run prints a human-readable report and, as its last line, the same
 //! figures as one JSON object.
 //!
 //! Usage: cargo run --release --example loadgen -- --relay ws://127.0.0.1:PORT
 //!        --tokens FILE [--agents N] [--dashboards M] [--rate HZ] [--ramp S]
-//!        [--duration S] [--sample-bytes B] [--idle] [--handshakes S]
+//!        [--duration S] [--sample-bytes B] [--patch] [--idle] [--handshakes S]
 //!        [--deaf-dashboards N] [--ca-file PEM] [--relay-pid PID]
 
 use nix::errno::Errno;
@@ -86,6 +100,8 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The relay's gauge of open dashboards, as `/metrics` prints it.
 const DASHBOARD_GAUGE: &str = "vstats_relay_connections{kind=\"dashboard\"} ";
 const STAMP: &str = "\"loadgen_sent_us\":";
+/// The stamp with `--patch`: the last field of a rebuilt sample.
+const PATCH_STAMP: &str = "\"processes\":";
 const METRICS_PREFIX: &str = "{\"type\":\"metrics\"";
 
 const USAGE: &str = "\
@@ -102,6 +118,8 @@ Usage: loadgen --relay ws://127.0.0.1:PORT --tokens FILE [options]
   --ramp SECONDS       spread agent connections over this (default N/2000)
   --duration SECONDS   measurement window after the ramp (default 10)
   --sample-bytes B     size of an agent's data object (default 1000)
+  --patch              after a full sample, agents send `patch` frames
+                       (dashboards read the stamp from `processes`)
   --idle               agents connect and send nothing
   --handshakes SECONDS open and close agent connections this long
   --deaf-dashboards N  also N dashboards that never read, once the fleet
@@ -122,6 +140,7 @@ struct Args {
     duration: f64,
     sample_bytes: usize,
     idle: bool,
+    patch: bool,
     handshakes: Option<f64>,
     deaf_dashboards: usize,
     relay_pid: Option<u32>,
@@ -144,6 +163,7 @@ fn parse_args() -> Result<Args, String> {
         duration: 10.0,
         sample_bytes: 1000,
         idle: false,
+        patch: false,
         handshakes: None,
         deaf_dashboards: 0,
         relay_pid: None,
@@ -167,6 +187,7 @@ fn parse_args() -> Result<Args, String> {
                 args.sample_bytes = parser.value().map_err(fail)?.parse().map_err(fail)?
             }
             Long("idle") => args.idle = true,
+            Long("patch") => args.patch = true,
             Long("handshakes") => {
                 args.handshakes = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
             }
@@ -214,6 +235,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if let Some(seconds) = args.handshakes {
         positive("handshakes", seconds)?;
+    }
+    if args.patch && (args.handshakes.is_some() || args.idle) {
+        return Err("--patch goes with the fleet, not --idle or --handshakes".into());
     }
     if args.deaf_dashboards > 0 && (args.handshakes.is_some() || args.idle) {
         return Err("--deaf-dashboards goes with the fleet, not --idle or --handshakes".into());
@@ -271,17 +295,21 @@ impl XorShift {
 
 /// Builds agent frames in the shape `vstats-agent --once` prints on a
 /// small VM (about 900 bytes compact), with the varying figures varied and
-/// a `loadgen_pad` string (unknown fields are allowed) to reach the size.
+/// a `loadgen_pad` string (unknown fields are allowed) to reach the size;
+/// with `--patch`, also the `patch` frames that follow such a sample.
 struct SampleMaker {
     pad: String,
     rng: XorShift,
+    /// `--patch`: `processes` carries the stamp.
+    patch: bool,
 }
 
 impl SampleMaker {
-    fn new(target: usize) -> SampleMaker {
+    fn new(target: usize, patch: bool) -> SampleMaker {
         let mut maker = SampleMaker {
             pad: String::new(),
             rng: XorShift(0x9e37_79b9_7f4a_7c15),
+            patch,
         };
         let data_len = |frame: String| {
             let start = frame.find("\"data\":").unwrap_or(0) + "\"data\":".len();
@@ -308,7 +336,7 @@ impl SampleMaker {
                 r#""disks":[{{"name":"/dev/vda","mount":"/","fs_type":"ext4","total":270553174016,"used":21495939072,"usage_percent":7.95}}],"#,
                 r#""disk_io":{{"read_rate":{read:.2},"write_rate":{write:.2}}},"#,
                 r#""network":{{"rx":{rx}.0,"tx":{tx}.0,"rx_total":558461827,"tx_total":846234,"interfaces":["#,
-                r#"{{"name":"eth0","rx":{rx}.0,"tx":{tx}.0,"rx_total":558461827,"tx_total":846234}}]}},"#,
+                r#"{{"name":"eth0","counted":true,"rx":{rx}.0,"tx":{tx}.0,"rx_total":558461827,"tx_total":846234}}]}},"#,
                 r#""uptime":{uptime},"load_average":{{"one":0.52,"five":0.48,"fifteen":0.41}},"temperatures":[],"#,
                 r#""sockets":{{"tcp":12,"udp":3}},"processes":{processes},"loadgen_pad":"{pad}","#,
                 r#""loadgen_sent_us":{sent_us}}},"timestamp":"{now}"}}"#,
@@ -326,8 +354,50 @@ impl SampleMaker {
             rx = rx,
             tx = tx,
             uptime = 3000 + sent_us / 1_000_000,
-            processes = 80 + r.next() % 40,
+            processes = if self.patch {
+                sent_us
+            } else {
+                80 + r.next() % 40
+            },
             pad = self.pad,
+            sent_us = sent_us,
+        )
+    }
+
+    /// A `patch` frame as an agent on a small host sends it each interval
+    /// after its full sample: what moves every second (the CPU, available
+    /// memory, disk I/O, the one interface's bytes) and `processes`, which
+    /// carries the stamp. Numbers are printed as serde prints them (`0.0`).
+    fn patch(&mut self, elapsed_ms: u64, sent_us: u64) -> String {
+        let r = &mut self.rng;
+        let (a, b) = (r.percent(), r.percent());
+        let available = 25_276_514_304u64 - (800_000_000 + r.next() % 400_000_000);
+        // A small host reads from disk now and then and writes a few pages.
+        let read = if r.next() % 4 == 0 {
+            (r.next() % 64 * 4096) as f64
+        } else {
+            0.0
+        };
+        let write = (r.next() % 32 * 4096) as f64;
+        let (rx, tx) = (1 + r.next() % 2_000_000, 1 + r.next() % 500_000);
+        format!(
+            concat!(
+                r#"{{"type":"patch","data":{{"elapsed_ms":{elapsed_ms},"#,
+                r#""cpu":{{"usage":{usage:?},"per_core":[{a:?},{b:?}]}},"#,
+                r#""memory":{{"available":{available}}},"#,
+                r#""disk_io":{{"read_rate":{read:?},"write_rate":{write:?}}},"#,
+                r#""network":{{"interfaces":[{{"rx_bytes":{rx},"tx_bytes":{tx}}}]}},"#,
+                r#""processes":{sent_us}}}}}"#,
+            ),
+            elapsed_ms = elapsed_ms,
+            usage = ((a + b) / 2.0 * 100.0).round() / 100.0,
+            a = a,
+            b = b,
+            available = available,
+            read = read,
+            write = write,
+            rx = rx,
+            tx = tx,
             sent_us = sent_us,
         )
     }
@@ -394,6 +464,9 @@ struct LoadGen {
     /// Agent index to its connection's key, once open.
     agent_conn: Vec<Option<usize>>,
     samples: SampleMaker,
+    /// With `--patch`: whether each agent sent its full sample on its
+    /// current connection (patches follow it).
+    full_sent: Vec<bool>,
     clock: Instant,
     /// The measurement window, in microseconds on `clock`.
     window_us: (u64, u64),
@@ -419,7 +492,8 @@ impl LoadGen {
             free: Vec::new(),
             tls,
             agent_conn: vec![None; args.agents],
-            samples: SampleMaker::new(args.sample_bytes),
+            samples: SampleMaker::new(args.sample_bytes, args.patch),
+            full_sent: vec![false; args.agents],
             clock: Instant::now(),
             window_us: (u64::MAX, u64::MAX),
             churn: args.handshakes.is_some(),
@@ -554,6 +628,8 @@ impl LoadGen {
             Role::Agent(i) => {
                 self.stats.agents_connected += 1;
                 self.agent_conn[i] = Some(key);
+                // A new connection starts with a full sample.
+                self.full_sent[i] = false;
             }
             Role::Dashboard(_) => {
                 self.stats.dashboards_connected += 1;
@@ -665,11 +741,12 @@ impl LoadGen {
         if !text.starts_with(METRICS_PREFIX) {
             return;
         }
+        let stamp = if self.args.patch { PATCH_STAMP } else { STAMP };
         // The stamp is the sample's last field, so search from the end.
-        let Some(at) = text.rfind(STAMP) else {
+        let Some(at) = text.rfind(stamp) else {
             return;
         };
-        let digits = &text[at + STAMP.len()..];
+        let digits = &text[at + stamp.len()..];
         let end = digits
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(digits.len());
@@ -698,7 +775,12 @@ impl LoadGen {
             return;
         };
         let sent_us = self.clock.elapsed().as_micros() as u64;
-        let frame = self.samples.frame(agent, sent_us);
+        let frame = if self.args.patch && self.full_sent[agent] {
+            let elapsed_ms = (1000.0 / self.args.rate).round() as u64;
+            self.samples.patch(elapsed_ms, sent_us)
+        } else {
+            self.samples.frame(agent, sent_us)
+        };
         match ws.write(Message::text(frame)) {
             Ok(()) => {}
             Err(tungstenite::Error::WriteBufferFull(_)) => {
@@ -710,6 +792,8 @@ impl LoadGen {
             // The read side notices and closes it.
             Err(_) => return,
         }
+        // Written or queued: the patches that follow have their base.
+        self.full_sent[agent] = true;
         let _ = ws.flush();
         self.stats.samples_sent += 1;
         if self.in_window(sent_us) {
@@ -1047,6 +1131,7 @@ fn run_fleet(g: &mut LoadGen) -> serde_json::Value {
     json!({
         "mode": if g.args.idle { "idle" } else { "fleet" },
         "tls": g.args.tls,
+        "patch": g.args.patch,
         "agents": agents,
         "dashboards": dashboards,
         "rate_hz": g.args.rate,
@@ -1364,6 +1449,7 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
     json!({
         "mode": "deaf",
         "tls": g.args.tls,
+        "patch": g.args.patch,
         "agents": agents,
         "dashboards": dashboards,
         "deaf_dashboards": deaf,

@@ -1,15 +1,15 @@
 //! A minimal `wss://` endpoint for the agent benchmarks: it makes a CA and a
 //! certificate for 127.0.0.1 in DIR, listens on a free loopback port (written
 //! to DIR/port), pings every 30 s as the relay does, and keeps the number of
-//! `metrics` frames received in DIR/count.
+//! samples received in DIR/count: a sample is a full `metrics` frame or a
+//! lean `patch` (docs/PROTOCOL.md), over all connections.
 //!
 //! Usage: cargo run --release --example wss-sink -- DIR
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
@@ -20,7 +20,7 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::fs::write(dir.join("port"), port.to_string()).unwrap();
-    let count = Arc::new(AtomicU64::new(0));
+    let count = Arc::new(Mutex::new(0u64));
     for tcp in listener.incoming().flatten() {
         let (config, count, dir) = (config.clone(), count.clone(), dir.clone());
         std::thread::spawn(move || {
@@ -38,9 +38,13 @@ fn main() {
                     }
                 }
                 match ws.read() {
-                    Ok(Message::Text(text)) if text.starts_with(r#"{"type":"metrics""#) => {
-                        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                        std::fs::write(dir.join("count"), n.to_string()).unwrap();
+                    Ok(Message::Text(text)) if is_sample(&text) => {
+                        // Under the lock and renamed into place: a reader
+                        // never sees a half-written or an older count.
+                        let mut n = count.lock().unwrap();
+                        *n += 1;
+                        std::fs::write(dir.join("count.new"), n.to_string()).unwrap();
+                        std::fs::rename(dir.join("count.new"), dir.join("count")).unwrap();
                     }
                     Ok(_) => {}
                     Err(tungstenite::Error::Io(e))
@@ -53,6 +57,13 @@ fn main() {
             }
         });
     }
+}
+
+/// A full `metrics` sample or a `patch` of one, by the frame's `type`
+/// wherever it stands.
+fn is_sample(text: &str) -> bool {
+    vstats::protocol::RawFrame::parse(text)
+        .is_ok_and(|frame| matches!(frame.kind.as_ref(), "metrics" | "patch"))
 }
 
 fn make_certificates(dir: &Path) -> rustls::ServerConfig {

@@ -6,6 +6,7 @@
 #
 #   scripts/bench-relay.sh                 # full run, about 15 minutes
 #   RUNS=1 FLEETS="1000 10000" MAX_FLEET=0 TLS_FLEET=0 scripts/bench-relay.sh
+#   PATCH=1 scripts/bench-relay.sh         # the fleets on the lean wire
 #
 # Knobs (environment):
 #   RUNS            runs per figure; the table shows medians (default 3)
@@ -18,6 +19,11 @@
 #   TLS_FLEET       a fleet size also run over wss://; 0 skips (default 10000)
 #   DASHBOARDS      dashboards watching each fleet (default 10)
 #   DURATION        measurement window per fleet run, seconds (default 20)
+#   PATCH           1: the fleets' agents send the lean wire (loadgen
+#                   --patch): one full `metrics` on connecting, then `patch`
+#                   frames that the relay rebuilds into whole samples; the
+#                   latency stamp rides in `processes` (default 0: full
+#                   samples every second)
 #   IDLE_AGENTS     idle connections for the memory figure (default 2000)
 #   HANDSHAKE_SECONDS  length of each handshake run (default 10)
 #   VSTATS_RELAY_BIN   the relay to measure (default: the release build)
@@ -34,6 +40,7 @@ RUNS=${RUNS:-3}
 FLEETS=${FLEETS:-"1000 5000 10000"}
 DASHBOARDS=${DASHBOARDS:-10}
 DURATION=${DURATION:-20}
+PATCH=${PATCH:-0}
 IDLE_AGENTS=${IDLE_AGENTS:-2000}
 HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-10}
 TLS_FLEET=${TLS_FLEET:-10000}
@@ -63,8 +70,8 @@ cargo build --quiet --release --locked --bin vstats-relay --example loadgen
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 # VSTATS_RELAY_BIN: another relay to measure (an older build, say).
-relay=${VSTATS_RELAY_BIN:-target/release/vstats-relay}
-loadgen=target/release/examples/loadgen
+relay=${VSTATS_RELAY_BIN:-${CARGO_TARGET_DIR:-target}/release/vstats-relay}
+loadgen=${CARGO_TARGET_DIR:-target}/release/examples/loadgen
 
 biggest=$IDLE_AGENTS
 for n in $FLEETS $MAX_FLEET $TLS_FLEET; do
@@ -195,8 +202,10 @@ fleet() {
         # TLS set-up costs the relay far more than a plain upgrade: ramp
         # slower so the accept queue never overflows.
         if [ "$mode" = tls ]; then ramp=$((n / 500 + 1)); else ramp=$((n / 2000 + 1)); fi
-        run_loadgen "fleet-$mode-$n-$r" --agents "$n" --dashboards "$DASHBOARDS" \
-            --rate 1 --ramp "$ramp" --duration "$DURATION"
+        set -- --agents "$n" --dashboards "$DASHBOARDS" --rate 1 --ramp "$ramp" \
+            --duration "$DURATION"
+        [ "$PATCH" = 1 ] && set -- "$@" --patch
+        run_loadgen "fleet-$mode-$n-$r" "$@"
         stop_relay
         r=$((r + 1))
     done
@@ -250,7 +259,9 @@ done
 
 # --- Report -------------------------------------------------------------------
 echo
-echo "Medians of $RUNS runs. \`server add\`: $add_empty_ms ms each on an empty registry, $add_full_ms ms on one of $timing_servers."
+lean=""
+[ "$PATCH" = 1 ] && lean=" Fleet agents on the lean wire (one full sample, then patches; loadgen --patch)."
+echo "Medians of $RUNS runs.$lean \`server add\`: $add_empty_ms ms each on an empty registry, $add_full_ms ms on one of $timing_servers."
 echo
 echo "| idle connections | relay RSS before | after | per connection |"
 echo "|---|---|---|---|"
