@@ -107,20 +107,20 @@ fn section<T: Default, P: Default + PartialEq>(
 
 /// A list patched entry by entry when its length holds (`None` when no
 /// entry changed); otherwise sent whole, each entry against an empty one,
-/// which is what the relay patches it onto.
+/// which is what the relay patches it onto (`entry` is told which).
 fn list<T: Default, P: Default + PartialEq>(
     old: &[T],
     new: &[T],
-    entry: impl Fn(&T, &T) -> P,
+    entry: impl Fn(&T, &T, bool) -> P,
 ) -> Option<Vec<P>> {
     if old.len() != new.len() {
         let blank = T::default();
-        return Some(new.iter().map(|new| entry(&blank, new)).collect());
+        return Some(new.iter().map(|new| entry(&blank, new, true)).collect());
     }
     let patches: Vec<P> = old
         .iter()
         .zip(new)
-        .map(|(old, new)| entry(old, new))
+        .map(|(old, new)| entry(old, new, false))
         .collect();
     patches
         .iter()
@@ -141,10 +141,20 @@ fn cpu(old: &Cpu, new: &Cpu) -> CpuPatch {
 fn memory(old: &Memory, new: &Memory) -> MemoryPatch {
     MemoryPatch {
         total: changed(&old.total, &new.total),
-        available: changed(&old.available, &new.available),
+        available: readable(old.available, new.available, new.total),
         swap_total: changed(&old.swap_total, &new.swap_total),
-        swap_used: changed(&old.swap_used, &new.swap_used),
+        swap_used: readable(old.swap_used, new.swap_used, new.swap_total),
     }
+}
+
+/// A size, once it moved by what a person can read: a tenth of a percent
+/// of its whole (the one decimal of `usage_percent`), or more. Memory and
+/// disks shift by kilobytes every second without anyone seeing it; the
+/// relay's figure stays within that tenth of the truth, since each change
+/// is measured from what the relay holds, never from the last reading.
+fn readable(old: u64, new: u64, whole: u64) -> Option<u64> {
+    let moved = u128::from(old.abs_diff(new));
+    (moved * 1000 >= u128::from(whole) && moved > 0).then_some(new)
 }
 
 fn disk_io(old: &DiskIo, new: &DiskIo) -> DiskIoPatch {
@@ -161,13 +171,18 @@ fn sockets(old: &Sockets, new: &Sockets) -> SocketsPatch {
     }
 }
 
-fn disk(old: &Disk, new: &Disk) -> DiskPatch {
+/// A new entry goes complete, its `used` too, however small.
+fn disk(old: &Disk, new: &Disk, fresh: bool) -> DiskPatch {
     DiskPatch {
         name: changed(&old.name, &new.name),
         mount: changed(&old.mount, &new.mount),
         fs_type: changed(&old.fs_type, &new.fs_type),
         total: changed(&old.total, &new.total),
-        used: changed(&old.used, &new.used),
+        used: if fresh {
+            changed(&old.used, &new.used)
+        } else {
+            readable(old.used, new.used, new.total)
+        },
     }
 }
 
@@ -240,7 +255,7 @@ fn counter(base: u64, previous: Option<u64>, new: u64) -> (Option<u64>, Option<u
     (moved, total)
 }
 
-fn temperature(old: &Temperature, new: &Temperature) -> TemperaturePatch {
+fn temperature(old: &Temperature, new: &Temperature, _fresh: bool) -> TemperaturePatch {
     TemperaturePatch {
         name: changed(&old.name, &new.name),
         celsius: changed(&old.celsius, &new.celsius),
@@ -450,8 +465,8 @@ mod tests {
         // a new interface, a counter that went back, a sensor warming.
         host.hostname = "pi-kitchen".into();
         host.busy = 57.1;
-        host.available -= 4096;
-        host.disks[0].1 += 1 << 20;
+        host.available -= 3 << 20;
+        host.disks[0].1 += 5 << 20;
         host.step(&[(1, 2), (0, 0)]);
         send(&mut wire, &mut relay, &host);
         host.disks.push(("/mnt/usb".into(), 77));
@@ -477,7 +492,7 @@ mod tests {
         let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
         send(&mut wire, &mut relay, &host);
         host.busy = 12.3;
-        host.available += 8192;
+        host.available += 2 << 20;
         host.step(&[(1234, 56), (0, 0)]);
         let (_, text) = send(&mut wire, &mut relay, &host);
         assert_eq!(
@@ -485,10 +500,43 @@ mod tests {
             concat!(
                 r#"{"type":"patch","data":{"elapsed_ms":1000,"#,
                 r#""cpu":{"usage":12.3,"per_core":[12.3,12.3]},"#,
-                r#""memory":{"available":629153792},"#,
+                r#""memory":{"available":631242752},"#,
                 r#""network":{"interfaces":[{"rx_bytes":1234,"tx_bytes":56},{}]}}}"#
             )
         );
+    }
+
+    #[test]
+    fn sizes_are_sent_once_they_moved_by_what_a_person_reads() {
+        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        send(&mut wire, &mut relay, &host);
+        let start = host.available;
+        // 1 GiB of memory: a tenth of a percent is about 1 MiB. Each step
+        // alone is below it; their sum is not, and goes out then.
+        let mut sent = Vec::new();
+        for _ in 0..4 {
+            host.available -= 300 << 10;
+            host.step(&[(0, 0), (0, 0)]);
+            let text = wire.frame(host.sample(), SECOND).unwrap();
+            relay.receive(&text);
+            let held = relay.sample().memory.unwrap().available;
+            assert!(host.available.abs_diff(held) * 1000 < 1 << 30, "{text}");
+            sent.push(text.contains("available"));
+        }
+        assert_eq!(sent, [false, false, false, true]);
+        assert_eq!(
+            relay.sample().memory.unwrap().available,
+            start - (1200 << 10)
+        );
+        // A disk of 4 GiB: 4 MiB moves it.
+        host.disks[0].1 += 3 << 20;
+        host.step(&[(0, 0), (0, 0)]);
+        let text = wire.frame(host.sample(), SECOND).unwrap();
+        assert!(!text.contains("disks"), "{text}");
+        host.disks[0].1 += 2 << 20;
+        host.step(&[(0, 0), (0, 0)]);
+        let text = wire.frame(host.sample(), SECOND).unwrap();
+        assert!(text.contains(r#""disks":[{"used":"#), "{text}");
     }
 
     #[test]
