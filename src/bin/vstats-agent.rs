@@ -7,6 +7,15 @@ use vstats::agent::collect::Collector;
 use vstats::agent::config::{self, Command};
 use vstats::agent::session::{self, Signals};
 
+/// dlmalloc rather than the C library's `malloc`: the static builds link
+/// zig's libc, whose allocator (SmpAllocator) keeps one free list per CPU
+/// and moves a single-threaded process from one list to the next whenever a
+/// size class runs out, stranding the blocks freed on the other: the agent's
+/// heap kept growing by about 1 KiB a sample (RssAnon 172 KiB after 8 s,
+/// 240 KiB after 65 s on 2 CPUs; flat when pinned to one CPU).
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// The longest `--once` waits between its baseline and its sample.
 const ONCE_WINDOW: Duration = Duration::from_secs(1);
 
