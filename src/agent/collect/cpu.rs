@@ -6,8 +6,8 @@
 //! thousands of counters on servers included, and fails without the
 //! `ctxt`/`btime`/`processes` lines; only the leading `cpu` lines matter.
 
-use super::{Paths, read_file, round2};
-use crate::protocol::Cpu;
+use super::{Paths, read_file};
+use crate::protocol::{Cpu, percent};
 
 /// Ticks since boot of one CPU, or of all: every state, and the idle part.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,10 +59,7 @@ fn parse_ticks(columns: &str) -> Option<Ticks> {
 fn usage(prev: Ticks, now: Ticks) -> f64 {
     let total = now.total.saturating_sub(prev.total);
     let idle = now.idle.saturating_sub(prev.idle);
-    if total == 0 {
-        return 0.0;
-    }
-    round2(total.saturating_sub(idle) as f64 / total as f64 * 100.0)
+    percent(total.saturating_sub(idle), total)
 }
 
 /// The first non-empty value of `key`. Keys are case-sensitive: on ARM,
@@ -337,7 +334,8 @@ mod tests {
         // iowait may go backwards (proc(5)); usage still stays within 0-100.
         assert_eq!(usage(ticks(100, 80), ticks(103, 79)), 100.0);
         assert_eq!(usage(ticks(100, 80), ticks(90, 70)), 0.0);
-        assert_eq!(usage(ticks(0, 0), ticks(3, 2)), 33.33);
+        assert_eq!(usage(ticks(0, 0), ticks(3, 2)), 33.3);
+        assert_eq!(usage(ticks(0, 0), ticks(3, 1)), 66.7);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! counted, and a namespace only when no path of it is listed, as on a
 //! single-controller drive, which has no paths.
 
-use super::{Paths, Previous, rate, read_file};
+use super::{Paths, Previous, millis, rate, read_file};
 use crate::protocol::DiskIo;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -81,13 +81,13 @@ impl DiskIoCollector {
 
     pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<DiskIo> {
         let text = read_file(&paths.procfs.join("diskstats"), buf)?;
-        let secs = self.at.elapsed().as_secs_f64();
+        let elapsed_ms = millis(self.at.elapsed());
         self.at = Instant::now();
-        Some(self.account(text, secs))
+        Some(self.account(text, elapsed_ms))
     }
 
-    /// Takes in one reading of diskstats, `secs` after the previous one.
-    fn account(&mut self, text: &str, secs: f64) -> DiskIo {
+    /// Takes in one reading of diskstats, `elapsed_ms` after the previous one.
+    fn account(&mut self, text: &str, elapsed_ms: u64) -> DiskIo {
         let mut listed = 0;
         let mut appeared = false;
         for (name, sectors_read, sectors_written) in parse(text) {
@@ -108,8 +108,8 @@ impl DiskIoCollector {
                 Role::Skip => (0.0, 0.0),
                 _ if !seen => (0.0, 0.0),
                 _ => (
-                    rate(read, device.read, secs),
-                    rate(written, device.written, secs),
+                    rate(read, device.read, elapsed_ms),
+                    rate(written, device.written, elapsed_ms),
                 ),
             };
             (device.read, device.written) = (read, written);
@@ -258,7 +258,7 @@ mod tests {
     /// The devices whose I/O counts, once `text` is taken in.
     fn counted(text: &str) -> Vec<String> {
         let mut collector = collector();
-        collector.account(text, 1.0);
+        collector.account(text, 1000);
         collector
             .devices
             .entries
@@ -272,8 +272,8 @@ mod tests {
     /// second later, `after`.
     fn rates(before: &str, after: &str) -> (f64, f64) {
         let mut collector = collector();
-        collector.account(before, 1.0);
-        let io = collector.account(after, 1.0);
+        collector.account(before, 1000);
+        let io = collector.account(after, 1000);
         (io.read_rate, io.write_rate)
     }
 
@@ -371,11 +371,11 @@ mod tests {
             let counting = entries.iter().filter(|(_, device)| device.role.counts());
             counting.map(|(name, _)| name.clone()).collect()
         };
-        collector.account(&[path, head].concat(), 1.0);
+        collector.account(&[path, head].concat(), 1000);
         assert_eq!(names(&collector), ["nvme0c0n1"]);
-        collector.account(head, 1.0);
+        collector.account(head, 1000);
         assert_eq!(names(&collector), ["nvme0n1"]);
-        collector.account(&[path, head].concat(), 1.0);
+        collector.account(&[path, head].concat(), 1000);
         assert_eq!(names(&collector), ["nvme0c0n1"]);
     }
 
@@ -469,6 +469,17 @@ mod tests {
         let text =
             "   8       0 sda 1 2 3\n\u{1F600}\n\n   8       0 sdb 1 2 3 4 5 6 7 8 9 10 11\n";
         assert_eq!(counted(text), ["sdb"]);
+    }
+
+    #[test]
+    fn rates_are_whole_bytes_per_second() {
+        let reading =
+            |sectors: u64| format!("8 0 sda 0 0 {sectors} 0 0 0 {} 0 0 0 0\n", sectors * 2);
+        let mut collector = collector();
+        collector.account(&reading(0), 1000);
+        // 512 and 1,024 bytes in 3 s.
+        let io = collector.account(&reading(1), 3000);
+        assert_eq!((io.read_rate, io.write_rate), (171.0, 341.0));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! `\040` (a space) escaped in mount points, so statvfs would miss them, and
 //! builds a `HashMap` of mount options for every line.
 
-use super::{Paths, flagged, open_and_read, percent};
-use crate::protocol::Disk;
+use super::{Paths, flagged, open_and_read};
+use crate::protocol::{Disk, percent};
 use nix::sys::statvfs::statvfs;
 use std::borrow::Cow;
 use std::fs::File;

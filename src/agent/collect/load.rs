@@ -1,6 +1,6 @@
 //! `load_average`: `/proc/loadavg`.
 
-use super::{Paths, read_file, round2};
+use super::{Paths, read_file};
 use crate::protocol::LoadAverage;
 use procfs_core::FromRead;
 
@@ -12,12 +12,14 @@ pub(super) fn parse(text: &str) -> Option<LoadAverage> {
     let load = procfs_core::LoadAverage::from_read(text.as_bytes())
         .map_err(|err| log::debug!("loadavg: {err}"))
         .ok()?;
-    // procfs-core parses f32; rounding drops the float noise (0.21 would
-    // otherwise serialize as 0.20999999344348907).
+    // procfs-core parses f32; rounding to the two decimals the kernel
+    // prints drops the float noise (0.21 would otherwise serialize as
+    // 0.20999999344348907).
+    let round2 = |x: f32| (f64::from(x) * 100.0).round() / 100.0;
     Some(LoadAverage {
-        one: round2(load.one.into()),
-        five: round2(load.five.into()),
-        fifteen: round2(load.fifteen.into()),
+        one: round2(load.one),
+        five: round2(load.five),
+        fifteen: round2(load.fifteen),
     })
 }
 

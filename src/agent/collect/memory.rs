@@ -6,8 +6,8 @@
 //! missing any of a dozen fields this sample does not use, and builds a
 //! `HashMap` of ~50 owned keys every second.
 
-use super::{Paths, percent, read_file};
-use crate::protocol::Memory;
+use super::{Paths, read_file};
+use crate::protocol::{Memory, percent};
 
 pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<Memory> {
     read_file(&paths.procfs.join("meminfo"), buf).and_then(parse)
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(memory.total, 8164548 * KIB);
         assert_eq!(memory.available, 1950080 * KIB);
         assert_eq!(memory.used, (8164548 - 1950080) * KIB);
-        assert_eq!(memory.usage_percent, 76.12);
+        assert_eq!(memory.usage_percent, 76.1);
         assert_eq!((memory.swap_total, memory.swap_used), (0, 0));
     }
 

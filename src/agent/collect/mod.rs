@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Where the agent finds the host's `/proc`, `/sys` and `/`.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,25 +211,18 @@ impl<T> Previous<T> {
     }
 }
 
-/// Two decimals are all a dashboard shows, and they keep the JSON short.
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+/// Bytes a second between two readings of a counter `elapsed_ms` apart,
+/// whole, as the relay derives them from patches (`protocol::per_second`);
+/// one that went backwards (wrapped, or its device was re-created) gives 0
+/// for the interval rather than a huge number.
+fn rate(now: u64, prev: u64, elapsed_ms: u64) -> f64 {
+    now.checked_sub(prev)
+        .map_or(0.0, |delta| protocol::per_second(delta, elapsed_ms))
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        return 0.0;
-    }
-    round2(part as f64 / whole as f64 * 100.0)
-}
-
-/// Per-second rate of a counter; one that went backwards (wrapped, or its
-/// device was re-created) gives 0 for the interval rather than a huge number.
-fn rate(now: u64, prev: u64, secs: f64) -> f64 {
-    match now.checked_sub(prev) {
-        Some(delta) if secs > 0.0 => round2(delta as f64 / secs),
-        _ => 0.0,
-    }
+/// Whole milliseconds, which is what [`rate`] and the protocol count in.
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -238,15 +231,16 @@ mod tests {
 
     #[test]
     fn rate_of_a_counter_that_went_backwards_is_zero() {
-        assert_eq!(rate(100, 200, 1.0), 0.0);
-        assert_eq!(rate(300, 100, 2.0), 100.0);
-        assert_eq!(rate(300, 100, 0.0), 0.0);
+        assert_eq!(rate(100, 200, 1000), 0.0);
+        assert_eq!(rate(300, 100, 2000), 100.0);
+        assert_eq!(rate(300, 100, 0), 0.0);
     }
 
     #[test]
-    fn percent_of_nothing_is_zero() {
-        assert_eq!(percent(1, 0), 0.0);
-        assert_eq!(percent(1, 3), 33.33);
+    fn rates_are_whole_bytes_per_second() {
+        assert_eq!(rate(1000, 0, 3000), 333.0);
+        assert_eq!(rate(2000, 0, 3000), 667.0);
+        assert_eq!(rate(1500, 0, 1001), 1499.0);
     }
 
     #[test]

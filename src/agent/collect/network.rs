@@ -6,7 +6,7 @@
 //! whole file fails to parse. It also returns a `HashMap`, losing the
 //! kernel's interface order.
 
-use super::{Paths, Previous, rate, read_file};
+use super::{Paths, Previous, millis, rate, read_file};
 use crate::protocol::{Interface, Network};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,7 +86,7 @@ impl NetworkCollector {
     /// A reading taken at `now`: rates over the time since the last one.
     fn sample_at(&mut self, paths: &Paths, buf: &mut String, now: Instant) -> Option<Network> {
         let text = read_file(&paths.procfs.join("net/dev"), buf)?;
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        let elapsed_ms = millis(now.saturating_duration_since(self.at));
         self.at = now;
         let mut network = Network::default();
         let mut listed = 0;
@@ -99,7 +99,10 @@ impl NetworkCollector {
             });
             listed += 1;
             let (rx_rate, tx_rate) = if seen {
-                (rate(rx, counters.rx, secs), rate(tx, counters.tx, secs))
+                (
+                    rate(rx, counters.rx, elapsed_ms),
+                    rate(tx, counters.tx, elapsed_ms),
+                )
             } else {
                 (0.0, 0.0)
             };
@@ -238,6 +241,30 @@ mod tests {
         assert_eq!(rates, [("eth0", 1000.0), ("ppp0", 0.0), ("wlan0", 0.0)]);
         assert_eq!(network.rx, 1000.0);
         assert_eq!(network.rx_total, 3000 + 10 + 7777);
+    }
+
+    #[test]
+    fn rates_are_whole_bytes_per_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            procfs: dir.path().to_owned(),
+            sysfs: dir.path().join("no-sys"),
+            ..Paths::default()
+        };
+        std::fs::create_dir_all(dir.path().join("net")).unwrap();
+        let write = |rx: u64, tx: u64| {
+            let text = format!("h\nh\neth0: {rx} 0 0 0 0 0 0 0 {tx} 0 0 0 0 0 0 0\n");
+            std::fs::write(dir.path().join("net/dev"), text).unwrap();
+        };
+        write(0, 0);
+        let mut buf = String::new();
+        let mut collector = NetworkCollector::new(&paths, &mut buf, None);
+        write(1000, 2000);
+        let later = collector.at + std::time::Duration::from_secs(3);
+        let network = collector.sample_at(&paths, &mut buf, later).unwrap();
+        let eth0 = &network.interfaces[0];
+        assert_eq!((eth0.rx, eth0.tx), (333.0, 667.0));
+        assert_eq!((network.rx, network.tx), (333.0, 667.0));
     }
 
     // A DSA router (OpenWrt 21.02+, e.g. an MT7621): eth0 is the switch's

@@ -3,7 +3,7 @@
 //! Sensors are found once, when the collector starts (hwmon drivers load at
 //! boot); each sample only reads their inputs.
 
-use super::{Paths, read_file, round2};
+use super::{Paths, read_file};
 use crate::protocol::Temperature;
 use std::path::{Path, PathBuf};
 
@@ -58,12 +58,16 @@ pub(super) fn read(sensors: &[Sensor], buf: &mut String) -> Vec<Temperature> {
 /// Celsius from sysfs millidegrees; `None` for garbage and for readings no
 /// working sensor gives (disconnected probes report -273 °C or 255 °C).
 pub(super) fn parse_millidegrees(text: &str) -> Option<f64> {
-    let celsius = text.trim().parse::<i64>().ok()? as f64 / 1000.0;
+    let millidegrees = text.trim().parse::<i64>().ok()?;
+    let celsius = millidegrees as f64 / 1000.0;
     if !(-50.0..=150.0).contains(&celsius) {
         log::debug!("temperature {celsius} °C out of range");
         return None;
     }
-    Some(round2(celsius))
+    // To the tenth a person reads, rounded from the exact hundreds of
+    // millidegrees: 45450 is 45.5, where 45.45 * 10 in floating point would
+    // round down.
+    Some((millidegrees as f64 / 100.0).round() / 10.0)
 }
 
 /// `coretemp Core 0` with a label, else `nvme temp1`.
@@ -120,7 +124,10 @@ mod tests {
 
     #[test]
     fn millidegrees() {
-        assert_eq!(parse_millidegrees("45464\n"), Some(45.46));
+        assert_eq!(parse_millidegrees("45464\n"), Some(45.5));
+        assert_eq!(parse_millidegrees("45450"), Some(45.5));
+        assert_eq!(parse_millidegrees("45449"), Some(45.4));
+        assert_eq!(parse_millidegrees("-5050"), Some(-5.1));
         assert_eq!(parse_millidegrees("-5000"), Some(-5.0));
         assert_eq!(parse_millidegrees("-273150\n"), None);
         assert_eq!(parse_millidegrees("255000"), None);
@@ -152,7 +159,7 @@ mod tests {
     fn hwmon_chips_without_temperatures_give_nothing() {
         assert_eq!(
             temperatures("x86_64-dell-laptop-hwmon-shredos48"),
-            [("nvme Composite".to_owned(), 29.85)]
+            [("nvme Composite".to_owned(), 29.9)]
         );
     }
 
@@ -160,7 +167,7 @@ mod tests {
     fn thermal_zone_type_names_the_sensor() {
         assert_eq!(
             temperatures("rpi3bplus-raspios12-aarch64"),
-            [("cpu-thermal".to_owned(), 45.46)]
+            [("cpu-thermal".to_owned(), 45.5)]
         );
         assert!(temperatures("openwrt-router-composite").is_empty());
     }
