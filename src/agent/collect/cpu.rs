@@ -8,6 +8,7 @@
 
 use super::{Paths, read_file};
 use crate::protocol::{Cpu, percent};
+use std::path::PathBuf;
 
 /// Ticks since boot of one CPU, or of all: every state, and the idle part.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +235,8 @@ fn lookup<'a>(table: &'a str, ids: &[&str]) -> Option<&'a str> {
 }
 
 pub(super) struct CpuCollector {
+    /// `procfs/stat`.
+    stat: PathBuf,
     brand: String,
     prev: Option<(Ticks, Vec<Ticks>)>,
 }
@@ -250,12 +253,13 @@ impl CpuCollector {
         let brand = read_file(&paths.procfs.join("cpuinfo"), buf)
             .map(|cpuinfo| parse_brand(cpuinfo, device_tree_model.as_deref()))
             .unwrap_or_default();
-        let prev = read_file(&paths.procfs.join("stat"), buf).and_then(parse_stat);
-        CpuCollector { brand, prev }
+        let stat = paths.procfs.join("stat");
+        let prev = read_file(&stat, buf).and_then(parse_stat);
+        CpuCollector { stat, brand, prev }
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<Cpu> {
-        let (total, per_core) = read_file(&paths.procfs.join("stat"), buf).and_then(parse_stat)?;
+    pub(super) fn sample(&mut self, buf: &mut String) -> Option<Cpu> {
+        let (total, per_core) = read_file(&self.stat, buf).and_then(parse_stat)?;
         let prev = self.prev.as_ref();
         // After a CPU went on- or offline the lists no longer line up.
         let prev_cores = prev
@@ -576,7 +580,7 @@ mod tests {
         let mut buf = String::new();
         let mut collector = CpuCollector::new(&paths, &mut buf);
         stat("20 0 20 160 0 0 0 0", "10 0 10 180 0 0 0 0");
-        let cpu = collector.sample(&paths, &mut buf).unwrap();
+        let cpu = collector.sample(&mut buf).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((cpu.cores, cpu.per_core), (2, vec![20.0, 0.0]));
     }

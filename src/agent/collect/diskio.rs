@@ -60,6 +60,8 @@ impl Role {
 }
 
 pub(super) struct DiskIoCollector {
+    /// `procfs/diskstats`.
+    diskstats: PathBuf,
     /// `sysfs/block`, when there is one to ask which devices are disks.
     sys_block: Option<PathBuf>,
     devices: Previous<Device>,
@@ -71,16 +73,17 @@ impl DiskIoCollector {
     pub(super) fn new(paths: &Paths, buf: &mut String) -> DiskIoCollector {
         let sys_block = Some(paths.sysfs.join("block")).filter(|dir| dir.is_dir());
         let mut collector = DiskIoCollector {
+            diskstats: paths.procfs.join("diskstats"),
             sys_block,
             devices: Previous::new(),
             at: Instant::now(),
         };
-        collector.sample(paths, buf);
+        collector.sample(buf);
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<DiskIo> {
-        let text = read_file(&paths.procfs.join("diskstats"), buf)?;
+    pub(super) fn sample(&mut self, buf: &mut String) -> Option<DiskIo> {
+        let text = read_file(&self.diskstats, buf)?;
         let elapsed_ms = millis(self.at.elapsed());
         self.at = Instant::now();
         Some(self.account(text, elapsed_ms))
@@ -249,6 +252,7 @@ mod tests {
     /// A collector that asks no sysfs, as on a host without one.
     fn collector() -> DiskIoCollector {
         DiskIoCollector {
+            diskstats: PathBuf::new(),
             sys_block: None,
             devices: Previous::new(),
             at: Instant::now(),
@@ -504,7 +508,7 @@ mod tests {
         // sdb's counter went backwards (device re-created): 0, not huge.
         write(3000, 3000, 10);
         collector.at -= std::time::Duration::from_secs(2);
-        let io = collector.sample(&paths, &mut buf).unwrap();
+        let io = collector.sample(&mut buf).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             (io.read_rate - 512_000.0).abs() < 1000.0,

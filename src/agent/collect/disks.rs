@@ -19,6 +19,7 @@ use crate::protocol::{Disk, percent};
 use nix::sys::statvfs::statvfs;
 use std::borrow::Cow;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Mount {
@@ -32,7 +33,9 @@ pub(super) struct DiskCollector {
     /// is mounted or unmounted (proc(5)), so an unchanged table, hundreds
     /// of lines on a container host, is not parsed again every second.
     table: Option<File>,
-    mounts: Vec<Mount>,
+    /// Each mount, and its mount point under `rootfs`, joined when the
+    /// table is read rather than every sample.
+    mounts: Vec<(Mount, PathBuf)>,
 }
 
 impl DiskCollector {
@@ -51,7 +54,7 @@ impl DiskCollector {
         }
         self.mounts
             .iter()
-            .filter_map(|mount| measure(paths, mount))
+            .filter_map(|(mount, path)| measure(path, mount))
             .collect()
     }
 
@@ -61,14 +64,21 @@ impl DiskCollector {
 
     fn reload(&mut self, paths: &Paths, buf: &mut String) {
         self.table = open_and_read(&paths.procfs.join("mounts"), buf);
-        self.mounts = parse_mounts(buf);
+        self.mounts = parse_mounts(buf)
+            .into_iter()
+            .map(|mount| {
+                // Joining an absolute path would replace the root, not go
+                // under it.
+                let path = paths.rootfs.join(mount.mount.trim_start_matches('/'));
+                (mount, path)
+            })
+            .collect();
     }
 }
 
-fn measure(paths: &Paths, mount: &Mount) -> Option<Disk> {
-    // Joining an absolute path would replace the root, not go under it.
-    let path = paths.rootfs.join(mount.mount.trim_start_matches('/'));
-    let stat = statvfs(&path)
+/// The size of `mount`, mounted at `path`.
+fn measure(path: &Path, mount: &Mount) -> Option<Disk> {
+    let stat = statvfs(path)
         .map_err(|err| log::debug!("statvfs {}: {err}", path.display()))
         .ok()?;
     // c_ulong and fsblkcnt_t are u32 on some 32-bit targets.
@@ -313,17 +323,13 @@ mod tests {
 
     #[test]
     fn statvfs_failure_skips_the_mount() {
-        let paths = Paths {
-            rootfs: "/nonexistent/vstats".into(),
-            ..Paths::default()
-        };
         let mount = |path: &str| Mount {
             device: "/dev/sda1".into(),
             mount: path.into(),
             fs_type: "ext4".into(),
         };
-        assert_eq!(measure(&paths, &mount("/")), None);
-        let disk = measure(&Paths::default(), &mount("/")).unwrap();
+        assert_eq!(measure(Path::new("/nonexistent/vstats"), &mount("/")), None);
+        let disk = measure(Path::new("/"), &mount("/")).unwrap();
         assert!(disk.total > 0 && disk.used <= disk.total);
     }
 }

@@ -1,11 +1,13 @@
 //! `load_average`: `/proc/loadavg`.
 
-use super::{Paths, read_file};
+use super::read_file;
 use crate::protocol::LoadAverage;
 use procfs_core::FromRead;
+use std::path::Path;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<LoadAverage> {
-    read_file(&paths.procfs.join("loadavg"), buf).and_then(parse)
+/// `loadavg`: `procfs/loadavg`.
+pub(super) fn read(loadavg: &Path, buf: &mut String) -> Option<LoadAverage> {
+    read_file(loadavg, buf).and_then(parse)
 }
 
 pub(super) fn parse(text: &str) -> Option<LoadAverage> {

@@ -6,11 +6,13 @@
 //! missing any of a dozen fields this sample does not use, and builds a
 //! `HashMap` of ~50 owned keys every second.
 
-use super::{Paths, read_file};
+use super::read_file;
 use crate::protocol::{Memory, percent};
+use std::path::Path;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<Memory> {
-    read_file(&paths.procfs.join("meminfo"), buf).and_then(parse)
+/// `meminfo`: `procfs/meminfo`.
+pub(super) fn read(meminfo: &Path, buf: &mut String) -> Option<Memory> {
+    read_file(meminfo, buf).and_then(parse)
 }
 
 pub(super) fn parse(text: &str) -> Option<Memory> {

@@ -83,6 +83,7 @@ pub struct Collector {
     /// Every file is read into this one buffer, so steady state does not
     /// allocate a string per file.
     buf: String,
+    files: Files,
     hostname: os::Hostname,
     os: protocol::Os,
     cpu: cpu::CpuCollector,
@@ -107,6 +108,7 @@ impl Collector {
             network: network::NetworkCollector::new(&paths, &mut buf, counted_interfaces),
             sensors: thermal::discover(&paths, &mut buf),
             processes: processes::ProcessCounter::default(),
+            files: Files::new(&paths),
             paths,
             buf,
         }
@@ -114,21 +116,46 @@ impl Collector {
 
     /// One full sample. Never fails: what cannot be read is left out.
     pub fn sample(&mut self) -> Metrics {
-        let (paths, buf) = (&self.paths, &mut self.buf);
+        let (paths, files, buf) = (&self.paths, &self.files, &mut self.buf);
         Metrics {
             timestamp: protocol::rfc3339(SystemTime::now()),
             hostname: self.hostname.sample(paths, buf).to_owned(),
             os: self.os.clone(),
-            cpu: self.cpu.sample(paths, buf),
-            memory: memory::read(paths, buf),
+            cpu: self.cpu.sample(buf),
+            memory: memory::read(&files.meminfo, buf),
             disks: self.disks.sample(paths, buf),
-            disk_io: self.disk_io.sample(paths, buf),
-            network: self.network.sample(paths, buf),
-            uptime: uptime::read(paths, buf),
-            load_average: load::read(paths, buf),
+            disk_io: self.disk_io.sample(buf),
+            network: self.network.sample(buf),
+            uptime: uptime::read(&files.uptime, buf),
+            load_average: load::read(&files.loadavg, buf),
             temperatures: thermal::read(&self.sensors, buf),
-            sockets: sockets::read(paths, buf),
+            sockets: sockets::read(&files.sockstat, &files.sockstat6, buf),
             processes: self.processes.sample(&paths.procfs),
+        }
+    }
+}
+
+/// The files that collectors without state of their own read every sample,
+/// joined once: joining costs two allocations and a copy, some 800
+/// instructions a file, every second. The collectors with state keep their
+/// own.
+struct Files {
+    meminfo: PathBuf,
+    uptime: PathBuf,
+    loadavg: PathBuf,
+    sockstat: PathBuf,
+    sockstat6: PathBuf,
+}
+
+impl Files {
+    fn new(paths: &Paths) -> Files {
+        let procfs = |file| paths.procfs.join(file);
+        Files {
+            meminfo: procfs("meminfo"),
+            uptime: procfs("uptime"),
+            loadavg: procfs("loadavg"),
+            sockstat: procfs("net/sockstat"),
+            sockstat6: procfs("net/sockstat6"),
         }
     }
 }

@@ -46,6 +46,8 @@ struct Counters {
 }
 
 pub(super) struct NetworkCollector {
+    /// `procfs/net/dev`.
+    dev: PathBuf,
     counted: Counted,
     interfaces: Previous<Counters>,
     at: Instant,
@@ -71,21 +73,22 @@ impl NetworkCollector {
             }
         };
         let mut collector = NetworkCollector {
+            dev: paths.procfs.join("net/dev"),
             counted,
             interfaces: Previous::new(),
             at: Instant::now(),
         };
-        collector.sample(paths, buf);
+        collector.sample(buf);
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<Network> {
-        self.sample_at(paths, buf, Instant::now())
+    pub(super) fn sample(&mut self, buf: &mut String) -> Option<Network> {
+        self.sample_at(buf, Instant::now())
     }
 
     /// A reading taken at `now`: rates over the time since the last one.
-    fn sample_at(&mut self, paths: &Paths, buf: &mut String, now: Instant) -> Option<Network> {
-        let text = read_file(&paths.procfs.join("net/dev"), buf)?;
+    fn sample_at(&mut self, buf: &mut String, now: Instant) -> Option<Network> {
+        let text = read_file(&self.dev, buf)?;
         let elapsed_ms = millis(now.saturating_duration_since(self.at));
         self.at = now;
         let mut network = Network::default();
@@ -190,7 +193,7 @@ mod tests {
         let paths = crate::agent::collect::fixture_paths("openwrt-router-composite");
         let mut buf = String::new();
         let network = NetworkCollector::new(&paths, &mut buf, None)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(network.rx_total, 9184471502 + 612508211 + 1027991190);
         assert_eq!(network.tx_total, 3871150826 + 1398116204 + 2455108790);
@@ -199,7 +202,7 @@ mod tests {
 
         let named = Some(vec!["pppoe-wan".to_owned()]);
         let network = NetworkCollector::new(&paths, &mut buf, named)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(
             (network.rx_total, network.tx_total),
@@ -231,7 +234,7 @@ mod tests {
         write(&[("lo", 999), ("eth0", 3000), ("ppp0", 10), ("wlan0", 7777)]);
         // Exactly 2 s later, by the collector's clock: no real time counts.
         let later = collector.at + std::time::Duration::from_secs(2);
-        let network = collector.sample_at(&paths, &mut buf, later).unwrap();
+        let network = collector.sample_at(&mut buf, later).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let rates: Vec<_> = network
             .interfaces
@@ -261,7 +264,7 @@ mod tests {
         let mut collector = NetworkCollector::new(&paths, &mut buf, None);
         write(1000, 2000);
         let later = collector.at + std::time::Duration::from_secs(3);
-        let network = collector.sample_at(&paths, &mut buf, later).unwrap();
+        let network = collector.sample_at(&mut buf, later).unwrap();
         let eth0 = &network.interfaces[0];
         assert_eq!((eth0.rx, eth0.tx), (333.0, 667.0));
         assert_eq!((network.rx, network.tx), (333.0, 667.0));
@@ -304,7 +307,7 @@ mod tests {
         let paths = Paths::under(dir.path());
         let mut buf = String::new();
         let network = NetworkCollector::new(&paths, &mut buf, None)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(network.rx_total, 300 + 700 + 50);
         assert_eq!(network.interfaces.len(), 5);

@@ -1,12 +1,14 @@
 //! `sockets`: in-use TCP and UDP sockets from `/proc/net/sockstat` (IPv4)
 //! and `/proc/net/sockstat6` (IPv6, absent on kernels without it).
 
-use super::{Paths, read_file};
+use super::read_file;
 use crate::protocol::Sockets;
+use std::path::Path;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<Sockets> {
-    let mut sockets = read_file(&paths.procfs.join("net/sockstat"), buf).and_then(parse)?;
-    if let Some(v6) = read_file(&paths.procfs.join("net/sockstat6"), buf).and_then(parse) {
+/// `sockstat` and `sockstat6`: `procfs/net/sockstat` and `procfs/net/sockstat6`.
+pub(super) fn read(sockstat: &Path, sockstat6: &Path, buf: &mut String) -> Option<Sockets> {
+    let mut sockets = read_file(sockstat, buf).and_then(parse)?;
+    if let Some(v6) = read_file(sockstat6, buf).and_then(parse) {
         sockets.tcp += v6.tcp;
         sockets.udp += v6.udp;
     }

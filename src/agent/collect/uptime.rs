@@ -1,10 +1,12 @@
 //! `uptime`: whole seconds since boot, from `/proc/uptime`.
 
-use super::{Paths, read_file};
+use super::read_file;
 use procfs_core::{FromRead, Uptime};
+use std::path::Path;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<u64> {
-    read_file(&paths.procfs.join("uptime"), buf).and_then(parse)
+/// `uptime`: `procfs/uptime`.
+pub(super) fn read(uptime: &Path, buf: &mut String) -> Option<u64> {
+    read_file(uptime, buf).and_then(parse)
 }
 
 pub(super) fn parse(text: &str) -> Option<u64> {
