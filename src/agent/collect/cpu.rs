@@ -4,11 +4,12 @@
 //! `/proc/stat` is hand-parsed rather than with procfs-core's `KernelStats`,
 //! which copies and scans every line each second, the `intr` line with
 //! thousands of counters on servers included, and fails without the
-//! `ctxt`/`btime`/`processes` lines; only the leading `cpu` lines matter.
+//! `ctxt`/`btime`/`processes` lines; only the leading `cpu` lines matter,
+//! and the file is read no further than the line after them.
 
-use super::{Paths, read_file};
+use super::{Line, Paths, Text, read_file, read_scanned};
 use crate::protocol::{Cpu, percent};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Ticks since boot of one CPU, or of all: every state, and the idle part.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,34 +18,57 @@ pub(super) struct Ticks {
     idle: u64,
 }
 
-/// All-CPU and per-CPU ticks. Offline CPUs have no line, so the per-CPU
-/// list is the online logical CPUs.
-pub(super) fn parse_stat(text: &str) -> Option<(Ticks, Vec<Ticks>)> {
-    let mut lines = text.lines().map_while(|line| line.strip_prefix("cpu"));
-    let total = lines.next().and_then(parse_ticks);
-    let per_core: Option<Vec<_>> = lines
-        .map(|line| parse_ticks(line.trim_start_matches(|c: char| c.is_ascii_digit())))
-        .collect();
-    match (total, per_core) {
-        (Some(total), Some(per_core)) if !per_core.is_empty() => Some((total, per_core)),
-        _ => {
-            log::debug!("stat: no parsable cpu lines");
-            None
+/// All-CPU and per-CPU ticks from `procfs/stat`.
+fn read_stat(stat: &Path, buf: &mut Vec<u8>) -> Option<(Ticks, Vec<Ticks>)> {
+    let parsed = read_scanned(stat, buf, scan_stat)?;
+    if parsed.is_none() {
+        log::debug!("stat: no parsable cpu lines");
+    }
+    parsed
+}
+
+#[cfg(test)]
+fn parse_stat(text: &[u8]) -> Option<(Ticks, Vec<Ticks>)> {
+    scan_stat(text).0
+}
+
+/// All-CPU and per-CPU ticks, and whether a line after the `cpu` lines has
+/// begun, so that the rest of the file cannot change them. Offline CPUs
+/// have no line, so the per-CPU list is the online logical CPUs.
+fn scan_stat(text: &[u8]) -> (Option<(Ticks, Vec<Ticks>)>, bool) {
+    let (mut total, mut per_core) = (None, Vec::new());
+    let mut ended = false;
+    let mut text = Text::new(text);
+    while let Some(mut line) = text.line() {
+        if !line.strip_prefix(b"cpu") {
+            ended = true;
+            break;
+        }
+        if total.is_some() {
+            line.skip_digits();
+        }
+        let ticks = parse_ticks(&mut line);
+        let Some(ticks) = ticks else {
+            return (None, true);
+        };
+        match total {
+            None => total = Some(ticks),
+            Some(_) => per_core.push(ticks),
         }
     }
+    let parsed = total.filter(|_| !per_core.is_empty());
+    (parsed.map(|total| (total, per_core)), ended)
 }
 
 /// `user nice system idle [iowait irq softirq steal guest guest_nice]`;
 /// kernels before 2.6 stop after idle.
-fn parse_ticks(columns: &str) -> Option<Ticks> {
+fn parse_ticks(columns: &mut Line) -> Option<Ticks> {
     let mut ticks = [0u64; 8];
-    let mut columns = columns.split_ascii_whitespace();
     for (i, tick) in ticks.iter_mut().enumerate() {
-        match columns.next() {
-            Some(column) => *tick = column.parse().ok()?,
-            None if i >= 4 => break,
-            None => return None,
+        if i >= 4 && columns.ended() {
+            break;
         }
+        *tick = columns.number()?;
     }
     let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
     let idle = idle.saturating_add(iowait);
@@ -243,7 +267,7 @@ pub(super) struct CpuCollector {
 
 impl CpuCollector {
     /// Reads the brand and the baseline ticks.
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> CpuCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> CpuCollector {
         let device_tree_model = [
             paths.procfs.join("device-tree/model"),
             paths.sysfs.join("firmware/devicetree/base/model"),
@@ -254,12 +278,12 @@ impl CpuCollector {
             .map(|cpuinfo| parse_brand(cpuinfo, device_tree_model.as_deref()))
             .unwrap_or_default();
         let stat = paths.procfs.join("stat");
-        let prev = read_file(&stat, buf).and_then(parse_stat);
+        let prev = read_stat(&stat, buf);
         CpuCollector { stat, brand, prev }
     }
 
-    pub(super) fn sample(&mut self, buf: &mut String) -> Option<Cpu> {
-        let (total, per_core) = read_file(&self.stat, buf).and_then(parse_stat)?;
+    pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<Cpu> {
+        let (total, per_core) = read_stat(&self.stat, buf)?;
         let prev = self.prev.as_ref();
         // After a CPU went on- or offline the lists no longer line up.
         let prev_cores = prev
@@ -293,10 +317,9 @@ mod tests {
 
     #[test]
     fn stat_lines_become_ticks() {
-        let (total, cores) = parse_stat(fixture!(
-            "x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat"
-        ))
-        .unwrap();
+        let (total, cores) =
+            parse_stat(fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat").as_bytes())
+                .unwrap();
         // cpu  12333 29 11930 386965 126 4523 2711 0 0 0
         assert_eq!(
             total,
@@ -306,14 +329,14 @@ mod tests {
             )
         );
         assert_eq!(cores.len(), 2);
-        let (_, cores) =
-            parse_stat(fixture!("x86_64-linux3x-8cpu-node-exporter-2015/proc/stat")).unwrap();
+        let text = fixture!("x86_64-linux3x-8cpu-node-exporter-2015/proc/stat");
+        let (_, cores) = parse_stat(text.as_bytes()).unwrap();
         assert_eq!(cores.len(), 8);
     }
 
     #[test]
     fn old_kernels_with_four_columns_parse() {
-        let text = "cpu  10 0 10 80\ncpu0 10 0 10 80\n";
+        let text = b"cpu  10 0 10 80\ncpu0 10 0 10 80\n";
         assert_eq!(
             parse_stat(text).unwrap(),
             (ticks(100, 80), vec![ticks(100, 80)])
@@ -323,12 +346,13 @@ mod tests {
     #[test]
     fn truncated_or_garbage_stat_is_none() {
         let full = fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat");
-        assert_eq!(parse_stat(&full[..full.find("cpu0").unwrap()]), None);
-        assert_eq!(parse_stat(&full[..full.find("cpu1").unwrap() + 8]), None);
-        assert_eq!(parse_stat("cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
-        assert_eq!(parse_stat("cpu  1 2 3\ncpu0 1 2 3\n"), None);
-        assert_eq!(parse_stat("intr 1\ncpu  1 2 3 4\n"), None);
-        assert_eq!(parse_stat(""), None);
+        let cut = |at: usize| &full.as_bytes()[..at];
+        assert_eq!(parse_stat(cut(full.find("cpu0").unwrap())), None);
+        assert_eq!(parse_stat(cut(full.find("cpu1").unwrap() + 8)), None);
+        assert_eq!(parse_stat(b"cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
+        assert_eq!(parse_stat(b"cpu  1 2 3\ncpu0 1 2 3\n"), None);
+        assert_eq!(parse_stat(b"intr 1\ncpu  1 2 3 4\n"), None);
+        assert_eq!(parse_stat(b""), None);
     }
 
     #[test]
@@ -577,7 +601,7 @@ mod tests {
             std::fs::write(dir.join("stat"), text).unwrap();
         };
         stat("10 0 10 80 0 0 0 0", "10 0 10 80 0 0 0 0");
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut collector = CpuCollector::new(&paths, &mut buf);
         stat("20 0 20 160 0 0 0 0", "10 0 10 180 0 0 0 0");
         let cpu = collector.sample(&mut buf).unwrap();

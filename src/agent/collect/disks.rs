@@ -39,7 +39,7 @@ pub(super) struct DiskCollector {
 }
 
 impl DiskCollector {
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> DiskCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> DiskCollector {
         let mut collector = DiskCollector {
             table: None,
             mounts: Vec::new(),
@@ -48,7 +48,7 @@ impl DiskCollector {
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Vec<Disk> {
+    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut Vec<u8>) -> Vec<Disk> {
         if self.table_changed() {
             self.reload(paths, buf);
         }
@@ -62,9 +62,9 @@ impl DiskCollector {
         self.table.as_ref().is_none_or(flagged)
     }
 
-    fn reload(&mut self, paths: &Paths, buf: &mut String) {
-        self.table = open_and_read(&paths.procfs.join("mounts"), buf);
-        self.mounts = parse_mounts(buf)
+    fn reload(&mut self, paths: &Paths, buf: &mut Vec<u8>) {
+        let read = open_and_read(&paths.procfs.join("mounts"), buf);
+        self.mounts = parse_mounts(read.as_ref().map_or("", |(_, text)| text))
             .into_iter()
             .map(|mount| {
                 // Joining an absolute path would replace the root, not go
@@ -73,6 +73,7 @@ impl DiskCollector {
                 (mount, path)
             })
             .collect();
+        self.table = read.map(|(table, _)| table);
     }
 }
 
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn mount_table_is_reread_only_when_it_changes() {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let live = DiskCollector::new(&Paths::default(), &mut buf);
         assert!(live.table.is_some());
         assert!(!live.table_changed());

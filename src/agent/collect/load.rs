@@ -1,17 +1,17 @@
 //! `load_average`: `/proc/loadavg`.
 
-use super::read_file;
+use super::read_bytes;
 use crate::protocol::LoadAverage;
 use procfs_core::FromRead;
 use std::path::Path;
 
 /// `loadavg`: `procfs/loadavg`.
-pub(super) fn read(loadavg: &Path, buf: &mut String) -> Option<LoadAverage> {
-    read_file(loadavg, buf).and_then(parse)
+pub(super) fn read(loadavg: &Path, buf: &mut Vec<u8>) -> Option<LoadAverage> {
+    read_bytes(loadavg, buf).and_then(parse)
 }
 
-pub(super) fn parse(text: &str) -> Option<LoadAverage> {
-    let load = procfs_core::LoadAverage::from_read(text.as_bytes())
+pub(super) fn parse(text: &[u8]) -> Option<LoadAverage> {
+    let load = procfs_core::LoadAverage::from_read(text)
         .map_err(|err| log::debug!("loadavg: {err}"))
         .ok()?;
     // procfs-core parses f32; rounding to the two decimals the kernel
@@ -31,17 +31,16 @@ mod tests {
 
     #[test]
     fn loadavg() {
-        let load = parse(fixture!(
-            "x86_64-linux3x-laptop-node-exporter-2014/proc/loadavg"
-        ))
-        .unwrap();
+        let load =
+            parse(fixture!("x86_64-linux3x-laptop-node-exporter-2014/proc/loadavg").as_bytes())
+                .unwrap();
         assert_eq!((load.one, load.five, load.fifteen), (0.21, 0.37, 0.39));
     }
 
     #[test]
     fn garbage_loadavg() {
-        assert_eq!(parse(""), None);
-        assert_eq!(parse("0.76 0.77"), None);
-        assert_eq!(parse("a b c 1/2 3"), None);
+        assert_eq!(parse(b""), None);
+        assert_eq!(parse(b"0.76 0.77"), None);
+        assert_eq!(parse(b"a b c 1/2 3"), None);
     }
 }

@@ -12,7 +12,7 @@ pub(super) struct Sensor {
     input: PathBuf,
 }
 
-pub(super) fn discover(paths: &Paths, buf: &mut String) -> Vec<Sensor> {
+pub(super) fn discover(paths: &Paths, buf: &mut Vec<u8>) -> Vec<Sensor> {
     let mut sensors = Vec::new();
     let mut zone_types = Vec::new();
     for (index, zone) in numbered(&paths.sysfs.join("class/thermal"), "thermal_zone", "") {
@@ -42,7 +42,7 @@ pub(super) fn discover(paths: &Paths, buf: &mut String) -> Vec<Sensor> {
     sensors
 }
 
-pub(super) fn read(sensors: &[Sensor], buf: &mut String) -> Vec<Temperature> {
+pub(super) fn read(sensors: &[Sensor], buf: &mut Vec<u8>) -> Vec<Temperature> {
     sensors
         .iter()
         .filter_map(|sensor| {
@@ -78,7 +78,7 @@ fn sensor_name(chip: &str, label: Option<&str>, index: u32) -> String {
     }
 }
 
-fn read_name(path: &Path, buf: &mut String) -> Option<String> {
+fn read_name(path: &Path, buf: &mut Vec<u8>) -> Option<String> {
     read_file(path, buf)
         .map(str::trim)
         .filter(|name| !name.is_empty())
@@ -114,7 +114,7 @@ mod tests {
     use crate::agent::collect::fixture_paths;
 
     fn temperatures(machine: &str) -> Vec<(String, f64)> {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let sensors = discover(&fixture_paths(machine), &mut buf);
         read(&sensors, &mut buf)
             .into_iter()
@@ -189,7 +189,7 @@ mod tests {
             sysfs: sys.clone(),
             ..Paths::default()
         };
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let found = read(&discover(&paths, &mut buf), &mut buf);
         std::fs::remove_dir_all(&sys).unwrap();
         assert_eq!(found.len(), 1);

@@ -1,16 +1,16 @@
 //! `uptime`: whole seconds since boot, from `/proc/uptime`.
 
-use super::read_file;
+use super::read_bytes;
 use procfs_core::{FromRead, Uptime};
 use std::path::Path;
 
 /// `uptime`: `procfs/uptime`.
-pub(super) fn read(uptime: &Path, buf: &mut String) -> Option<u64> {
-    read_file(uptime, buf).and_then(parse)
+pub(super) fn read(uptime: &Path, buf: &mut Vec<u8>) -> Option<u64> {
+    read_bytes(uptime, buf).and_then(parse)
 }
 
-pub(super) fn parse(text: &str) -> Option<u64> {
-    let uptime = Uptime::from_read(text.as_bytes())
+pub(super) fn parse(text: &[u8]) -> Option<u64> {
+    let uptime = Uptime::from_read(text)
         .map_err(|err| log::debug!("uptime: {err}"))
         .ok()?;
     // Saturating: NaN and negatives become 0.
@@ -23,14 +23,14 @@ mod tests {
 
     #[test]
     fn uptime() {
-        assert_eq!(parse("2578790.61 1999230.98\n"), Some(2578790));
-        assert_eq!(parse("nan 1\n"), Some(0));
+        assert_eq!(parse(b"2578790.61 1999230.98\n"), Some(2578790));
+        assert_eq!(parse(b"nan 1\n"), Some(0));
     }
 
     #[test]
     fn garbage_uptime() {
-        assert_eq!(parse(""), None);
-        assert_eq!(parse("12.5"), None);
-        assert_eq!(parse("x y"), None);
+        assert_eq!(parse(b""), None);
+        assert_eq!(parse(b"12.5"), None);
+        assert_eq!(parse(b"x y"), None);
     }
 }
