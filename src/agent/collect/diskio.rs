@@ -93,7 +93,32 @@ impl DiskIoCollector {
     fn account(&mut self, text: &[u8], elapsed_ms: u64) -> DiskIo {
         let mut listed = 0;
         let mut appeared = false;
-        for (name, sectors_read, sectors_written) in parse(text) {
+        let mut text = Text::new(text);
+        while let Some(mut line) = text.line() {
+            let Some(name) = line.nth(2) else {
+                log::debug!("diskstats: unparsable line \"{}\"", line.whole());
+                continue;
+            };
+            // A device that does not count, listed in the same place last
+            // time, keeps its place without its counters being read:
+            // partitions and loop devices (dozens of them with snaps) can
+            // be most of the lines.
+            let unchanged_skip = self
+                .devices
+                .entries
+                .get(listed)
+                .is_some_and(|(known, device)| {
+                    device.role == Role::Skip && known.as_bytes() == name
+                });
+            if unchanged_skip {
+                listed += 1;
+                continue;
+            }
+            let parsed = std::str::from_utf8(name).ok().zip(sectors(&mut line));
+            let Some((name, (sectors_read, sectors_written))) = parsed else {
+                log::debug!("diskstats: unparsable line \"{}\"", line.whole());
+                continue;
+            };
             let (read, written) = (
                 sectors_read.saturating_mul(SECTOR),
                 sectors_written.saturating_mul(SECTOR),
@@ -151,15 +176,15 @@ fn mark_multipath_heads(devices: &mut [(String, Device)]) {
 
 /// Name, sectors read and sectors written of each device line that has
 /// them.
-pub(super) fn parse(text: &[u8]) -> impl Iterator<Item = (&str, u64, u64)> {
+#[cfg(test)]
+fn parse(text: &[u8]) -> impl Iterator<Item = (&str, u64, u64)> {
     let mut text = Text::new(text);
     std::iter::from_fn(move || {
         loop {
             let mut line = text.line()?;
             let name = line.nth(2).and_then(|name| std::str::from_utf8(name).ok());
-            match name.zip(sectors(&mut line)) {
-                Some((name, (read, written))) => return Some((name, read, written)),
-                None => log::debug!("diskstats: unparsable line \"{}\"", line.whole()),
+            if let Some((name, (read, written))) = name.zip(sectors(&mut line)) {
+                return Some((name, read, written));
             }
         }
     })
@@ -485,6 +510,32 @@ mod tests {
         let text =
             "   8       0 sda 1 2 3\n\u{1F600}\n\n   8       0 sdb 1 2 3 4 5 6 7 8 9 10 11\n";
         assert_eq!(counted(text), ["sdb"]);
+    }
+
+    // Once known, a loop device or a partition in the same place is passed
+    // over without its counters being read: garbage there changes nothing.
+    #[test]
+    fn known_devices_that_do_not_count_are_passed_over() {
+        let before = " 7 0 loop0 0 0 8 0 0 0 8 0 0 0 0\n \
+                      8 0 sda 0 0 100 0 0 0 100 0 0 0 0\n \
+                      8 1 sda1 0 0 100 0 0 0 100 0 0 0 0\n";
+        let after = " 7 0 loop0 x\n \
+                     8 0 sda 0 0 300 0 0 0 500 0 0 0 0\n \
+                     8 1 sda1\n";
+        let mut collector = collector();
+        collector.account(before.as_bytes(), 1000);
+        let io = collector.account(after.as_bytes(), 1000);
+        assert_eq!(
+            (io.read_rate, io.write_rate),
+            (200.0 * 512.0, 400.0 * 512.0)
+        );
+        let names: Vec<_> = collector
+            .devices
+            .entries
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["loop0", "sda", "sda1"]);
     }
 
     #[test]
