@@ -386,6 +386,21 @@ impl<'a> Line<'_, 'a> {
         (len > 0).then_some(n)
     }
 
+    /// The next field as a decimal (`2578790.61`) in hundredths, as the
+    /// kernel prints times and loads, with two places; more are cut.
+    /// `None` for any other form: a sign, an exponent, `nan`.
+    fn hundredths(&mut self) -> Option<u64> {
+        let field = self.next()?;
+        let dot = field.iter().position(|&b| b == b'.').unwrap_or(field.len());
+        let fraction = field.get(dot + 1..).unwrap_or_default();
+        if !fraction.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let cents = fraction.iter().chain(b"00").take(2);
+        let cents = cents.fold(0, |n, digit| n * 10 + u64::from(digit - b'0'));
+        digits(&field[..dot])?.checked_mul(100)?.checked_add(cents)
+    }
+
     /// The whole line, for a log message.
     fn whole(&self) -> std::slice::EscapeAscii<'a> {
         let end = self.start.iter().position(|&b| b == b'\n');
@@ -405,6 +420,19 @@ impl<'a> Iterator for Line<'_, 'a> {
         self.text.rest = &field[end..];
         Some(&field[..end]).filter(|field| !field.is_empty())
     }
+}
+
+/// ASCII digits as a number; `None` if there are none, or anything else, or
+/// too many.
+fn digits(field: &[u8]) -> Option<u64> {
+    if field.is_empty() {
+        return None;
+    }
+    field.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit <= 9).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether the kernel flagged a procfs file kept open since it was read:
@@ -567,6 +595,30 @@ mod tests {
         assert_eq!(line.until(b':'), None);
         assert_eq!(line.next(), None);
         assert!(text.line().is_none());
+    }
+
+    #[test]
+    fn decimals_read_in_hundredths() {
+        let hundredths = |field: &str| Text::new(field.as_bytes()).line()?.hundredths();
+        for (field, expected) in [
+            ("2578790.61", Some(257879061)),
+            ("0.05", Some(5)),
+            ("7", Some(700)),
+            ("7.", Some(700)),
+            ("1.5", Some(150)),
+            ("1.239", Some(123)),
+            ("184467440737095516.15", Some(u64::MAX)),
+            ("184467440737095516.16", None),
+            (".5", None),
+            ("-1.00", None),
+            ("+1.00", None),
+            ("1e3", None),
+            ("nan", None),
+            ("1.2.3", None),
+            ("", None),
+        ] {
+            assert_eq!(hundredths(field), expected, "{field:?}");
+        }
     }
 
     #[test]
