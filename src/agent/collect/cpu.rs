@@ -355,6 +355,16 @@ mod tests {
         assert_eq!(parse_stat(b""), None);
     }
 
+    // The intr line can be longer than every cpu line before it: reading
+    // stops once a line after them has begun.
+    #[test]
+    fn stat_scan_ends_at_the_first_line_after_the_cpu_lines() {
+        let cpus = "cpu  1 2 3 4\ncpu0 1 2 3 4\n";
+        assert!(!scan_stat(cpus.as_bytes()).1);
+        let (parsed, ended) = scan_stat(format!("{cpus}intr 1 2").as_bytes());
+        assert_eq!((parsed, ended), (parse_stat(cpus.as_bytes()), true));
+    }
+
     #[test]
     fn usage_is_busy_share_of_elapsed_ticks() {
         assert_eq!(usage(ticks(100, 80), ticks(200, 130)), 50.0);

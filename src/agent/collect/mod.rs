@@ -228,20 +228,20 @@ fn utf8<'b>(path: &Path, bytes: &'b [u8]) -> Option<&'b str> {
 /// `/proc/stat` only the `cpu` lines, not the `intr` line with a counter
 /// per interrupt, and no read(2) that returns nothing.
 fn read_scanned<T>(path: &Path, buf: &mut Vec<u8>, scan: impl Fn(&[u8]) -> (T, bool)) -> Option<T> {
-    let mut last = None;
+    let (mut last, mut enough) = (None, false);
     let len = fill(&mut open(path)?, buf, |text| {
         let lines = text
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |end| end + 1);
-        let (value, enough) = scan(&text[..lines]);
-        last = Some((value, lines));
-        enough
+        let (value, done) = scan(&text[..lines]);
+        (last, enough) = (Some((value, lines)), done);
+        done
     })
     .map_err(|err| log::debug!("{}: {err}", path.display()))
     .ok()?;
     match last {
-        Some((value, lines)) if lines == len => Some(value),
+        Some((value, lines)) if enough || lines == len => Some(value),
         _ => Some(scan(&buf[..len]).0),
     }
 }
@@ -619,6 +619,36 @@ mod tests {
         ] {
             assert_eq!(hundredths(field), expected, "{field:?}");
         }
+    }
+
+    // Before the end of the file `scan` sees whole lines only, so a counter
+    // cut by a read(2) is never taken; at the end it sees a last line that
+    // has no newline.
+    #[test]
+    fn read_scanned_sees_whole_lines_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("text");
+        std::fs::write(&file, "a 1\nb 2\nc 3").unwrap();
+        let mut buf = Vec::new();
+        let lines = |text: &[u8]| {
+            text.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        };
+        let all = read_scanned(&file, &mut buf, |text| (lines(text), false));
+        assert_eq!(all, Some(3));
+        let until_b = read_scanned(&file, &mut buf, |text| (lines(text), text.contains(&b'b')));
+        assert_eq!(until_b, Some(2));
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(
+            read_scanned(&file, &mut buf, |text| (lines(text), false)),
+            Some(0)
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            read_scanned(&missing, &mut buf, |text| (lines(text), false)),
+            None
+        );
     }
 
     #[test]
