@@ -4,10 +4,12 @@
 //! `/proc/stat` is hand-parsed rather than with procfs-core's `KernelStats`,
 //! which copies and scans every line each second, the `intr` line with
 //! thousands of counters on servers included, and fails without the
-//! `ctxt`/`btime`/`processes` lines; only the leading `cpu` lines matter.
+//! `ctxt`/`btime`/`processes` lines; only the leading `cpu` lines matter,
+//! and the file is read no further than the line after them.
 
-use super::{Paths, read_file, round2};
-use crate::protocol::Cpu;
+use super::{Line, Paths, Text, read_file, read_scanned};
+use crate::protocol::{Cpu, percent};
+use std::path::{Path, PathBuf};
 
 /// Ticks since boot of one CPU, or of all: every state, and the idle part.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,34 +18,57 @@ pub(super) struct Ticks {
     idle: u64,
 }
 
-/// All-CPU and per-CPU ticks. Offline CPUs have no line, so the per-CPU
-/// list is the online logical CPUs.
-pub(super) fn parse_stat(text: &str) -> Option<(Ticks, Vec<Ticks>)> {
-    let mut lines = text.lines().map_while(|line| line.strip_prefix("cpu"));
-    let total = lines.next().and_then(parse_ticks);
-    let per_core: Option<Vec<_>> = lines
-        .map(|line| parse_ticks(line.trim_start_matches(|c: char| c.is_ascii_digit())))
-        .collect();
-    match (total, per_core) {
-        (Some(total), Some(per_core)) if !per_core.is_empty() => Some((total, per_core)),
-        _ => {
-            log::debug!("stat: no parsable cpu lines");
-            None
+/// All-CPU and per-CPU ticks from `procfs/stat`.
+fn read_stat(stat: &Path, buf: &mut Vec<u8>) -> Option<(Ticks, Vec<Ticks>)> {
+    let parsed = read_scanned(stat, buf, scan_stat)?;
+    if parsed.is_none() {
+        log::debug!("stat: no parsable cpu lines");
+    }
+    parsed
+}
+
+#[cfg(test)]
+fn parse_stat(text: &[u8]) -> Option<(Ticks, Vec<Ticks>)> {
+    scan_stat(text).0
+}
+
+/// All-CPU and per-CPU ticks, and whether a line after the `cpu` lines has
+/// begun, so that the rest of the file cannot change them. Offline CPUs
+/// have no line, so the per-CPU list is the online logical CPUs.
+fn scan_stat(text: &[u8]) -> (Option<(Ticks, Vec<Ticks>)>, bool) {
+    let (mut total, mut per_core) = (None, Vec::new());
+    let mut ended = false;
+    let mut text = Text::new(text);
+    while let Some(mut line) = text.line() {
+        if !line.strip_prefix(b"cpu") {
+            ended = true;
+            break;
+        }
+        if total.is_some() {
+            line.skip_digits();
+        }
+        let ticks = parse_ticks(&mut line);
+        let Some(ticks) = ticks else {
+            return (None, true);
+        };
+        match total {
+            None => total = Some(ticks),
+            Some(_) => per_core.push(ticks),
         }
     }
+    let parsed = total.filter(|_| !per_core.is_empty());
+    (parsed.map(|total| (total, per_core)), ended)
 }
 
 /// `user nice system idle [iowait irq softirq steal guest guest_nice]`;
 /// kernels before 2.6 stop after idle.
-fn parse_ticks(columns: &str) -> Option<Ticks> {
+fn parse_ticks(columns: &mut Line) -> Option<Ticks> {
     let mut ticks = [0u64; 8];
-    let mut columns = columns.split_ascii_whitespace();
     for (i, tick) in ticks.iter_mut().enumerate() {
-        match columns.next() {
-            Some(column) => *tick = column.parse().ok()?,
-            None if i >= 4 => break,
-            None => return None,
+        if i >= 4 && columns.ended() {
+            break;
         }
+        *tick = columns.number()?;
     }
     let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks;
     let idle = idle.saturating_add(iowait);
@@ -59,10 +84,7 @@ fn parse_ticks(columns: &str) -> Option<Ticks> {
 fn usage(prev: Ticks, now: Ticks) -> f64 {
     let total = now.total.saturating_sub(prev.total);
     let idle = now.idle.saturating_sub(prev.idle);
-    if total == 0 {
-        return 0.0;
-    }
-    round2(total.saturating_sub(idle) as f64 / total as f64 * 100.0)
+    percent(total.saturating_sub(idle), total)
 }
 
 /// The first non-empty value of `key`. Keys are case-sensitive: on ARM,
@@ -237,13 +259,15 @@ fn lookup<'a>(table: &'a str, ids: &[&str]) -> Option<&'a str> {
 }
 
 pub(super) struct CpuCollector {
+    /// `procfs/stat`.
+    stat: PathBuf,
     brand: String,
     prev: Option<(Ticks, Vec<Ticks>)>,
 }
 
 impl CpuCollector {
     /// Reads the brand and the baseline ticks.
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> CpuCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> CpuCollector {
         let device_tree_model = [
             paths.procfs.join("device-tree/model"),
             paths.sysfs.join("firmware/devicetree/base/model"),
@@ -253,12 +277,13 @@ impl CpuCollector {
         let brand = read_file(&paths.procfs.join("cpuinfo"), buf)
             .map(|cpuinfo| parse_brand(cpuinfo, device_tree_model.as_deref()))
             .unwrap_or_default();
-        let prev = read_file(&paths.procfs.join("stat"), buf).and_then(parse_stat);
-        CpuCollector { brand, prev }
+        let stat = paths.procfs.join("stat");
+        let prev = read_stat(&stat, buf);
+        CpuCollector { stat, brand, prev }
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<Cpu> {
-        let (total, per_core) = read_file(&paths.procfs.join("stat"), buf).and_then(parse_stat)?;
+    pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<Cpu> {
+        let (total, per_core) = read_stat(&self.stat, buf)?;
         let prev = self.prev.as_ref();
         // After a CPU went on- or offline the lists no longer line up.
         let prev_cores = prev
@@ -292,10 +317,9 @@ mod tests {
 
     #[test]
     fn stat_lines_become_ticks() {
-        let (total, cores) = parse_stat(fixture!(
-            "x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat"
-        ))
-        .unwrap();
+        let (total, cores) =
+            parse_stat(fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat").as_bytes())
+                .unwrap();
         // cpu  12333 29 11930 386965 126 4523 2711 0 0 0
         assert_eq!(
             total,
@@ -305,14 +329,14 @@ mod tests {
             )
         );
         assert_eq!(cores.len(), 2);
-        let (_, cores) =
-            parse_stat(fixture!("x86_64-linux3x-8cpu-node-exporter-2015/proc/stat")).unwrap();
+        let text = fixture!("x86_64-linux3x-8cpu-node-exporter-2015/proc/stat");
+        let (_, cores) = parse_stat(text.as_bytes()).unwrap();
         assert_eq!(cores.len(), 8);
     }
 
     #[test]
     fn old_kernels_with_four_columns_parse() {
-        let text = "cpu  10 0 10 80\ncpu0 10 0 10 80\n";
+        let text = b"cpu  10 0 10 80\ncpu0 10 0 10 80\n";
         assert_eq!(
             parse_stat(text).unwrap(),
             (ticks(100, 80), vec![ticks(100, 80)])
@@ -322,12 +346,23 @@ mod tests {
     #[test]
     fn truncated_or_garbage_stat_is_none() {
         let full = fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/stat");
-        assert_eq!(parse_stat(&full[..full.find("cpu0").unwrap()]), None);
-        assert_eq!(parse_stat(&full[..full.find("cpu1").unwrap() + 8]), None);
-        assert_eq!(parse_stat("cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
-        assert_eq!(parse_stat("cpu  1 2 3\ncpu0 1 2 3\n"), None);
-        assert_eq!(parse_stat("intr 1\ncpu  1 2 3 4\n"), None);
-        assert_eq!(parse_stat(""), None);
+        let cut = |at: usize| &full.as_bytes()[..at];
+        assert_eq!(parse_stat(cut(full.find("cpu0").unwrap())), None);
+        assert_eq!(parse_stat(cut(full.find("cpu1").unwrap() + 8)), None);
+        assert_eq!(parse_stat(b"cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
+        assert_eq!(parse_stat(b"cpu  1 2 3\ncpu0 1 2 3\n"), None);
+        assert_eq!(parse_stat(b"intr 1\ncpu  1 2 3 4\n"), None);
+        assert_eq!(parse_stat(b""), None);
+    }
+
+    // The intr line can be longer than every cpu line before it: reading
+    // stops once a line after them has begun.
+    #[test]
+    fn stat_scan_ends_at_the_first_line_after_the_cpu_lines() {
+        let cpus = "cpu  1 2 3 4\ncpu0 1 2 3 4\n";
+        assert!(!scan_stat(cpus.as_bytes()).1);
+        let (parsed, ended) = scan_stat(format!("{cpus}intr 1 2").as_bytes());
+        assert_eq!((parsed, ended), (parse_stat(cpus.as_bytes()), true));
     }
 
     #[test]
@@ -337,7 +372,8 @@ mod tests {
         // iowait may go backwards (proc(5)); usage still stays within 0-100.
         assert_eq!(usage(ticks(100, 80), ticks(103, 79)), 100.0);
         assert_eq!(usage(ticks(100, 80), ticks(90, 70)), 0.0);
-        assert_eq!(usage(ticks(0, 0), ticks(3, 2)), 33.33);
+        assert_eq!(usage(ticks(0, 0), ticks(3, 2)), 33.3);
+        assert_eq!(usage(ticks(0, 0), ticks(3, 1)), 66.7);
     }
 
     #[test]
@@ -575,10 +611,10 @@ mod tests {
             std::fs::write(dir.join("stat"), text).unwrap();
         };
         stat("10 0 10 80 0 0 0 0", "10 0 10 80 0 0 0 0");
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut collector = CpuCollector::new(&paths, &mut buf);
         stat("20 0 20 160 0 0 0 0", "10 0 10 180 0 0 0 0");
-        let cpu = collector.sample(&paths, &mut buf).unwrap();
+        let cpu = collector.sample(&mut buf).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((cpu.cores, cpu.per_core), (2, vec![20.0, 0.0]));
     }

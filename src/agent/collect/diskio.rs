@@ -19,7 +19,7 @@
 //! counted, and a namespace only when no path of it is listed, as on a
 //! single-controller drive, which has no paths.
 
-use super::{Paths, Previous, rate, read_file};
+use super::{Line, Paths, Previous, Text, millis, rate, read_bytes};
 use crate::protocol::DiskIo;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -60,6 +60,8 @@ impl Role {
 }
 
 pub(super) struct DiskIoCollector {
+    /// `procfs/diskstats`.
+    diskstats: PathBuf,
     /// `sysfs/block`, when there is one to ask which devices are disks.
     sys_block: Option<PathBuf>,
     devices: Previous<Device>,
@@ -68,29 +70,55 @@ pub(super) struct DiskIoCollector {
 
 impl DiskIoCollector {
     /// Takes the baseline reading.
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> DiskIoCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> DiskIoCollector {
         let sys_block = Some(paths.sysfs.join("block")).filter(|dir| dir.is_dir());
         let mut collector = DiskIoCollector {
+            diskstats: paths.procfs.join("diskstats"),
             sys_block,
             devices: Previous::new(),
             at: Instant::now(),
         };
-        collector.sample(paths, buf);
+        collector.sample(buf);
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<DiskIo> {
-        let text = read_file(&paths.procfs.join("diskstats"), buf)?;
-        let secs = self.at.elapsed().as_secs_f64();
+    pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<DiskIo> {
+        let text = read_bytes(&self.diskstats, buf)?;
+        let elapsed_ms = millis(self.at.elapsed());
         self.at = Instant::now();
-        Some(self.account(text, secs))
+        Some(self.account(text, elapsed_ms))
     }
 
-    /// Takes in one reading of diskstats, `secs` after the previous one.
-    fn account(&mut self, text: &str, secs: f64) -> DiskIo {
+    /// Takes in one reading of diskstats, `elapsed_ms` after the previous one.
+    fn account(&mut self, text: &[u8], elapsed_ms: u64) -> DiskIo {
         let mut listed = 0;
         let mut appeared = false;
-        for (name, sectors_read, sectors_written) in parse(text) {
+        let mut text = Text::new(text);
+        while let Some(mut line) = text.line() {
+            let Some(name) = line.nth(2) else {
+                log::debug!("diskstats: unparsable line \"{}\"", line.whole());
+                continue;
+            };
+            // A device that does not count, listed in the same place last
+            // time, keeps its place without its counters being read:
+            // partitions and loop devices (dozens of them with snaps) can
+            // be most of the lines.
+            let unchanged_skip = self
+                .devices
+                .entries
+                .get(listed)
+                .is_some_and(|(known, device)| {
+                    device.role == Role::Skip && known.as_bytes() == name
+                });
+            if unchanged_skip {
+                listed += 1;
+                continue;
+            }
+            let parsed = std::str::from_utf8(name).ok().zip(sectors(&mut line));
+            let Some((name, (sectors_read, sectors_written))) = parsed else {
+                log::debug!("diskstats: unparsable line \"{}\"", line.whole());
+                continue;
+            };
             let (read, written) = (
                 sectors_read.saturating_mul(SECTOR),
                 sectors_written.saturating_mul(SECTOR),
@@ -108,8 +136,8 @@ impl DiskIoCollector {
                 Role::Skip => (0.0, 0.0),
                 _ if !seen => (0.0, 0.0),
                 _ => (
-                    rate(read, device.read, secs),
-                    rate(written, device.written, secs),
+                    rate(read, device.read, elapsed_ms),
+                    rate(written, device.written, elapsed_ms),
                 ),
             };
             (device.read, device.written) = (read, written);
@@ -146,24 +174,30 @@ fn mark_multipath_heads(devices: &mut [(String, Device)]) {
     }
 }
 
-/// Name, sectors read and sectors written of each device line; the
-/// 14-, 18- and 20-field formats all start the same way.
-pub(super) fn parse(text: &str) -> impl Iterator<Item = (&str, u64, u64)> {
-    text.lines().filter_map(|line| {
-        let parsed = parse_line(line);
-        if parsed.is_none() {
-            log::debug!("diskstats: unparsable line {line:?}");
+/// Name, sectors read and sectors written of each device line that has
+/// them.
+#[cfg(test)]
+fn parse(text: &[u8]) -> impl Iterator<Item = (&str, u64, u64)> {
+    let mut text = Text::new(text);
+    std::iter::from_fn(move || {
+        loop {
+            let mut line = text.line()?;
+            let name = line.nth(2).and_then(|name| std::str::from_utf8(name).ok());
+            if let Some((name, (read, written))) = name.zip(sectors(&mut line)) {
+                return Some((name, read, written));
+            }
         }
-        parsed
     })
 }
 
-fn parse_line(line: &str) -> Option<(&str, u64, u64)> {
-    let mut fields = line.split_ascii_whitespace();
-    let name = fields.nth(2)?;
-    let sectors_read = fields.nth(2)?.parse().ok()?;
-    let sectors_written = fields.nth(3)?.parse().ok()?;
-    Some((name, sectors_read, sectors_written))
+/// The sectors read and written, from the fields after the device's name;
+/// the 14-, 18- and 20-field formats all start the same way.
+fn sectors(fields: &mut Line) -> Option<(u64, u64)> {
+    fields.skip(2)?;
+    let read = fields.number()?;
+    fields.skip(3)?;
+    let written = fields.number()?;
+    Some((read, written))
 }
 
 /// How a device's I/O counts, by name and by whether `/sys/block/NAME`
@@ -249,6 +283,7 @@ mod tests {
     /// A collector that asks no sysfs, as on a host without one.
     fn collector() -> DiskIoCollector {
         DiskIoCollector {
+            diskstats: PathBuf::new(),
             sys_block: None,
             devices: Previous::new(),
             at: Instant::now(),
@@ -258,7 +293,7 @@ mod tests {
     /// The devices whose I/O counts, once `text` is taken in.
     fn counted(text: &str) -> Vec<String> {
         let mut collector = collector();
-        collector.account(text, 1.0);
+        collector.account(text.as_bytes(), 1000);
         collector
             .devices
             .entries
@@ -272,8 +307,8 @@ mod tests {
     /// second later, `after`.
     fn rates(before: &str, after: &str) -> (f64, f64) {
         let mut collector = collector();
-        collector.account(before, 1.0);
-        let io = collector.account(after, 1.0);
+        collector.account(before.as_bytes(), 1000);
+        let io = collector.account(after.as_bytes(), 1000);
         (io.read_rate, io.write_rate)
     }
 
@@ -283,7 +318,10 @@ mod tests {
     fn diskstats_14_fields() {
         let text = fixture!("x86_64-linux3x-laptop-node-exporter-2014/proc/diskstats");
         assert_eq!(counted(text), ["sda", "mmcblk0"]);
-        assert_eq!(parse(text).nth(24), Some(("sda", 1003346126, 505697032)));
+        assert_eq!(
+            parse(text.as_bytes()).nth(24),
+            Some(("sda", 1003346126, 505697032))
+        );
     }
 
     // 18 fields (4.18 added discards): OpenShift VM with a CD drive.
@@ -291,14 +329,17 @@ mod tests {
     fn diskstats_18_fields() {
         let text = fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/diskstats");
         assert_eq!(counted(text), ["sr0", "sda"]);
-        assert_eq!(parse(text).nth(1), Some(("sda", 856916, 2253152)));
+        assert_eq!(
+            parse(text.as_bytes()).nth(1),
+            Some(("sda", 856916, 2253152))
+        );
     }
 
     // 20 fields (5.5 added flushes).
     #[test]
     fn diskstats_20_fields() {
         let text = " 259       0 nvme0n1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n";
-        assert_eq!(parse(text).next(), Some(("nvme0n1", 3, 7)));
+        assert_eq!(parse(text.as_bytes()).next(), Some(("nvme0n1", 3, 7)));
     }
 
     // netdata#9560, Samsung PM1733 drives with native NVMe multipath on a
@@ -371,11 +412,11 @@ mod tests {
             let counting = entries.iter().filter(|(_, device)| device.role.counts());
             counting.map(|(name, _)| name.clone()).collect()
         };
-        collector.account(&[path, head].concat(), 1.0);
+        collector.account([path, head].concat().as_bytes(), 1000);
         assert_eq!(names(&collector), ["nvme0c0n1"]);
-        collector.account(head, 1.0);
+        collector.account(head.as_bytes(), 1000);
         assert_eq!(names(&collector), ["nvme0n1"]);
-        collector.account(&[path, head].concat(), 1.0);
+        collector.account([path, head].concat().as_bytes(), 1000);
         assert_eq!(names(&collector), ["nvme0c0n1"]);
     }
 
@@ -471,6 +512,43 @@ mod tests {
         assert_eq!(counted(text), ["sdb"]);
     }
 
+    // Once known, a loop device or a partition in the same place is passed
+    // over without its counters being read: garbage there changes nothing.
+    #[test]
+    fn known_devices_that_do_not_count_are_passed_over() {
+        let before = " 7 0 loop0 0 0 8 0 0 0 8 0 0 0 0\n \
+                      8 0 sda 0 0 100 0 0 0 100 0 0 0 0\n \
+                      8 1 sda1 0 0 100 0 0 0 100 0 0 0 0\n";
+        let after = " 7 0 loop0 x\n \
+                     8 0 sda 0 0 300 0 0 0 500 0 0 0 0\n \
+                     8 1 sda1\n";
+        let mut collector = collector();
+        collector.account(before.as_bytes(), 1000);
+        let io = collector.account(after.as_bytes(), 1000);
+        assert_eq!(
+            (io.read_rate, io.write_rate),
+            (200.0 * 512.0, 400.0 * 512.0)
+        );
+        let names: Vec<_> = collector
+            .devices
+            .entries
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["loop0", "sda", "sda1"]);
+    }
+
+    #[test]
+    fn rates_are_whole_bytes_per_second() {
+        let reading =
+            |sectors: u64| format!("8 0 sda 0 0 {sectors} 0 0 0 {} 0 0 0 0\n", sectors * 2);
+        let mut collector = collector();
+        collector.account(reading(0).as_bytes(), 1000);
+        // 512 and 1,024 bytes in 3 s.
+        let io = collector.account(reading(1).as_bytes(), 3000);
+        assert_eq!((io.read_rate, io.write_rate), (171.0, 341.0));
+    }
+
     #[test]
     fn rates_per_whole_disk() {
         let dir = std::env::temp_dir().join(format!("vstats-diskio-{}", std::process::id()));
@@ -488,12 +566,12 @@ mod tests {
             std::fs::write(dir.join("diskstats"), text).unwrap();
         };
         write(1000, 1000, 1000);
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut collector = DiskIoCollector::new(&paths, &mut buf);
         // sdb's counter went backwards (device re-created): 0, not huge.
         write(3000, 3000, 10);
         collector.at -= std::time::Duration::from_secs(2);
-        let io = collector.sample(&paths, &mut buf).unwrap();
+        let io = collector.sample(&mut buf).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             (io.read_rate - 512_000.0).abs() < 1000.0,

@@ -14,11 +14,12 @@
 //! `\040` (a space) escaped in mount points, so statvfs would miss them, and
 //! builds a `HashMap` of mount options for every line.
 
-use super::{Paths, flagged, open_and_read, percent};
-use crate::protocol::Disk;
+use super::{Paths, flagged, open_and_read};
+use crate::protocol::{Disk, percent};
 use nix::sys::statvfs::statvfs;
 use std::borrow::Cow;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq)]
 pub(super) struct Mount {
@@ -32,11 +33,13 @@ pub(super) struct DiskCollector {
     /// is mounted or unmounted (proc(5)), so an unchanged table, hundreds
     /// of lines on a container host, is not parsed again every second.
     table: Option<File>,
-    mounts: Vec<Mount>,
+    /// Each mount, and its mount point under `rootfs`, joined when the
+    /// table is read rather than every sample.
+    mounts: Vec<(Mount, PathBuf)>,
 }
 
 impl DiskCollector {
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> DiskCollector {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> DiskCollector {
         let mut collector = DiskCollector {
             table: None,
             mounts: Vec::new(),
@@ -45,13 +48,13 @@ impl DiskCollector {
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Vec<Disk> {
+    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut Vec<u8>) -> Vec<Disk> {
         if self.table_changed() {
             self.reload(paths, buf);
         }
         self.mounts
             .iter()
-            .filter_map(|mount| measure(paths, mount))
+            .filter_map(|(mount, path)| measure(path, mount))
             .collect()
     }
 
@@ -59,16 +62,24 @@ impl DiskCollector {
         self.table.as_ref().is_none_or(flagged)
     }
 
-    fn reload(&mut self, paths: &Paths, buf: &mut String) {
-        self.table = open_and_read(&paths.procfs.join("mounts"), buf);
-        self.mounts = parse_mounts(buf);
+    fn reload(&mut self, paths: &Paths, buf: &mut Vec<u8>) {
+        let read = open_and_read(&paths.procfs.join("mounts"), buf);
+        self.mounts = parse_mounts(read.as_ref().map_or("", |(_, text)| text))
+            .into_iter()
+            .map(|mount| {
+                // Joining an absolute path would replace the root, not go
+                // under it.
+                let path = paths.rootfs.join(mount.mount.trim_start_matches('/'));
+                (mount, path)
+            })
+            .collect();
+        self.table = read.map(|(table, _)| table);
     }
 }
 
-fn measure(paths: &Paths, mount: &Mount) -> Option<Disk> {
-    // Joining an absolute path would replace the root, not go under it.
-    let path = paths.rootfs.join(mount.mount.trim_start_matches('/'));
-    let stat = statvfs(&path)
+/// The size of `mount`, mounted at `path`.
+fn measure(path: &Path, mount: &Mount) -> Option<Disk> {
+    let stat = statvfs(path)
         .map_err(|err| log::debug!("statvfs {}: {err}", path.display()))
         .ok()?;
     // c_ulong and fsblkcnt_t are u32 on some 32-bit targets.
@@ -298,7 +309,7 @@ mod tests {
 
     #[test]
     fn mount_table_is_reread_only_when_it_changes() {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let live = DiskCollector::new(&Paths::default(), &mut buf);
         assert!(live.table.is_some());
         assert!(!live.table_changed());
@@ -313,17 +324,13 @@ mod tests {
 
     #[test]
     fn statvfs_failure_skips_the_mount() {
-        let paths = Paths {
-            rootfs: "/nonexistent/vstats".into(),
-            ..Paths::default()
-        };
         let mount = |path: &str| Mount {
             device: "/dev/sda1".into(),
             mount: path.into(),
             fs_type: "ext4".into(),
         };
-        assert_eq!(measure(&paths, &mount("/")), None);
-        let disk = measure(&Paths::default(), &mount("/")).unwrap();
+        assert_eq!(measure(Path::new("/nonexistent/vstats"), &mount("/")), None);
+        let disk = measure(Path::new("/"), &mount("/")).unwrap();
         assert!(disk.total > 0 && disk.used <= disk.total);
     }
 }

@@ -6,7 +6,7 @@
 //! whole file fails to parse. It also returns a `HashMap`, losing the
 //! kernel's interface order.
 
-use super::{Paths, Previous, rate, read_file};
+use super::{Line, Paths, Previous, Text, millis, rate, read_bytes};
 use crate::protocol::{Interface, Network};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,6 +46,8 @@ struct Counters {
 }
 
 pub(super) struct NetworkCollector {
+    /// `procfs/net/dev`.
+    dev: PathBuf,
     counted: Counted,
     interfaces: Previous<Counters>,
     at: Instant,
@@ -55,7 +57,7 @@ impl NetworkCollector {
     /// Takes the baseline reading.
     pub(super) fn new(
         paths: &Paths,
-        buf: &mut String,
+        buf: &mut Vec<u8>,
         counted_interfaces: Option<Vec<String>>,
     ) -> NetworkCollector {
         let class_net = paths.sysfs.join("class/net");
@@ -71,22 +73,23 @@ impl NetworkCollector {
             }
         };
         let mut collector = NetworkCollector {
+            dev: paths.procfs.join("net/dev"),
             counted,
             interfaces: Previous::new(),
             at: Instant::now(),
         };
-        collector.sample(paths, buf);
+        collector.sample(buf);
         collector
     }
 
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> Option<Network> {
-        self.sample_at(paths, buf, Instant::now())
+    pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<Network> {
+        self.sample_at(buf, Instant::now())
     }
 
     /// A reading taken at `now`: rates over the time since the last one.
-    fn sample_at(&mut self, paths: &Paths, buf: &mut String, now: Instant) -> Option<Network> {
-        let text = read_file(&paths.procfs.join("net/dev"), buf)?;
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+    fn sample_at(&mut self, buf: &mut Vec<u8>, now: Instant) -> Option<Network> {
+        let text = read_bytes(&self.dev, buf)?;
+        let elapsed_ms = millis(now.saturating_duration_since(self.at));
         self.at = now;
         let mut network = Network::default();
         let mut listed = 0;
@@ -99,7 +102,10 @@ impl NetworkCollector {
             });
             listed += 1;
             let (rx_rate, tx_rate) = if seen {
-                (rate(rx, counters.rx, secs), rate(tx, counters.tx, secs))
+                (
+                    rate(rx, counters.rx, elapsed_ms),
+                    rate(tx, counters.tx, elapsed_ms),
+                )
             } else {
                 (0.0, 0.0)
             };
@@ -127,23 +133,31 @@ impl NetworkCollector {
 }
 
 /// Name, received and transmitted bytes of each interface line.
-pub(super) fn parse(text: &str) -> impl Iterator<Item = (&str, u64, u64)> {
-    text.lines().skip(2).filter_map(|line| {
-        let parsed = parse_line(line);
-        if parsed.is_none() {
-            log::debug!("net/dev: unparsable line {line:?}");
+pub(super) fn parse(text: &[u8]) -> impl Iterator<Item = (&str, u64, u64)> {
+    let mut text = Text::new(text);
+    let mut headers = 2;
+    std::iter::from_fn(move || {
+        loop {
+            let mut line = text.line()?;
+            if headers > 0 {
+                headers -= 1;
+                continue;
+            }
+            match parse_line(&mut line) {
+                Some(parsed) => return Some(parsed),
+                None => log::debug!("net/dev: unparsable line \"{}\"", line.whole()),
+            }
         }
-        parsed
     })
 }
 
-fn parse_line(line: &str) -> Option<(&str, u64, u64)> {
+fn parse_line<'a>(line: &mut Line<'_, 'a>) -> Option<(&'a str, u64, u64)> {
     // Interface names cannot hold a colon (dev_valid_name).
-    let (name, counters) = line.split_once(':')?;
-    let mut counters = counters.split_ascii_whitespace();
-    let rx = counters.next()?.parse().ok()?;
-    let tx = counters.nth(7)?.parse().ok()?;
-    Some((name.trim(), rx, tx))
+    let name = std::str::from_utf8(line.until(b':')?.trim_ascii()).ok()?;
+    let rx = line.number()?;
+    line.skip(7)?;
+    let tx = line.number()?;
+    Some((name, rx, tx))
 }
 
 #[cfg(test)]
@@ -153,12 +167,15 @@ mod tests {
     #[test]
     fn interfaces_in_kernel_order() {
         let text = fixture!("x86_64-linux3x-laptop-node-exporter-2014/proc/net/dev");
-        let names: Vec<_> = parse(text).map(|(name, _, _)| name).collect();
+        let names: Vec<_> = parse(text.as_bytes()).map(|(name, _, _)| name).collect();
         assert_eq!(
             names,
             ["tun0", "veth4B09XN", "lo", "lxcbr0", "wlan0", "docker0"]
         );
-        assert_eq!(parse(text).nth(4), Some(("wlan0", 10437182923, 2851649360)));
+        assert_eq!(
+            parse(text.as_bytes()).nth(4),
+            Some(("wlan0", 10437182923, 2851649360))
+        );
     }
 
     // Linux 2.6 printed "%6s:%8lu" (net/core/dev.c): no space after the
@@ -168,15 +185,18 @@ mod tests {
     fn linux_2_6_counters_touch_the_colon() {
         let text = fixture!("lantiq-ar10-dlink-dwr956-linux2.6/proc/net/dev");
         assert!(text.contains("eth0:1483920573"));
-        assert_eq!(parse(text).nth(1), Some(("eth0", 1483920573, 402188311)));
-        assert_eq!(parse(text).count(), 4);
+        assert_eq!(
+            parse(text.as_bytes()).nth(1),
+            Some(("eth0", 1483920573, 402188311))
+        );
+        assert_eq!(parse(text.as_bytes()).count(), 4);
     }
 
     #[test]
     fn garbage_lines_are_skipped() {
         let text = "header\nheader\n  eth0: 1 2 3\n\u{1F600}\n  eth1: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n  eth2: x 2 3 4 5 6 7 8 9\n";
-        assert_eq!(parse(text).collect::<Vec<_>>(), [("eth1", 1, 9)]);
-        assert_eq!(parse("").count(), 0);
+        assert_eq!(parse(text.as_bytes()).collect::<Vec<_>>(), [("eth1", 1, 9)]);
+        assert_eq!(parse(b"").count(), 0);
     }
 
     // OpenWrt router (synthesized net/dev and sysfs): only eth0 and the two
@@ -185,9 +205,9 @@ mod tests {
     #[test]
     fn counted_interfaces_are_those_with_a_device() {
         let paths = crate::agent::collect::fixture_paths("openwrt-router-composite");
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let network = NetworkCollector::new(&paths, &mut buf, None)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(network.rx_total, 9184471502 + 612508211 + 1027991190);
         assert_eq!(network.tx_total, 3871150826 + 1398116204 + 2455108790);
@@ -196,7 +216,7 @@ mod tests {
 
         let named = Some(vec!["pppoe-wan".to_owned()]);
         let network = NetworkCollector::new(&paths, &mut buf, named)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(
             (network.rx_total, network.tx_total),
@@ -222,13 +242,13 @@ mod tests {
             std::fs::write(dir.join("net/dev"), text).unwrap();
         };
         write(&[("lo", 0), ("eth0", 1000), ("ppp0", 5000)]);
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut collector = NetworkCollector::new(&paths, &mut buf, None);
         // ppp0 reconnected (counter reset), wlan0 appeared.
         write(&[("lo", 999), ("eth0", 3000), ("ppp0", 10), ("wlan0", 7777)]);
         // Exactly 2 s later, by the collector's clock: no real time counts.
         let later = collector.at + std::time::Duration::from_secs(2);
-        let network = collector.sample_at(&paths, &mut buf, later).unwrap();
+        let network = collector.sample_at(&mut buf, later).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let rates: Vec<_> = network
             .interfaces
@@ -238,6 +258,30 @@ mod tests {
         assert_eq!(rates, [("eth0", 1000.0), ("ppp0", 0.0), ("wlan0", 0.0)]);
         assert_eq!(network.rx, 1000.0);
         assert_eq!(network.rx_total, 3000 + 10 + 7777);
+    }
+
+    #[test]
+    fn rates_are_whole_bytes_per_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            procfs: dir.path().to_owned(),
+            sysfs: dir.path().join("no-sys"),
+            ..Paths::default()
+        };
+        std::fs::create_dir_all(dir.path().join("net")).unwrap();
+        let write = |rx: u64, tx: u64| {
+            let text = format!("h\nh\neth0: {rx} 0 0 0 0 0 0 0 {tx} 0 0 0 0 0 0 0\n");
+            std::fs::write(dir.path().join("net/dev"), text).unwrap();
+        };
+        write(0, 0);
+        let mut buf = Vec::new();
+        let mut collector = NetworkCollector::new(&paths, &mut buf, None);
+        write(1000, 2000);
+        let later = collector.at + std::time::Duration::from_secs(3);
+        let network = collector.sample_at(&mut buf, later).unwrap();
+        let eth0 = &network.interfaces[0];
+        assert_eq!((eth0.rx, eth0.tx), (333.0, 667.0));
+        assert_eq!((network.rx, network.tx), (333.0, 667.0));
     }
 
     // A DSA router (OpenWrt 21.02+, e.g. an MT7621): eth0 is the switch's
@@ -275,9 +319,9 @@ mod tests {
         }
         std::fs::write(dir.path().join("proc/net/dev"), text).unwrap();
         let paths = Paths::under(dir.path());
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let network = NetworkCollector::new(&paths, &mut buf, None)
-            .sample(&paths, &mut buf)
+            .sample(&mut buf)
             .unwrap();
         assert_eq!(network.rx_total, 300 + 700 + 50);
         assert_eq!(network.interfaces.len(), 5);

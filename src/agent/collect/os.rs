@@ -35,7 +35,7 @@ pub(super) struct Hostname {
 }
 
 impl Hostname {
-    pub(super) fn new(paths: &Paths, buf: &mut String) -> Hostname {
+    pub(super) fn new(paths: &Paths, buf: &mut Vec<u8>) -> Hostname {
         let mut hostname = Hostname {
             file: None,
             name: String::new(),
@@ -45,7 +45,7 @@ impl Hostname {
     }
 
     /// The hostname now: read again only if the kernel flagged a change.
-    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut String) -> &str {
+    pub(super) fn sample(&mut self, paths: &Paths, buf: &mut Vec<u8>) -> &str {
         if self.changed() {
             self.reload(paths, buf);
         }
@@ -59,12 +59,13 @@ impl Hostname {
         }
     }
 
-    fn reload(&mut self, paths: &Paths, buf: &mut String) {
-        self.file = open_and_read(&paths.procfs.join("sys/kernel/hostname"), buf);
-        let name = match parse_hostname(buf) {
+    fn reload(&mut self, paths: &Paths, buf: &mut Vec<u8>) {
+        let read = open_and_read(&paths.procfs.join("sys/kernel/hostname"), buf);
+        let name = match read.as_ref().and_then(|(_, text)| parse_hostname(text)) {
             Some(name) => name.to_owned(),
             None => from_uname(UtsName::nodename),
         };
+        self.file = read.map(|(file, _)| file);
         if name != self.name {
             log::debug!("hostname: {name:?}");
             self.name = name;
@@ -86,7 +87,7 @@ fn from_uname(field: fn(&UtsName) -> &OsStr) -> String {
 }
 
 /// `os`: read once, when the collector starts.
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Os {
+pub(super) fn read(paths: &Paths, buf: &mut Vec<u8>) -> Os {
     let kernel = read_file(&paths.procfs.join("sys/kernel/osrelease"), buf)
         .map(str::trim)
         .filter(|value| !value.is_empty())
@@ -199,7 +200,7 @@ mod tests {
         let paths = fixture_paths("openwrt-19.07.2-ar71xx-nand-rootfs");
         let link = paths.rootfs.join("etc/os-release");
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         assert_eq!(
             read_file(&link, &mut buf).and_then(parse_os_release),
             owned("OpenWrt", "19.07.2")
@@ -219,7 +220,7 @@ mod tests {
     #[test]
     fn without_release_files_the_name_is_the_kernel() {
         let paths = fixture_paths("x86_64-desktop-hankb");
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let os = read(&paths, &mut buf);
         assert_eq!(Hostname::new(&paths, &mut buf).name, "desktop");
         assert_eq!(
@@ -246,7 +247,7 @@ mod tests {
         let file = paths.procfs.join("sys/kernel/hostname");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, "before\n").unwrap();
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut hostname = Hostname::new(&paths, &mut buf);
         std::fs::write(&file, "after\n").unwrap();
         assert!(hostname.file.is_some() && !hostname.changed());
@@ -261,7 +262,7 @@ mod tests {
             procfs: "/nonexistent/vstats".into(),
             ..Paths::default()
         };
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut hostname = Hostname::new(&paths, &mut buf);
         assert!(hostname.file.is_none() && !hostname.changed());
         let nodename = uname().unwrap().nodename().to_string_lossy().into_owned();
@@ -276,7 +277,7 @@ mod tests {
     fn hostname_follows_sethostname() {
         std::thread::spawn(|| {
             let paths = Paths::default();
-            let mut buf = String::new();
+            let mut buf = Vec::new();
             let mut hostname = Hostname::new(&paths, &mut buf);
             let before = hostname.sample(&paths, &mut buf).to_owned();
             assert!(hostname.file.is_some());

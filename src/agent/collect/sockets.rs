@@ -1,38 +1,50 @@
 //! `sockets`: in-use TCP and UDP sockets from `/proc/net/sockstat` (IPv4)
 //! and `/proc/net/sockstat6` (IPv6, absent on kernels without it).
 
-use super::{Paths, read_file};
+use super::{Text, read_scanned};
 use crate::protocol::Sockets;
+use std::path::Path;
 
-pub(super) fn read(paths: &Paths, buf: &mut String) -> Option<Sockets> {
-    let mut sockets = read_file(&paths.procfs.join("net/sockstat"), buf).and_then(parse)?;
-    if let Some(v6) = read_file(&paths.procfs.join("net/sockstat6"), buf).and_then(parse) {
-        sockets.tcp += v6.tcp;
-        sockets.udp += v6.udp;
+/// `sockstat` and `sockstat6`: `procfs/net/sockstat` and `procfs/net/sockstat6`.
+pub(super) fn read(sockstat: &Path, sockstat6: &Path, buf: &mut Vec<u8>) -> Option<Sockets> {
+    let mut total = read_scanned(sockstat, buf, scan).and_then(sockets)?;
+    if let Some(v6) = read_scanned(sockstat6, buf, scan).and_then(sockets) {
+        total.tcp += v6.tcp;
+        total.udp += v6.udp;
     }
-    Some(sockets)
+    Some(total)
 }
 
+#[cfg(test)]
+fn parse(text: &[u8]) -> Option<Sockets> {
+    sockets(scan(text).0)
+}
+
+/// The TCP and UDP sockets in use in `text`, and whether it had both.
 /// `TCP: inuse 13 orphan 0 ...`, `UDP6: inuse 3`; UDP-Lite is not UDP.
-pub(super) fn parse(text: &str) -> Option<Sockets> {
+fn scan(text: &[u8]) -> ((Option<u64>, Option<u64>), bool) {
     let (mut tcp, mut udp) = (None, None);
-    for line in text.lines() {
-        let Some((protocol, fields)) = line.split_once(':') else {
+    let mut text = Text::new(text);
+    while let Some(mut line) = text.line() {
+        let Some(protocol) = line.until(b':') else {
             continue;
         };
         let count = match protocol {
-            "TCP" | "TCP6" => &mut tcp,
-            "UDP" | "UDP6" => &mut udp,
+            b"TCP" | b"TCP6" => &mut tcp,
+            b"UDP" | b"UDP6" => &mut udp,
             _ => continue,
         };
-        let mut fields = fields.split_ascii_whitespace();
-        if fields.next() == Some("inuse") {
-            *count = fields.next().and_then(|n| n.parse().ok());
+        if line.next() == Some(b"inuse") {
+            *count = line.number();
         }
         if tcp.is_some() && udp.is_some() {
-            break;
+            return ((tcp, udp), true);
         }
     }
+    ((tcp, udp), false)
+}
+
+fn sockets((tcp, udp): (Option<u64>, Option<u64>)) -> Option<Sockets> {
     if tcp.is_none() && udp.is_none() {
         log::debug!("sockstat: no TCP or UDP line");
         return None;
@@ -49,22 +61,22 @@ mod tests {
 
     #[test]
     fn ipv4_and_ipv6() {
-        let v4 = parse(fixture!(
-            "x86_64-rhcos-4.18-openshift-vm-sosreport/proc/net/sockstat"
-        ));
-        let v6 = parse(fixture!(
-            "x86_64-rhcos-4.18-openshift-vm-sosreport/proc/net/sockstat6"
-        ));
+        let v4 = parse(
+            fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/net/sockstat").as_bytes(),
+        );
+        let v6 = parse(
+            fixture!("x86_64-rhcos-4.18-openshift-vm-sosreport/proc/net/sockstat6").as_bytes(),
+        );
         assert_eq!(v4, Some(Sockets { tcp: 13, udp: 5 }));
         assert_eq!(v6, Some(Sockets { tcp: 15, udp: 3 }));
     }
 
     #[test]
     fn garbage_sockstat() {
-        assert_eq!(parse(""), None);
-        assert_eq!(parse("UDPLITE: inuse 4\nTCP inuse 3\n"), None);
+        assert_eq!(parse(b""), None);
+        assert_eq!(parse(b"UDPLITE: inuse 4\nTCP inuse 3\n"), None);
         assert_eq!(
-            parse("TCP: inuse x\nUDP: inuse 2\n"),
+            parse(b"TCP: inuse x\nUDP: inuse 2\n"),
             Some(Sockets { tcp: 0, udp: 2 })
         );
     }

@@ -3,7 +3,7 @@
 //! Sensors are found once, when the collector starts (hwmon drivers load at
 //! boot); each sample only reads their inputs.
 
-use super::{Paths, read_file, round2};
+use super::{Paths, read_file};
 use crate::protocol::Temperature;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ pub(super) struct Sensor {
     input: PathBuf,
 }
 
-pub(super) fn discover(paths: &Paths, buf: &mut String) -> Vec<Sensor> {
+pub(super) fn discover(paths: &Paths, buf: &mut Vec<u8>) -> Vec<Sensor> {
     let mut sensors = Vec::new();
     let mut zone_types = Vec::new();
     for (index, zone) in numbered(&paths.sysfs.join("class/thermal"), "thermal_zone", "") {
@@ -42,7 +42,7 @@ pub(super) fn discover(paths: &Paths, buf: &mut String) -> Vec<Sensor> {
     sensors
 }
 
-pub(super) fn read(sensors: &[Sensor], buf: &mut String) -> Vec<Temperature> {
+pub(super) fn read(sensors: &[Sensor], buf: &mut Vec<u8>) -> Vec<Temperature> {
     sensors
         .iter()
         .filter_map(|sensor| {
@@ -58,12 +58,16 @@ pub(super) fn read(sensors: &[Sensor], buf: &mut String) -> Vec<Temperature> {
 /// Celsius from sysfs millidegrees; `None` for garbage and for readings no
 /// working sensor gives (disconnected probes report -273 °C or 255 °C).
 pub(super) fn parse_millidegrees(text: &str) -> Option<f64> {
-    let celsius = text.trim().parse::<i64>().ok()? as f64 / 1000.0;
+    let millidegrees = text.trim().parse::<i64>().ok()?;
+    let celsius = millidegrees as f64 / 1000.0;
     if !(-50.0..=150.0).contains(&celsius) {
         log::debug!("temperature {celsius} °C out of range");
         return None;
     }
-    Some(round2(celsius))
+    // To the tenth a person reads, rounded from the exact hundreds of
+    // millidegrees: 45450 is 45.5, where 45.45 * 10 in floating point would
+    // round down.
+    Some((millidegrees as f64 / 100.0).round() / 10.0)
 }
 
 /// `coretemp Core 0` with a label, else `nvme temp1`.
@@ -74,7 +78,7 @@ fn sensor_name(chip: &str, label: Option<&str>, index: u32) -> String {
     }
 }
 
-fn read_name(path: &Path, buf: &mut String) -> Option<String> {
+fn read_name(path: &Path, buf: &mut Vec<u8>) -> Option<String> {
     read_file(path, buf)
         .map(str::trim)
         .filter(|name| !name.is_empty())
@@ -110,7 +114,7 @@ mod tests {
     use crate::agent::collect::fixture_paths;
 
     fn temperatures(machine: &str) -> Vec<(String, f64)> {
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let sensors = discover(&fixture_paths(machine), &mut buf);
         read(&sensors, &mut buf)
             .into_iter()
@@ -120,7 +124,10 @@ mod tests {
 
     #[test]
     fn millidegrees() {
-        assert_eq!(parse_millidegrees("45464\n"), Some(45.46));
+        assert_eq!(parse_millidegrees("45464\n"), Some(45.5));
+        assert_eq!(parse_millidegrees("45450"), Some(45.5));
+        assert_eq!(parse_millidegrees("45449"), Some(45.4));
+        assert_eq!(parse_millidegrees("-5050"), Some(-5.1));
         assert_eq!(parse_millidegrees("-5000"), Some(-5.0));
         assert_eq!(parse_millidegrees("-273150\n"), None);
         assert_eq!(parse_millidegrees("255000"), None);
@@ -152,7 +159,7 @@ mod tests {
     fn hwmon_chips_without_temperatures_give_nothing() {
         assert_eq!(
             temperatures("x86_64-dell-laptop-hwmon-shredos48"),
-            [("nvme Composite".to_owned(), 29.85)]
+            [("nvme Composite".to_owned(), 29.9)]
         );
     }
 
@@ -160,7 +167,7 @@ mod tests {
     fn thermal_zone_type_names_the_sensor() {
         assert_eq!(
             temperatures("rpi3bplus-raspios12-aarch64"),
-            [("cpu-thermal".to_owned(), 45.46)]
+            [("cpu-thermal".to_owned(), 45.5)]
         );
         assert!(temperatures("openwrt-router-composite").is_empty());
     }
@@ -182,7 +189,7 @@ mod tests {
             sysfs: sys.clone(),
             ..Paths::default()
         };
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let found = read(&discover(&paths, &mut buf), &mut buf);
         std::fs::remove_dir_all(&sys).unwrap();
         assert_eq!(found.len(), 1);
