@@ -19,6 +19,7 @@ pub use patch::{
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
+use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::io;
@@ -34,27 +35,101 @@ pub fn rfc3339(time: SystemTime) -> String {
 /// percentages are often whole, and every byte counts on a metered link.
 /// JSON has one number type, so every reader gets the same value.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    write_json(value, Numbers { pretty: None })
+}
+
+/// The same, indented for people (`vstats-agent --once`). One formatter
+/// type serves both, so the serializer of every message is compiled once
+/// rather than once per layout: the agent is smaller by that.
+pub fn to_json_pretty<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    write_json(
+        value,
+        Numbers {
+            pretty: Some(PrettyFormatter::new()),
+        },
+    )
+}
+
+fn write_json<T: Serialize + ?Sized>(value: &T, formatter: Numbers) -> serde_json::Result<String> {
     let mut out = Vec::with_capacity(512);
     value.serialize(&mut serde_json::Serializer::with_formatter(
-        &mut out,
-        WholeFloatsAsIntegers,
+        &mut out, formatter,
     ))?;
     // serde_json writes only UTF-8: the check cannot fail.
     String::from_utf8(out)
         .map_err(|e| serde_json::Error::io(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
-struct WholeFloatsAsIntegers;
+/// serde_json's compact layout, or its pretty one, with whole floats
+/// written as integers.
+struct Numbers {
+    pretty: Option<PrettyFormatter<'static>>,
+}
 
-impl serde_json::ser::Formatter for WholeFloatsAsIntegers {
+/// Calls the pretty formatter's method when there is one, else the
+/// compact formatter's.
+macro_rules! layout {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &mut $self.pretty {
+            Some(pretty) => pretty.$method($($arg),*),
+            None => CompactFormatter.$method($($arg),*),
+        }
+    };
+}
+
+impl Formatter for Numbers {
     fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
         // Below 2^53 every whole float is exactly an integer; NaN and the
         // infinities never get here (serde_json writes them as null).
         if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
             self.write_i64(writer, value as i64)
         } else {
-            serde_json::ser::CompactFormatter.write_f64(writer, value)
+            CompactFormatter.write_f64(writer, value)
         }
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.begin_array(writer))
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.end_array(writer))
+    }
+
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        layout!(self.begin_array_value(writer, first))
+    }
+
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.end_array_value(writer))
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.begin_object(writer))
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.end_object(writer))
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        layout!(self.begin_object_key(writer, first))
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.begin_object_value(writer))
+    }
+
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        layout!(self.end_object_value(writer))
     }
 }
 
@@ -406,6 +481,16 @@ mod tests {
         assert_eq!(to_json(&f64::NAN).unwrap(), "null");
         let back: LoadAverage = serde_json::from_str(&to_json(&load).unwrap()).unwrap();
         assert_eq!(back, load);
+        assert_eq!(
+            to_json_pretty(&load).unwrap(),
+            "{\n  \"one\": 0,\n  \"five\": 4096,\n  \"fifteen\": 12.5\n}"
+        );
+        let indented = serde_json::to_string_pretty(&Metrics::default()).unwrap();
+        assert_eq!(
+            to_json_pretty(&Metrics::default()).unwrap(),
+            indented,
+            "laid out as serde_json's own pretty printer does"
+        );
     }
 
     #[test]

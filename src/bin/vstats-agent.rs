@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             vstats::init_logging(config.log_level);
             let mut collector = Collector::new(config.paths, config.counted_interfaces);
             std::thread::sleep(config.interval.min(ONCE_WINDOW));
-            match serde_json::to_string_pretty(&collector.sample()) {
+            match vstats::protocol::to_json_pretty(&collector.sample()) {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS
