@@ -125,6 +125,25 @@ fn metrics_stream_over_plain_websocket_with_every_field() {
     );
 }
 
+#[test]
+fn full_samples_sends_every_sample_whole() {
+    let relay = FakeRelay::start(None);
+    let _agent = agent_for(&relay, &["--interval", "0.2", "--full-samples"]);
+    let first = relay.wait_for_frame(SOON, "metrics");
+    assert_complete_sample(&first["data"]);
+    let kinds: Vec<String> = relay
+        .collect(Duration::from_millis(1500))
+        .into_iter()
+        .filter_map(|(_, event)| match event {
+            Event::Text(text) => Some(serde_json::from_str::<Value>(&text).unwrap()),
+            _ => None,
+        })
+        .map(|frame| frame["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(kinds.len() >= 4, "{kinds:?}");
+    assert!(kinds.iter().all(|kind| kind == "metrics"), "{kinds:?}");
+}
+
 /// The upgrade request the relay saw: its target and `Authorization`.
 fn upgrade_request(relay: &FakeRelay) -> (String, Option<String>) {
     match relay.wait_for(SOON, "upgrade request", |e| {

@@ -28,6 +28,9 @@ Options (each also read from the environment variable shown):
                             server that reads only that (by default it goes
                             only in the Authorization header, which proxies
                             do not log)                  [VSTATS_TOKEN_IN_QUERY=1]
+      --full-samples        send every sample whole, for a server that does
+                            not take lean patches (by default only the first
+                            on a connection is whole)      [VSTATS_FULL_SAMPLES=1]
       --ca-file PEM         also trust this CA (a private relay certificate);
                             Mozilla's roots are always trusted   [VSTATS_CA_FILE]
   -i, --interval SECONDS    seconds between samples, 0.1-3600 (default 1)
@@ -79,8 +82,12 @@ pub enum ConfigError {
     /// The token has a character an HTTP header cannot carry (a space, a
     /// control character, non-ASCII): it could not be sent.
     TokenNotPrintable,
-    /// `VSTATS_TOKEN_IN_QUERY` is neither a yes nor a no.
-    TokenInQuery(String),
+    /// An on/off variable (`VSTATS_TOKEN_IN_QUERY`, `VSTATS_FULL_SAMPLES`)
+    /// is neither a yes nor a no.
+    NotASwitch {
+        variable: &'static str,
+        text: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -121,9 +128,9 @@ impl fmt::Display for ConfigError {
             ConfigError::TokenNotPrintable => f.write_str(
                 "the token may hold only printable ASCII without spaces, as the relay issues it",
             ),
-            ConfigError::TokenInQuery(text) => write!(
+            ConfigError::NotASwitch { variable, text } => write!(
                 f,
-                "VSTATS_TOKEN_IN_QUERY: '{text}' is not 1 or 0 (true/false, yes/no, on/off)"
+                "{variable}: '{text}' is not 1 or 0 (true/false, yes/no, on/off)"
             ),
         }
     }
@@ -175,6 +182,9 @@ pub struct Relay {
     /// Also send the token as the `token` query parameter, not only in the
     /// `Authorization` header.
     pub token_in_query: bool,
+    /// Send a whole sample every time, never a `patch`: for a server that
+    /// follows the seed's protocol only.
+    pub full_samples: bool,
 }
 
 impl Relay {
@@ -197,6 +207,7 @@ impl fmt::Debug for Relay {
             .field("token", &"<redacted>")
             .field("ca_file", &self.ca_file)
             .field("token_in_query", &self.token_in_query)
+            .field("full_samples", &self.full_samples)
             .finish()
     }
 }
@@ -309,6 +320,7 @@ struct Raw {
     rootfs: Option<String>,
     log_level: Option<String>,
     token_in_query: Option<String>,
+    full_samples: Option<String>,
 }
 
 /// Parses the arguments (without the program name) against an environment.
@@ -330,6 +342,7 @@ pub fn parse(
         rootfs: env("VSTATS_PATH_ROOTFS"),
         log_level: env("VSTATS_LOG_LEVEL"),
         token_in_query: env("VSTATS_TOKEN_IN_QUERY"),
+        full_samples: env("VSTATS_FULL_SAMPLES"),
     };
     let mut once = false;
     let mut parser = lexopt::Parser::from_args(args);
@@ -343,6 +356,10 @@ pub fn parse(
             }
             Long("token-in-query") => {
                 raw.token_in_query = Some("1".to_owned());
+                continue;
+            }
+            Long("full-samples") => {
+                raw.full_samples = Some("1".to_owned());
                 continue;
             }
             Short('s') | Long("server") => &mut raw.server,
@@ -424,18 +441,24 @@ fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
     if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
         return Err(ConfigError::TokenNotPrintable);
     }
-    let token_in_query = match raw.token_in_query.as_deref().map(str::trim) {
-        None => false,
-        Some(text) => {
-            parse_switch(text).ok_or_else(|| ConfigError::TokenInQuery(text.to_owned()))?
-        }
-    };
     Ok(Relay {
         endpoint,
         token,
         ca_file: raw.ca_file.map(PathBuf::from),
-        token_in_query,
+        token_in_query: switch("VSTATS_TOKEN_IN_QUERY", raw.token_in_query.as_deref())?,
+        full_samples: switch("VSTATS_FULL_SAMPLES", raw.full_samples.as_deref())?,
     })
+}
+
+/// An on/off setting: off unless given; a flag gives it as `1`.
+fn switch(variable: &'static str, given: Option<&str>) -> Result<bool, ConfigError> {
+    match given.map(str::trim) {
+        None => Ok(false),
+        Some(text) => parse_switch(text).ok_or_else(|| ConfigError::NotASwitch {
+            variable,
+            text: text.to_owned(),
+        }),
+    }
 }
 
 /// An on/off environment variable, in the spellings systemd and shells use.
@@ -552,6 +575,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("VSTATS_TOKEN_IN_QUERY: 'maybe'"), "{err}");
+    }
+
+    #[test]
+    fn whole_samples_only_when_asked() {
+        let server = ("VSTATS_SERVER", "ws://h:1");
+        let token = ("VSTATS_TOKEN", "t");
+        assert!(!run_config(&[], &[server, token]).1.full_samples);
+        assert!(
+            run_config(&["--full-samples"], &[server, token])
+                .1
+                .full_samples
+        );
+        let on = ("VSTATS_FULL_SAMPLES", "true");
+        assert!(run_config(&[], &[server, token, on]).1.full_samples);
+        let err = parse_with(&[], &[server, token, ("VSTATS_FULL_SAMPLES", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("VSTATS_FULL_SAMPLES: '2'"), "{err}");
     }
 
     #[test]

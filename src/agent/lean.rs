@@ -20,9 +20,25 @@ use crate::protocol::{
 pub struct LeanWire {
     /// The relay's view, once a whole sample went out.
     mirror: Option<LeanState>,
+    /// Every sample whole (`--full-samples`), for a server that takes no
+    /// patches.
+    whole_only: bool,
 }
 
 impl LeanWire {
+    pub fn new(whole_only: bool) -> LeanWire {
+        LeanWire {
+            mirror: None,
+            whole_only,
+        }
+    }
+
+    /// Forgets the relay's view: the next sample goes whole. For a frame
+    /// that never reached the relay.
+    pub fn forget(&mut self) {
+        self.mirror = None;
+    }
+
     /// The frame, as JSON text, that tells the relay about `sample`, taken
     /// `elapsed_ms` after the previous one on this connection.
     pub fn frame(&mut self, sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
@@ -43,7 +59,9 @@ impl LeanWire {
         let frame = Frame::now(AgentMessage::Metrics(Box::new(sample)));
         let text = to_json(&frame)?;
         if let AgentMessage::Metrics(sample) = frame.message {
-            self.mirror = Some(LeanState::new(*sample));
+            if !self.whole_only {
+                self.mirror = Some(LeanState::new(*sample));
+            }
         }
         Ok(text)
     }
@@ -566,6 +584,22 @@ mod tests {
         host.uptime += 60;
         let text = wire.frame(host.sample(), SECOND).unwrap();
         assert!(text.contains(r#""uptime":161"#), "{text}");
+    }
+
+    #[test]
+    fn whole_only_sends_every_sample_whole() {
+        let (mut wire, mut relay, mut host) = (LeanWire::new(true), Relay::default(), Host::new());
+        for _ in 0..3 {
+            assert_eq!(send(&mut wire, &mut relay, &host).0, "metrics");
+            host.step(&[(10, 10), (0, 0)]);
+        }
+        let mut wire = LeanWire::default();
+        send(&mut wire, &mut relay, &host);
+        wire.forget();
+        host.step(&[(10, 10), (0, 0)]);
+        assert_eq!(send(&mut wire, &mut relay, &host).0, "metrics");
+        host.step(&[(10, 10), (0, 0)]);
+        assert_eq!(send(&mut wire, &mut relay, &host).0, "patch");
     }
 
     #[test]

@@ -217,7 +217,7 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                     write_pending: false,
                     last_sent: Instant::now(),
                     last_heard: Instant::now(),
-                    lean: LeanWire::default(),
+                    lean: LeanWire::new(relay.full_samples),
                     last_sample: None,
                 };
                 match session.stream(&mut collector, &mut next_sample, config.interval, signals) {
@@ -542,7 +542,7 @@ impl Session {
                     Ok(true) => {}
                     // The relay never sees that patch: the next sample
                     // goes whole, or the two views would part.
-                    Ok(false) => self.lean = LeanWire::default(),
+                    Ok(false) => self.lean.forget(),
                     Err(reason) => return End::Lost(reason),
                 }
             }
