@@ -8,7 +8,7 @@
 //! does it while the loop keeps watching.
 
 use super::backoff::Backoff;
-use super::collect::Collector;
+use super::collect::{self, Collector};
 use super::config::{Config, Endpoint, Relay};
 use super::lean::LeanWire;
 use crate::protocol::{AgentMessage, Frame, to_json};
@@ -532,7 +532,7 @@ impl Session {
                 *next_sample = next_deadline(*next_sample, interval, now);
                 let elapsed = self.last_sample.map_or(Duration::ZERO, |last| now - last);
                 self.last_sample = Some(now);
-                let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                let elapsed_ms = collect::millis(elapsed);
                 let sent = self
                     .lean
                     .frame(collector.sample(), elapsed_ms)

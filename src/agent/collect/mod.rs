@@ -501,7 +501,7 @@ fn rate(now: u64, prev: u64, elapsed_ms: u64) -> f64 {
 }
 
 /// Whole milliseconds, which is what [`rate`] and the protocol count in.
-fn millis(elapsed: Duration) -> u64 {
+pub fn millis(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
