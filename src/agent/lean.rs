@@ -12,8 +12,9 @@
 use crate::protocol::{
     AgentMessage, Cpu, CpuPatch, Disk, DiskIo, DiskIoPatch, DiskPatch, Frame, Interface,
     InterfacePatch, LeanState, Memory, MemoryPatch, Metrics, MetricsPatch, Network, NetworkPatch,
-    Sockets, SocketsPatch, Temperature, TemperaturePatch, to_json,
+    Sockets, SocketsPatch, Temperature, TemperaturePatch, rfc3339, to_json,
 };
+use std::time::SystemTime;
 
 /// The lean sender of one connection: a new connection starts a new one.
 #[derive(Debug, Default)]
@@ -41,7 +42,7 @@ impl LeanWire {
 
     /// The frame, as JSON text, that tells the relay about `sample`, taken
     /// `elapsed_ms` after the previous one on this connection.
-    pub fn frame(&mut self, sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
+    pub fn frame(&mut self, mut sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
         if let Some(mirror) = &mut self.mirror {
             if let Some(patch) = diff(mirror, &sample, elapsed_ms) {
                 // The relay stamps a patched sample with its own clock.
@@ -56,7 +57,13 @@ impl LeanWire {
                 return Ok(text);
             }
         }
-        let frame = Frame::now(AgentMessage::Metrics(Box::new(sample)));
+        // One clock reading stamps the sample and its frame.
+        let stamp = rfc3339(SystemTime::now());
+        sample.timestamp.clone_from(&stamp);
+        let frame = Frame {
+            message: AgentMessage::Metrics(Box::new(sample)),
+            timestamp: Some(stamp),
+        };
         let text = to_json(&frame)?;
         if let AgentMessage::Metrics(sample) = frame.message {
             if !self.whole_only {

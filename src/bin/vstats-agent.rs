@@ -41,7 +41,9 @@ fn main() -> ExitCode {
             vstats::init_logging(config.log_level);
             let mut collector = Collector::new(config.paths, config.counted_interfaces);
             std::thread::sleep(config.interval.min(ONCE_WINDOW));
-            match vstats::protocol::to_json_pretty(&collector.sample()) {
+            let mut sample = collector.sample();
+            sample.timestamp = vstats::protocol::rfc3339(std::time::SystemTime::now());
+            match vstats::protocol::to_json_pretty(&sample) {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS
