@@ -5,18 +5,8 @@
 //! parses cost more than the rest of the line, every second, and the
 //! kernel prints two decimals, which are read here exactly.
 
-use super::{Text, digits, read_bytes};
+use super::{Text, digits};
 use crate::protocol::LoadAverage;
-use std::path::Path;
-
-/// `loadavg`: `procfs/loadavg`.
-pub(super) fn read(loadavg: &Path, buf: &mut Vec<u8>) -> Option<LoadAverage> {
-    let load = parse(read_bytes(loadavg, buf)?);
-    if load.is_none() {
-        log::debug!("loadavg: unparsable");
-    }
-    load
-}
 
 /// `0.76 0.77 0.78 1/234 5678`: the loads over 1, 5 and 15 minutes, then
 /// the running and all scheduling entities and the last PID, which must be

@@ -128,8 +128,8 @@ impl Collector {
             disks: self.disks.sample(paths, buf),
             disk_io: self.disk_io.sample(buf),
             network: self.network.sample(buf),
-            uptime: uptime::read(&files.uptime, buf),
-            load_average: load::read(&files.loadavg, buf),
+            uptime: read_parsed(&files.uptime, buf, uptime::parse),
+            load_average: read_parsed(&files.loadavg, buf, load::parse),
             temperatures: thermal::read(&self.sensors, buf),
             sockets: sockets::read(&files.sockstat, &files.sockstat6, buf),
             processes: self.processes.sample(&paths.procfs),
@@ -209,6 +209,16 @@ fn read_bytes<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
 
 /// Reads a whole text file into the reused `buf`; logs why when it cannot,
 /// or when the file is not UTF-8.
+/// A one-line file read and parsed whole; says why at debug level when it
+/// will not parse.
+fn read_parsed<T>(path: &Path, buf: &mut Vec<u8>, parse: fn(&[u8]) -> Option<T>) -> Option<T> {
+    let parsed = parse(read_bytes(path, buf)?);
+    if parsed.is_none() {
+        log::debug!("{}: unparsable", path.display());
+    }
+    parsed
+}
+
 fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Option<&'b str> {
     utf8(path, read_bytes(path, buf)?)
 }

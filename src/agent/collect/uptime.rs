@@ -4,17 +4,7 @@
 //! file into a string and parses both numbers as floats: a float parse
 //! costs more than the whole line here, every second, for whole seconds.
 
-use super::{Text, read_bytes};
-use std::path::Path;
-
-/// `uptime`: `procfs/uptime`.
-pub(super) fn read(uptime: &Path, buf: &mut Vec<u8>) -> Option<u64> {
-    let seconds = parse(read_bytes(uptime, buf)?);
-    if seconds.is_none() {
-        log::debug!("uptime: unparsable");
-    }
-    seconds
-}
+use super::Text;
 
 /// `2578790.61 1999230.98`: the seconds since boot, and the idle seconds
 /// of all CPUs, which must be there but are not used.
