@@ -23,10 +23,12 @@ if [ ! -x .tools/bin/cargo-zigbuild ] || [ ! -x .tools/bin/python-zig ]; then
 fi
 
 # Debian packages: valgrind (bench-agent.sh), busybox, dash, shellcheck and
-# systemd-analyze (installer and packaging tests), prometheus (scrape test),
+# systemd-analyze (installer and packaging tests), systemd-container and
+# mmdebstrap (a real systemd booted in systemd-nspawn: tests/systemd.rs),
+# prometheus (scrape test),
 # qemu-user-static (cross tests), chromium and a CJK font (browser test).
 missing=""
-for package in valgrind busybox dash shellcheck systemd prometheus qemu-user-static chromium fonts-wqy-microhei; do
+for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

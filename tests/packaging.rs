@@ -765,6 +765,7 @@ fn shell_scripts_pass_shellcheck() {
         .collect();
     scripts.push(repo().join(".ci/run"));
     scripts.push(repo().join("packaging/openwrt/test/rc.common"));
+    scripts.push(repo().join("packaging/systemd/test/in-container.sh"));
     for script in scripts {
         shellcheck(&script, &[]);
     }
