@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod engine;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod outbox;

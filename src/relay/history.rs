@@ -1,0 +1,680 @@
+//! Each server's recent past, for charts: ten series, kept in two tiers of
+//! fixed size (the last hour in 10 s steps, the last day in 5 min steps),
+//! compacted to 15 bytes a step, so a server costs 9,720 bytes of points
+//! however long it runs.
+//!
+//! Steps are aligned to wall-clock time (a step is `unix seconds / step
+//! length`), so a history saved by one run of the relay lines up with the
+//! samples of the next. Pure: the caller passes the time in.
+
+use crate::protocol::Metrics;
+
+/// The series, in the order of [`Reading::values`] and of the JSON.
+pub const SERIES: [&str; 10] = [
+    "cpu",
+    "memory",
+    "swap",
+    "disk",
+    "net_rx",
+    "net_tx",
+    "disk_read",
+    "disk_write",
+    "load1",
+    "temperature",
+];
+const CPU: usize = 0;
+const SWAP: usize = 2;
+const PERCENTS: usize = 4;
+const LOAD: usize = 8;
+const TEMPERATURE: usize = 9;
+
+/// One sample's values of the series; `None` where the sample lacks one.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    pub values: [Option<f64>; SERIES.len()],
+}
+
+impl Reading {
+    pub fn of(sample: &Metrics) -> Reading {
+        let memory = sample.memory.as_ref();
+        let root = sample.disks.iter().find(|disk| disk.mount == "/");
+        let hottest = sample
+            .temperatures
+            .iter()
+            .map(|t| t.celsius)
+            .filter(|c| c.is_finite())
+            .reduce(f64::max);
+        Reading {
+            values: [
+                sample.cpu.as_ref().map(|cpu| cpu.usage),
+                memory.filter(|m| m.total > 0).map(|m| m.usage_percent),
+                memory
+                    .filter(|m| m.swap_total > 0)
+                    .map(|m| 100.0 * m.swap_used as f64 / m.swap_total as f64),
+                root.map(|disk| disk.usage_percent),
+                sample.network.as_ref().map(|n| n.rx),
+                sample.network.as_ref().map(|n| n.tx),
+                sample.disk_io.as_ref().map(|io| io.read_rate),
+                sample.disk_io.as_ref().map(|io| io.write_rate),
+                sample.load_average.as_ref().map(|load| load.one),
+                hottest,
+            ],
+        }
+    }
+}
+
+/// A tier's shape: how long a step is and how many are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub step_secs: u64,
+    pub steps: usize,
+}
+
+/// The last hour, in 10 s steps.
+pub const HOUR: Span = Span {
+    step_secs: 10,
+    steps: 360,
+};
+/// The last 24 hours, in 5 min steps.
+pub const DAY: Span = Span {
+    step_secs: 300,
+    steps: 288,
+};
+
+/// Bytes one step takes: the four percentages one byte each (half a
+/// percent apart), the four byte rates and the load two bytes each (a
+/// logarithmic code, 0.07 % apart), the temperature one byte (whole °C).
+pub const POINT_BYTES: usize = PERCENTS + 2 * 5 + 1;
+type Point = [u8; POINT_BYTES];
+
+/// "Missing" in a one-byte temperature: -128 °C.
+const NO_TEMPERATURE: u8 = 0x80;
+
+/// A step with no sample at all (the server was offline): every series
+/// missing.
+const GAP: Point = {
+    let mut point = [0xff; POINT_BYTES];
+    point[POINT_BYTES - 1] = NO_TEMPERATURE;
+    point
+};
+
+/// Where series `index` sits in a point, and its width in bytes.
+fn layout(index: usize) -> (usize, usize) {
+    match index {
+        i if i < PERCENTS => (i, 1),
+        TEMPERATURE => (POINT_BYTES - 1, 1),
+        i => (PERCENTS + 2 * (i - PERCENTS), 2),
+    }
+}
+
+fn encode(index: usize, value: Option<f64>, point: &mut Point) {
+    let (at, width) = layout(index);
+    let Some(value) = value.filter(|v| v.is_finite()) else {
+        point[at..at + width].copy_from_slice(&GAP[at..at + width]);
+        return;
+    };
+    match index {
+        i if i < PERCENTS => point[at] = (value.clamp(0.0, 100.0) * 2.0).round() as u8,
+        TEMPERATURE => point[at] = (value.round().clamp(-127.0, 127.0) as i8) as u8,
+        _ => {
+            // log2(1 + v) in 1/1024ths: 0 stays 0, and 2^63 B/s still fits.
+            let code = ((value.max(0.0) + 1.0).log2() * 1024.0).round();
+            let code = code.min(f64::from(u16::MAX - 1)) as u16;
+            point[at..at + 2].copy_from_slice(&code.to_le_bytes());
+        }
+    }
+}
+
+fn decode(index: usize, point: &Point) -> Option<f64> {
+    let (at, width) = layout(index);
+    if point[at..at + width] == GAP[at..at + width] {
+        return None;
+    }
+    match index {
+        i if i < PERCENTS => Some(f64::from(point[at]) / 2.0),
+        TEMPERATURE => Some(f64::from(point[at] as i8)),
+        _ => {
+            let code = u16::from_le_bytes([point[at], point[at + 1]]);
+            let value = (f64::from(code) / 1024.0).exp2() - 1.0;
+            // Back to what the agent's rounding allows: whole B/s, load to
+            // 2 decimals.
+            Some(if index == LOAD {
+                (value * 100.0).round() / 100.0
+            } else {
+                value.round()
+            })
+        }
+    }
+}
+
+/// The samples of the step in progress: sums for means, the maximum for
+/// temperature.
+#[derive(Debug, Clone, Default)]
+struct Accumulator {
+    step: u64,
+    sums: [f64; SERIES.len()],
+    counts: [u16; SERIES.len()],
+}
+
+impl Accumulator {
+    fn add(&mut self, reading: &Reading) {
+        for (index, value) in reading.values.iter().enumerate() {
+            let Some(value) = value.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let count = &mut self.counts[index];
+            let sum = &mut self.sums[index];
+            *sum = match (index, *count) {
+                (_, 0) => value,
+                (TEMPERATURE, _) => sum.max(value),
+                _ => *sum + value,
+            };
+            *count = count.saturating_add(1);
+        }
+    }
+
+    fn point(&self) -> Point {
+        let mut point = GAP;
+        for index in 0..SERIES.len() {
+            let value = match (index, self.counts[index]) {
+                (_, 0) => None,
+                (TEMPERATURE, _) => Some(self.sums[index]),
+                (_, count) => Some(self.sums[index] / f64::from(count)),
+            };
+            encode(index, value, &mut point);
+        }
+        point
+    }
+}
+
+/// One tier: a ring of finished steps, newest last, and the step in progress.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    span: Span,
+    /// Finished steps in a ring; `newest` is the step number of the last.
+    points: Vec<Point>,
+    /// Index in `points` of the oldest kept step.
+    start: usize,
+    newest: Option<u64>,
+    open: Option<Accumulator>,
+}
+
+impl Tier {
+    fn new(span: Span) -> Tier {
+        Tier {
+            span,
+            points: Vec::new(),
+            start: 0,
+            newest: None,
+            open: None,
+        }
+    }
+
+    fn record(&mut self, unix_secs: u64, reading: &Reading) {
+        let step = unix_secs / self.span.step_secs;
+        match &mut self.open {
+            Some(open) if open.step == step => open.add(reading),
+            // A clock that went back: the sample joins the open step rather
+            // than rewrite the past.
+            Some(open) if step < open.step => open.add(reading),
+            _ => {
+                self.close();
+                let mut open = Accumulator {
+                    step,
+                    ..Accumulator::default()
+                };
+                open.add(reading);
+                self.open = Some(open);
+            }
+        }
+    }
+
+    /// Moves the step in progress into the ring, with gaps for the steps
+    /// that had no sample between it and the newest.
+    fn close(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        if let Some(newest) = self.newest {
+            if open.step <= newest {
+                return;
+            }
+            let gaps = (open.step - newest - 1).min(self.span.steps as u64);
+            for _ in 0..gaps {
+                self.push(GAP);
+            }
+        }
+        self.push(open.point());
+        self.newest = Some(open.step);
+    }
+
+    fn push(&mut self, point: Point) {
+        if self.points.is_empty() {
+            // Exactly the span: a full history costs its points and no slack.
+            self.points.reserve_exact(self.span.steps);
+        }
+        if self.points.len() < self.span.steps {
+            self.points.push(point);
+        } else {
+            self.points[self.start] = point;
+            self.start = (self.start + 1) % self.span.steps;
+        }
+    }
+
+    /// Finished steps, oldest first.
+    fn points(&self) -> impl Iterator<Item = &Point> {
+        let (wrapped, first) = self.points.split_at(self.start);
+        first.iter().chain(wrapped)
+    }
+
+    /// The finished steps that fall within the span before `unix_secs`, as
+    /// the unix time of the first and a value per series per step
+    /// (`None`: no sample in that step). Steps older than the span, or
+    /// after a long silence, come out as gaps, so the chart's time axis is
+    /// always the whole span.
+    pub fn view(&self, unix_secs: u64) -> View {
+        let step_secs = self.span.step_secs;
+        let current = unix_secs / step_secs;
+        let first = current.saturating_sub(self.span.steps as u64);
+        let kept: Vec<&Point> = self.points().collect();
+        let newest = self.newest.unwrap_or(0);
+        let oldest = (newest + 1).saturating_sub(kept.len() as u64);
+        // The step in progress counts once its time is over: a server that
+        // went silent still shows its last step.
+        let ended = self
+            .open
+            .as_ref()
+            .filter(|open| open.step < current)
+            .map(|open| (open.step, open.point()));
+        let mut series = vec![Vec::with_capacity(self.span.steps); SERIES.len()];
+        for step in first..current {
+            let point = match &ended {
+                Some((open, point)) if *open == step => point,
+                _ if self.newest.is_some() && (oldest..=newest).contains(&step) => {
+                    kept[(step - oldest) as usize]
+                }
+                _ => &GAP,
+            };
+            for (index, values) in series.iter_mut().enumerate() {
+                values.push(decode(index, point));
+            }
+        }
+        View {
+            start: first * step_secs,
+            step: step_secs,
+            series,
+        }
+    }
+
+    /// Heap bytes the points take once the ring is full.
+    pub const fn full_bytes(span: Span) -> usize {
+        span.steps * POINT_BYTES
+    }
+}
+
+/// What [`Tier::view`] returns: `series[i][k]` is series `SERIES[i]` in the
+/// step starting at `start + k * step` (unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub start: u64,
+    pub step: u64,
+    pub series: Vec<Vec<Option<f64>>>,
+}
+
+/// One server's history: both tiers.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub hour: Tier,
+    pub day: Tier,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History {
+            hour: Tier::new(HOUR),
+            day: Tier::new(DAY),
+        }
+    }
+}
+
+impl History {
+    pub fn record(&mut self, unix_secs: u64, reading: &Reading) {
+        self.hour.record(unix_secs, reading);
+        self.day.record(unix_secs, reading);
+    }
+}
+
+/// Why a history file was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileError {
+    /// Not a history file of this format, or cut short, or altered.
+    Corrupt(&'static str),
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Corrupt(why) => write!(f, "not a valid history file: {why}"),
+        }
+    }
+}
+
+const MAGIC: &[u8; 8] = b"VSTATSH1";
+const NO_STEP: u64 = u64::MAX;
+
+impl Tier {
+    /// Finished steps and the step in progress as if finished, oldest
+    /// first, with the step number of the newest.
+    fn finished(&self) -> (Option<u64>, Vec<Point>) {
+        let mut tier = self.clone();
+        tier.close();
+        (tier.newest, tier.points().copied().collect())
+    }
+
+    fn restored(span: Span, newest: Option<u64>, points: Vec<Point>) -> Tier {
+        let mut tier = Tier::new(span);
+        for point in points {
+            tier.push(point);
+        }
+        tier.newest = newest;
+        tier
+    }
+}
+
+/// The bytes of a history file: each server's id and both tiers, then a
+/// SHA-256 of all that, so a torn or altered file is refused whole.
+pub fn to_file<'a>(servers: impl IntoIterator<Item = (&'a str, &'a History)>) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    let servers: Vec<_> = servers.into_iter().collect();
+    out.extend_from_slice(&(servers.len() as u32).to_le_bytes());
+    for (id, history) in servers {
+        let id = &id.as_bytes()[..id.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id);
+        for tier in [&history.hour, &history.day] {
+            let (newest, points) = tier.finished();
+            out.extend_from_slice(&newest.unwrap_or(NO_STEP).to_le_bytes());
+            out.extend_from_slice(&(points.len() as u16).to_le_bytes());
+            out.extend(points.iter().flatten());
+        }
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &out);
+    out.extend_from_slice(digest.as_ref());
+    out
+}
+
+/// Reads what [`to_file`] wrote. Anything else is an error: a partial
+/// history is never loaded.
+pub fn from_file(bytes: &[u8]) -> Result<Vec<(String, History)>, FileError> {
+    let corrupt = FileError::Corrupt;
+    let body_len = bytes.len().checked_sub(32).ok_or(corrupt("too short"))?;
+    let (body, digest) = bytes.split_at(body_len);
+    if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != digest {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut reader = Reader(body);
+    if reader.take(MAGIC.len())? != MAGIC {
+        return Err(corrupt("unknown format"));
+    }
+    let count = u32::from_le_bytes(reader.array()?);
+    let mut servers = Vec::new();
+    for _ in 0..count {
+        let id_len = u16::from_le_bytes(reader.array()?);
+        let id = std::str::from_utf8(reader.take(usize::from(id_len))?)
+            .map_err(|_| corrupt("a server id is not UTF-8"))?
+            .to_owned();
+        let mut tiers = [HOUR, DAY].into_iter().map(|span| {
+            let newest = match u64::from_le_bytes(reader.array()?) {
+                NO_STEP => None,
+                step => Some(step),
+            };
+            let points = usize::from(u16::from_le_bytes(reader.array()?));
+            if points > span.steps || (points > 0) != newest.is_some() {
+                return Err(corrupt("a tier of the wrong size"));
+            }
+            let points = (0..points)
+                .map(|_| reader.array())
+                .collect::<Result<Vec<Point>, _>>()?;
+            Ok(Tier::restored(span, newest, points))
+        });
+        let hour = tiers.next().ok_or(corrupt("no hour"))??;
+        let day = tiers.next().ok_or(corrupt("no day"))??;
+        servers.push((id, History { hour, day }));
+    }
+    if !reader.0.is_empty() {
+        return Err(corrupt("bytes after the last server"));
+    }
+    Ok(servers)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FileError> {
+        if self.0.len() < n {
+            return Err(FileError::Corrupt("cut short"));
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FileError> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Cpu, Disk, DiskIo, LoadAverage, Memory, Network, Temperature};
+
+    /// A unix time on a day boundary, so steps of both tiers start at it.
+    const T: u64 = 1_800_000_000 - 1_800_000_000 % 86_400;
+
+    fn sample(cpu: f64) -> Metrics {
+        Metrics {
+            cpu: Some(Cpu {
+                usage: cpu,
+                ..Cpu::default()
+            }),
+            memory: Some(Memory {
+                total: 1000,
+                used: 250,
+                usage_percent: 25.0,
+                swap_total: 400,
+                swap_used: 100,
+                ..Memory::default()
+            }),
+            disks: vec![
+                Disk {
+                    mount: "/boot".into(),
+                    usage_percent: 90.0,
+                    ..Disk::default()
+                },
+                Disk {
+                    mount: "/".into(),
+                    usage_percent: 61.5,
+                    ..Disk::default()
+                },
+            ],
+            disk_io: Some(DiskIo {
+                read_rate: 4096.0,
+                write_rate: 0.0,
+            }),
+            network: Some(Network {
+                rx: 125_000.0,
+                tx: 1_250_000_000.0,
+                ..Network::default()
+            }),
+            load_average: Some(LoadAverage {
+                one: 0.42,
+                ..LoadAverage::default()
+            }),
+            temperatures: vec![
+                Temperature {
+                    name: "a".into(),
+                    celsius: 48.3,
+                },
+                Temperature {
+                    name: "b".into(),
+                    celsius: 61.6,
+                },
+            ],
+            ..Metrics::default()
+        }
+    }
+
+    fn values_at(view: &View, k: usize) -> Vec<Option<f64>> {
+        view.series.iter().map(|series| series[k]).collect()
+    }
+
+    #[test]
+    fn a_reading_takes_root_disk_hottest_sensor_and_swap_share() {
+        let reading = Reading::of(&sample(12.5));
+        assert_eq!(
+            reading.values,
+            [
+                Some(12.5),
+                Some(25.0),
+                Some(25.0),
+                Some(61.5),
+                Some(125_000.0),
+                Some(1_250_000_000.0),
+                Some(4096.0),
+                Some(0.0),
+                Some(0.42),
+                Some(61.6),
+            ]
+        );
+        let bare = Reading::of(&Metrics::default());
+        assert_eq!(bare.values, [None; SERIES.len()]);
+    }
+
+    #[test]
+    fn a_step_keeps_the_mean_and_the_hottest_temperature() {
+        let mut history = History::default();
+        let mut cool = sample(10.0);
+        cool.temperatures[1].celsius = 30.0;
+        history.record(T + 1000, &Reading::of(&cool));
+        history.record(T + 1005, &Reading::of(&sample(20.0)));
+        let view = history.hour.view(T + 1010);
+        let last = values_at(&view, HOUR.steps - 1);
+        assert_eq!(view.start, T + 1010 - 3600);
+        assert_eq!(last[CPU], Some(15.0));
+        assert_eq!(last[TEMPERATURE], Some(62.0));
+        assert_eq!(last[SWAP], Some(25.0));
+    }
+
+    #[test]
+    fn values_survive_the_compact_code_within_their_resolution() {
+        let mut point = GAP;
+        for (index, value) in [
+            (CPU, 33.3),
+            (4, 125_000.0),
+            (5, 1_250_000_000.0),
+            (6, 1.0),
+            (7, 0.0),
+            (8, 2.71),
+            (TEMPERATURE, -12.4),
+        ] {
+            encode(index, Some(value), &mut point);
+            let back = decode(index, &point).unwrap();
+            let tolerance = match index {
+                CPU => 0.25,
+                TEMPERATURE => 0.5,
+                _ => value * 0.0004 + 0.01,
+            };
+            assert!(
+                (back - value).abs() <= tolerance,
+                "{index}: {value} -> {back}"
+            );
+        }
+        assert_eq!(decode(1, &point), None);
+    }
+
+    #[test]
+    fn silent_steps_are_gaps_and_old_steps_fall_off() {
+        let mut history = History::default();
+        history.record(T, &Reading::of(&sample(50.0)));
+        history.record(T + 30, &Reading::of(&sample(70.0)));
+        let view = history.hour.view(T + 45);
+        let n = HOUR.steps;
+        // Steps 0 and 3 have samples, 1 and 2 none; step 4 is in progress.
+        assert_eq!(view.series[CPU][n - 4], Some(50.0));
+        assert_eq!(view.series[CPU][n - 3], None);
+        assert_eq!(view.series[CPU][n - 2], None);
+        assert_eq!(view.series[CPU][n - 1], Some(70.0));
+        // Over an hour later nothing of it is in the hour, all in the day.
+        let later = history.hour.view(T + 30 + 3700);
+        assert!(later.series.iter().flatten().all(Option::is_none));
+        // 3700 s is 12 steps of 5 min and a bit: the first is the 12th last.
+        let day = history.day.view(T + 3700);
+        assert_eq!(day.series[CPU][DAY.steps - 12], Some(60.0));
+        assert_eq!(day.series[CPU][DAY.steps - 11], None);
+    }
+
+    #[test]
+    fn the_ring_holds_its_span_and_no_more() {
+        let mut history = History::default();
+        for second in (0..2 * 3600).step_by(10) {
+            history.record(
+                T + second,
+                &Reading::of(&sample((second / 10 % 100) as f64)),
+            );
+        }
+        assert_eq!(history.hour.points.len(), HOUR.steps);
+        assert_eq!(history.hour.points.capacity(), HOUR.steps);
+        let view = history.hour.view(T + 2 * 3600);
+        assert_eq!(view.series[CPU].len(), HOUR.steps);
+        // The last finished step is 7190 s: cpu 719 % 100 = 19.
+        assert_eq!(view.series[CPU][HOUR.steps - 1], Some(19.0));
+        assert_eq!(view.series[CPU][0], Some(((3600 / 10) % 100) as f64));
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_does_not_rewrite_the_past() {
+        let mut history = History::default();
+        history.record(T + 100, &Reading::of(&sample(10.0)));
+        history.record(T + 110, &Reading::of(&sample(20.0)));
+        history.record(T + 95, &Reading::of(&sample(40.0)));
+        let view = history.hour.view(T + 120);
+        let n = HOUR.steps;
+        assert_eq!(view.series[CPU][n - 2], Some(10.0));
+        assert_eq!(view.series[CPU][n - 1], Some(30.0));
+    }
+
+    #[test]
+    fn a_saved_history_loads_back_whole_with_the_step_in_progress() {
+        let mut history = History::default();
+        for second in (0..400).step_by(5) {
+            history.record(T + second, &Reading::of(&sample(second as f64 / 10.0)));
+        }
+        let bytes = to_file([("a", &history), ("b", &History::default())]);
+        let loaded = from_file(&bytes).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].0, "a");
+        for at in [T + 400, T + 3000] {
+            assert_eq!(loaded[0].1.hour.view(at), history.hour.view(at));
+            assert_eq!(loaded[0].1.day.view(at), history.day.view(at));
+        }
+        assert_eq!(loaded[1].1.hour.view(T), History::default().hour.view(T));
+    }
+
+    #[test]
+    fn a_torn_or_altered_history_file_is_refused_whole() {
+        let mut history = History::default();
+        history.record(T, &Reading::of(&sample(1.0)));
+        let bytes = to_file([("a", &history)]);
+        assert!(from_file(&bytes[..bytes.len() - 1]).is_err());
+        assert!(from_file(&[]).is_err());
+        let mut altered = bytes.clone();
+        altered[12] ^= 1;
+        assert_eq!(
+            from_file(&altered).unwrap_err(),
+            FileError::Corrupt("checksum mismatch")
+        );
+    }
+}
