@@ -22,8 +22,6 @@ pub const SERIES: [&str; 10] = [
     "load1",
     "temperature",
 ];
-const CPU: usize = 0;
-const SWAP: usize = 2;
 const PERCENTS: usize = 4;
 const LOAD: usize = 8;
 const TEMPERATURE: usize = 9;
@@ -470,6 +468,9 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::protocol::{Cpu, Disk, DiskIo, LoadAverage, Memory, Network, Temperature};
+
+    const CPU: usize = 0;
+    const SWAP: usize = 2;
 
     /// A unix time on a day boundary, so steps of both tiers start at it.
     const T: u64 = 1_800_000_000 - 1_800_000_000 % 86_400;
