@@ -44,11 +44,11 @@ OUT=${OUT:-target/bench-deaf}
 
 if [ -z "${VSTATS_RELAY_BIN:-}" ]; then
     cargo build --quiet --release --locked --bin vstats-relay
-    VSTATS_RELAY_BIN=$PWD/target/release/vstats-relay
+    VSTATS_RELAY_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/vstats-relay
 fi
 if [ -z "${LOADGEN:-}" ]; then
     cargo build --quiet --release --locked --example loadgen
-    LOADGEN=$PWD/target/release/examples/loadgen
+    LOADGEN=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/loadgen
 fi
 relay=$VSTATS_RELAY_BIN
 # shellcheck source=scripts/bench-lib.sh

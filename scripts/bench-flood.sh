@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 if [ -z "${VSTATS_RELAY_BIN:-}" ]; then
     cargo build --quiet --release --locked --bin vstats-relay
-    VSTATS_RELAY_BIN=$PWD/target/release/vstats-relay
+    VSTATS_RELAY_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/vstats-relay
 fi
 export VSTATS_RELAY_BIN
 cargo test --quiet --locked --test relay_fairness --no-run
