@@ -10,6 +10,7 @@
 //! microseconds (see the tests at the end).
 
 use super::config::Config;
+use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, ConnId, Hub};
 use super::outbox::Outbox;
@@ -43,6 +44,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_STALL: Duration = Duration::from_secs(15);
 /// How often the registry file is checked for changes.
 pub const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often history is saved, besides at shutdown: what a crash can lose.
+pub const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
 /// Consecutive malformed frames that close an agent (1007).
 pub const MALFORMED_LIMIT: u32 = 10;
 /// The clock work runs at least this often.
@@ -128,6 +131,13 @@ pub enum Effect {
         force: bool,
     },
     ReloadCertificate,
+    /// Write this history file (see [`history::to_file`]) beside the state
+    /// file, atomically; `last` at shutdown, when it must be done before
+    /// the process exits.
+    SaveHistory {
+        bytes: Vec<u8>,
+        last: bool,
+    },
     /// Stop watching the listener until [`Effect::ResumeAccepting`].
     PauseAccepting,
     ResumeAccepting,
@@ -388,6 +398,7 @@ pub struct Engine {
     max_connections: usize,
     registry: Registry,
     registry_checked: Instant,
+    history_saved: Instant,
     hub: Hub,
     conns: HashMap<ConnId, Conn>,
     dashboards: Vec<ConnId>,
@@ -419,6 +430,7 @@ impl Engine {
             max_connections,
             registry,
             registry_checked: now,
+            history_saved: now,
             conns: HashMap::new(),
             dashboards: Vec::new(),
             counters: Counters::default(),
@@ -554,13 +566,14 @@ impl Engine {
         let head_only = head.method == "HEAD";
         let route = http::route(&head);
         let (status, bytes) = match route {
-            Route::Servers if !self.viewer_allowed(&head) => (
+            Route::Servers | Route::History if !self.viewer_allowed(&head) => (
                 401,
                 http::text_response(401, "viewer token required").into(),
             ),
             Route::Health | Route::Servers | Route::Page | Route::Metrics => {
                 (200, self.body(route, head_only, now))
             }
+            Route::History => self.history(&head, head_only),
             Route::Dist => return self.dist_file(id, &head.path, head_only),
             Route::NotFound => (404, http::text_response(404, "not found").into()),
             Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
@@ -615,6 +628,32 @@ impl Engine {
             self.bodies.insert((route, head_only), (now, bytes.clone()));
         }
         bytes
+    }
+
+    /// `GET /api/servers/{id}/history?range=1h|24h` (1h if not given).
+    fn history(&self, head: &Head, head_only: bool) -> (u16, Rc<[u8]>) {
+        let span = match head.query_param("range").as_deref() {
+            None | Some("1h") => history::HOUR,
+            Some("24h") => history::DAY,
+            Some(_) => {
+                return (
+                    400,
+                    http::text_response(400, "range must be 1h or 24h").into(),
+                );
+            }
+        };
+        let server = http::history_server(&head.path).and_then(|id| self.hub.get(id));
+        let Some(server) = server else {
+            return (404, http::text_response(404, "no such server").into());
+        };
+        let json = history::to_json(
+            &server.id,
+            server.history.as_deref(),
+            span,
+            unix_seconds(SystemTime::now()),
+        );
+        let bytes = http::response(200, "application/json", json.as_bytes(), head_only);
+        (200, bytes.into())
     }
 
     fn respond(&mut self, id: ConnId, bytes: impl Into<Rc<[u8]>>, status: u16, next: Next) {
@@ -898,8 +937,8 @@ impl Engine {
         };
         match raw.kind.as_ref() {
             "metrics" => {
-                let sample = match raw.data.map(hub::check_sample) {
-                    Some(Ok(sample)) => sample,
+                let (sample, reading) = match raw.data.map(hub::check_sample) {
+                    Some(Ok(checked)) => checked,
                     Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
                     None => return self.malformed(id, server_id, "metrics without data", now),
                 };
@@ -912,7 +951,7 @@ impl Engine {
                     return;
                 }
                 agent.lean = Lean::Latest;
-                self.fan_out(server_id, sample);
+                self.fan_out(server_id, sample, &reading);
             }
             "patch" => {
                 let patch = match raw.data.map(check_patch) {
@@ -946,9 +985,10 @@ impl Engine {
                 // up; only the forwarding is limited.
                 let allowed = agent.samples.allow(now);
                 let sample = allowed.then(|| rebuilt(&mut state));
+                let reading = Reading::of(&state.sample);
                 agent.lean = Lean::Patching(state);
                 match sample {
-                    Some(Some(sample)) => self.fan_out(server_id, sample),
+                    Some(Some(sample)) => self.fan_out(server_id, sample, &reading),
                     Some(None) => {}
                     None => self.counters.dropped_samples += 1,
                 }
@@ -981,11 +1021,16 @@ impl Engine {
         }
     }
 
-    /// Stores a server's sample and queues it to every dashboard.
-    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>) {
+    /// Stores a server's sample, adds it to its history and queues it to
+    /// every dashboard.
+    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>, reading: &Reading) {
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
+        server
+            .history
+            .get_or_insert_default()
+            .record(unix_seconds(SystemTime::now()), reading);
         let message = hub::metrics(server_id, &sample);
         server.latest_message = Some(message.clone());
         server.latest_data = Some(sample);
@@ -1224,6 +1269,10 @@ impl Engine {
                 format!("{held} more malformed frames dropped in the last {LOG_TROUBLE_EVERY:?}"),
             );
         }
+        if now.saturating_duration_since(self.history_saved) >= HISTORY_SAVE_EVERY {
+            self.history_saved = now;
+            self.save_history(false);
+        }
         if now.saturating_duration_since(self.registry_checked) >= REGISTRY_CHECK_EVERY {
             self.registry_checked = now;
             self.effects.push(Effect::ReadRegistry { force: false });
@@ -1358,6 +1407,7 @@ impl Engine {
     /// other connection dropped, and nothing new admitted.
     pub fn shut_down(&mut self, now: Instant) {
         self.stopping = true;
+        self.save_history(true);
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -1371,6 +1421,28 @@ impl Engine {
                 self.finish(id, Cause::ShuttingDown, None, now);
             }
         }
+    }
+
+    fn save_history(&mut self, last: bool) {
+        let servers = self.hub.servers.iter().filter_map(|server| {
+            let history = server.history.as_deref()?;
+            Some((server.id.as_str(), history))
+        });
+        let bytes = history::to_file(servers);
+        self.effects.push(Effect::SaveHistory { bytes, last });
+    }
+
+    /// The history a previous run saved: kept for the servers still
+    /// registered, dropped for the others. Returns how many were kept.
+    pub fn restore_history(&mut self, saved: Vec<(String, history::History)>) -> usize {
+        let mut kept = 0;
+        for (id, history) in saved {
+            if let Some(server) = self.hub.get_mut(&id) {
+                server.history = Some(Box::new(history));
+                kept += 1;
+            }
+        }
+        kept
     }
 
     fn connections(&self) -> prometheus::Connections {
@@ -1414,6 +1486,11 @@ fn conn_peer(conns: &HashMap<ConnId, Conn>, id: ConnId) -> SocketAddr {
     conns
         .get(&id)
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A patch's `data`, within the sample limits and of a patch's shape.

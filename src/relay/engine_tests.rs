@@ -1045,3 +1045,79 @@ fn a_full_sample_held_back_by_the_rate_is_the_base_of_the_next_patch() {
     assert_eq!(seen[0].1["metrics"]["hostname"], "pi", "{seen:?}");
     assert_eq!(seen[0].1["metrics"]["memory"]["total"], 1000);
 }
+
+// ----- history ----------------------------------------------------------------------
+
+/// A response's status and its body as JSON (`Null` if it is not JSON).
+fn response_json(bench: &mut Bench, path: &str, ms: u64) -> (u16, Value) {
+    let id = bench.request(get(path), ms);
+    let effects = bench.effects();
+    let (status, _) = response(&effects, id);
+    let bytes = match effects.into_iter().next() {
+        Some(Effect::Respond { bytes, .. }) => bytes,
+        other => panic!("{other:?}"),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn history_is_served_per_server_and_range_behind_the_viewer_token() {
+    let mut bench = Bench::with(&["a", "b"], &["--viewer-token", "secret"], 100);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 12.5, 10);
+    let id = bench.ids[0].clone();
+    let path = format!("/api/servers/{id}/history");
+    assert_eq!(bench.get(&path, 20).1, 401);
+
+    let (status, hour) = response_json(&mut bench, &format!("{path}?token=secret"), 20);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (hour["id"].as_str(), hour["range"].as_str()),
+        (Some(&*id), Some("1h"))
+    );
+    assert_eq!(hour["step"], 10);
+    let cpu = hour["series"]["cpu"].as_array().unwrap();
+    assert_eq!(cpu.len(), 360);
+    // The sample's step is the last, or the one before if the wall clock
+    // crossed into the next step meanwhile.
+    let known: Vec<&Value> = cpu.iter().filter(|v| !v.is_null()).collect();
+    assert_eq!(known, [&json!(12.5)]);
+    assert!(
+        hour["series"]["temperature"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_null)
+    );
+
+    let (status, day) = response_json(&mut bench, &format!("{path}?range=24h&token=secret"), 30);
+    assert_eq!((status, day["step"].as_u64()), (200, Some(300)));
+    assert_eq!(day["series"]["cpu"].as_array().unwrap().len(), 288);
+
+    let silent = bench.ids[1].clone();
+    let (status, never) = response_json(
+        &mut bench,
+        &format!("/api/servers/{silent}/history?token=secret"),
+        40,
+    );
+    assert_eq!(
+        status, 200,
+        "a server never heard from has an empty history"
+    );
+    assert!(
+        never["series"]["cpu"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_null)
+    );
+
+    let week = format!("{path}?range=7d&token=secret");
+    assert_eq!(bench.get(&week, 50).1, 400);
+    assert_eq!(
+        bench.get("/api/servers/nope/history?token=secret", 50).1,
+        404
+    );
+}

@@ -265,28 +265,22 @@ impl Tier {
         first.iter().chain(wrapped)
     }
 
-    /// The finished steps that fall within the span before `unix_secs`, as
-    /// the unix time of the first and a value per series per step
-    /// (`None`: no sample in that step). Steps older than the span, or
-    /// after a long silence, come out as gaps, so the chart's time axis is
-    /// always the whole span.
+    /// The span's steps up to the one `unix_secs` falls in, as the unix
+    /// time of the first and a value per series per step (`None`: no
+    /// sample in that step). The last step is the one in progress, its
+    /// samples so far. Steps older than the ring, or after a long silence,
+    /// come out as gaps, so a chart's time axis is always the whole span.
     pub fn view(&self, unix_secs: u64) -> View {
         let step_secs = self.span.step_secs;
         let current = unix_secs / step_secs;
-        let first = current.saturating_sub(self.span.steps as u64);
+        let first = (current + 1).saturating_sub(self.span.steps as u64);
         let kept: Vec<&Point> = self.points().collect();
         let newest = self.newest.unwrap_or(0);
         let oldest = (newest + 1).saturating_sub(kept.len() as u64);
-        // The step in progress counts once its time is over: a server that
-        // went silent still shows its last step.
-        let ended = self
-            .open
-            .as_ref()
-            .filter(|open| open.step < current)
-            .map(|open| (open.step, open.point()));
+        let open = self.open.as_ref().map(|open| (open.step, open.point()));
         let mut series = vec![Vec::with_capacity(self.span.steps); SERIES.len()];
-        for step in first..current {
-            let point = match &ended {
+        for step in first..=current {
+            let point = match &open {
                 Some((open, point)) if *open == step => point,
                 _ if self.newest.is_some() && (oldest..=newest).contains(&step) => {
                     kept[(step - oldest) as usize]
@@ -340,6 +334,53 @@ impl History {
         self.hour.record(unix_secs, reading);
         self.day.record(unix_secs, reading);
     }
+}
+
+/// The JSON of `GET /api/servers/{id}/history`: `start` and `step` in unix
+/// seconds, and per series a value for each step, `null` where there was
+/// no sample.
+pub fn to_json(id: &str, history: Option<&History>, span: Span, unix_secs: u64) -> String {
+    struct Series<'a>(&'a View);
+    impl serde::Serialize for Series<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(SERIES.len()))?;
+            for (name, values) in SERIES.iter().zip(&self.0.series) {
+                map.serialize_entry(name, values)?;
+            }
+            map.end()
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        range: &'static str,
+        start: u64,
+        step: u64,
+        series: Series<'a>,
+    }
+    let empty = Tier::new(span);
+    let tier = match history {
+        Some(history) if span == DAY => &history.day,
+        Some(history) => &history.hour,
+        None => &empty,
+    };
+    let view = tier.view(unix_secs);
+    let body = Body {
+        id,
+        range: if span == DAY { "24h" } else { "1h" },
+        start: view.start,
+        step: view.step,
+        series: Series(&view),
+    };
+    // Plain structs and finite numbers always serialize.
+    crate::protocol::to_json(&body).unwrap_or_default()
+}
+
+/// Where history is saved: beside the state file, `NAME.history` for
+/// `NAME.json`.
+pub fn file_beside(state: &std::path::Path) -> std::path::PathBuf {
+    state.with_extension("history")
 }
 
 /// Why a history file was not loaded.
@@ -561,7 +602,7 @@ mod tests {
         cool.temperatures[1].celsius = 30.0;
         history.record(T + 1000, &Reading::of(&cool));
         history.record(T + 1005, &Reading::of(&sample(20.0)));
-        let view = history.hour.view(T + 1010);
+        let view = history.hour.view(T + 1009);
         let last = values_at(&view, HOUR.steps - 1);
         assert_eq!(view.start, T + 1010 - 3600);
         assert_eq!(last[CPU], Some(15.0));
@@ -603,18 +644,20 @@ mod tests {
         history.record(T + 30, &Reading::of(&sample(70.0)));
         let view = history.hour.view(T + 45);
         let n = HOUR.steps;
-        // Steps 0 and 3 have samples, 1 and 2 none; step 4 is in progress.
-        assert_eq!(view.series[CPU][n - 4], Some(50.0));
+        // Steps 0 and 3 have samples, 1 and 2 none; step 4, in progress,
+        // none yet.
+        assert_eq!(view.series[CPU][n - 5], Some(50.0));
+        assert_eq!(view.series[CPU][n - 4], None);
         assert_eq!(view.series[CPU][n - 3], None);
-        assert_eq!(view.series[CPU][n - 2], None);
-        assert_eq!(view.series[CPU][n - 1], Some(70.0));
+        assert_eq!(view.series[CPU][n - 2], Some(70.0));
+        assert_eq!(view.series[CPU][n - 1], None);
         // Over an hour later nothing of it is in the hour, all in the day.
         let later = history.hour.view(T + 30 + 3700);
         assert!(later.series.iter().flatten().all(Option::is_none));
-        // 3700 s is 12 steps of 5 min and a bit: the first is the 12th last.
+        // 3700 s is 12 steps of 5 min and a bit: the first is the 13th last.
         let day = history.day.view(T + 3700);
-        assert_eq!(day.series[CPU][DAY.steps - 12], Some(60.0));
-        assert_eq!(day.series[CPU][DAY.steps - 11], None);
+        assert_eq!(day.series[CPU][DAY.steps - 13], Some(60.0));
+        assert_eq!(day.series[CPU][DAY.steps - 12], None);
     }
 
     #[test]
@@ -630,9 +673,11 @@ mod tests {
         assert_eq!(history.hour.points.capacity(), HOUR.steps);
         let view = history.hour.view(T + 2 * 3600);
         assert_eq!(view.series[CPU].len(), HOUR.steps);
-        // The last finished step is 7190 s: cpu 719 % 100 = 19.
-        assert_eq!(view.series[CPU][HOUR.steps - 1], Some(19.0));
-        assert_eq!(view.series[CPU][0], Some(((3600 / 10) % 100) as f64));
+        // The last step with a sample is 7190 s: cpu 719 % 100 = 19; the
+        // first shown is 7200 - 3590 s: 361 % 100 = 61.
+        assert_eq!(view.series[CPU][HOUR.steps - 1], None);
+        assert_eq!(view.series[CPU][HOUR.steps - 2], Some(19.0));
+        assert_eq!(view.series[CPU][0], Some(61.0));
     }
 
     #[test]
@@ -643,8 +688,8 @@ mod tests {
         history.record(T + 95, &Reading::of(&sample(40.0)));
         let view = history.hour.view(T + 120);
         let n = HOUR.steps;
-        assert_eq!(view.series[CPU][n - 2], Some(10.0));
-        assert_eq!(view.series[CPU][n - 1], Some(30.0));
+        assert_eq!(view.series[CPU][n - 3], Some(10.0));
+        assert_eq!(view.series[CPU][n - 2], Some(30.0));
     }
 
     #[test]
@@ -677,5 +722,13 @@ mod tests {
             from_file(&altered).unwrap_err(),
             FileError::Corrupt("checksum mismatch")
         );
+    }
+
+    #[test]
+    fn a_full_history_fits_in_twelve_kilobytes() {
+        let full = std::mem::size_of::<History>() + Tier::full_bytes(HOUR) + Tier::full_bytes(DAY);
+        assert!(full <= 12 * 1024, "{full} bytes");
+        assert_eq!(Tier::full_bytes(HOUR) + Tier::full_bytes(DAY), 9_720);
+        println!("a full history: {full} bytes");
     }
 }

@@ -172,6 +172,8 @@ fn percent_decode(text: &str) -> Cow<'_, str> {
 pub enum Route {
     Page,
     Servers,
+    /// `/api/servers/{id}/history`: the id is [`history_server`]'s.
+    History,
     Metrics,
     Health,
     DashboardStream,
@@ -186,6 +188,7 @@ pub fn route(head: &Head) -> Route {
     let route = match head.path.as_str() {
         "/" | "/index.html" => Route::Page,
         "/api/servers" => Route::Servers,
+        path if history_server(path).is_some() => Route::History,
         "/metrics" => Route::Metrics,
         "/healthz" => Route::Health,
         "/ws" => Route::DashboardStream,
@@ -199,6 +202,15 @@ pub fn route(head: &Head) -> Route {
         "HEAD" if !matches!(route, Route::DashboardStream | Route::AgentStream) => route,
         _ => Route::MethodNotAllowed,
     }
+}
+
+/// The server whose history `/api/servers/{id}/history` asks for. Ids are
+/// the registry's (hex), so no decoding is needed.
+pub fn history_server(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/api/servers/")?
+        .strip_suffix("/history")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// The release file a path asks for: `/install.sh`, or `/dl/NAME` where

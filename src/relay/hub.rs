@@ -2,6 +2,7 @@
 //! messages it builds from that: each serialized once, its bytes shared by
 //! every dashboard (a `Utf8Bytes` clone only bumps a reference count).
 
+use super::history::{History, Reading};
 use super::outbox::Slot;
 use super::registry::Registry;
 use crate::protocol::{
@@ -34,6 +35,9 @@ pub struct ServerState {
     pub latest_data: Option<Box<RawValue>>,
     /// The dashboard `metrics` message built from it.
     pub latest_message: Option<Utf8Bytes>,
+    /// Allocated with the first sample: servers never heard from cost
+    /// nothing.
+    pub history: Option<Box<History>>,
 }
 
 #[derive(Default)]
@@ -79,6 +83,7 @@ impl Hub {
                         last_seen: None,
                         latest_data: None,
                         latest_message: None,
+                        history: None,
                     }
                 }
             };
@@ -151,11 +156,11 @@ impl Hub {
 /// Validates an agent's `data`, first against the sample limits
 /// ([`check_limits`]: depth, entries, string length), then by parsing it as
 /// [`Metrics`], but keeps the agent's own bytes, unknown fields included, to
-/// store and forward.
-pub fn check_sample(data: &RawValue) -> Result<Box<RawValue>, SampleError> {
+/// store and forward; with the values history keeps, read in the same parse.
+pub fn check_sample(data: &RawValue) -> Result<(Box<RawValue>, Reading), SampleError> {
     check_limits(data.get())?;
-    serde_json::from_str::<Metrics>(data.get())?;
-    Ok(data.to_owned())
+    let sample = serde_json::from_str::<Metrics>(data.get())?;
+    Ok((data.to_owned(), Reading::of(&sample)))
 }
 
 fn message<M: Serialize>(message: DashboardMessage<M>) -> Utf8Bytes {

@@ -26,7 +26,7 @@ use conn::{Body, HeadPhase, RespondPhase, Socket, Stop, Stream, Turn, Written};
 use engine::{Admission, After, Effect, End, Engine, RegistryRead};
 pub use engine::{Counters, HEAD_TIMEOUT, PING_EVERY, SILENCE_LIMIT};
 use hub::ConnId;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use poller::Poller;
@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,41 @@ pub struct Relay {
     to_pump: Vec<ConnId>,
     /// Files opened for a response the engine has yet to decide.
     opened: HashMap<ConnId, Body>,
+    history_path: PathBuf,
+    /// The thread writing the last history save, so that writing many
+    /// megabytes never holds up the loop.
+    history_writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The history a previous run saved, if any. A missing file is a first
+/// start; a corrupt or unreadable one is logged and skipped: history is
+/// worth less than starting.
+fn load_history(engine: &mut Engine, path: &Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            return warn!(
+                "history: cannot read {}: {e}; starting without",
+                path.display()
+            );
+        }
+    };
+    match history::from_file(&bytes) {
+        Ok(saved) => {
+            let saved_count = saved.len();
+            let kept = engine.restore_history(saved);
+            info!(
+                "history of {kept} server(s) loaded from {}{}",
+                path.display(),
+                match saved_count - kept {
+                    0 => String::new(),
+                    gone => format!(" ({gone} no longer registered: dropped)"),
+                }
+            );
+        }
+        Err(e) => warn!("history: {}: {e}; starting without", path.display()),
+    }
 }
 
 /// A regular file in `dir`, and its length. A link may point within the
@@ -167,15 +203,21 @@ impl Relay {
         poller
             .add_readable(&signals, SIGNALS)
             .map_err(|e| RelayError::Io("epoll", e))?;
+        let registry_stamp = registry::file_stamp(&config.state);
+        let history_path = history::file_beside(&registry::resolve(&config.state));
+        let mut engine = Engine::new(
+            config,
+            tls.is_some(),
+            max_connections,
+            registry,
+            Instant::now(),
+        );
+        load_history(&mut engine, &history_path);
         Ok(Relay {
-            registry_stamp: registry::file_stamp(&config.state),
-            engine: Engine::new(
-                config,
-                tls.is_some(),
-                max_connections,
-                registry,
-                Instant::now(),
-            ),
+            registry_stamp,
+            engine,
+            history_path,
+            history_writer: None,
             poller,
             listener,
             signals,
@@ -459,6 +501,7 @@ impl Relay {
                 self.engine.registry_read(read, Instant::now());
             }
             Effect::ReloadCertificate => self.reload_certificate(),
+            Effect::SaveHistory { bytes, last } => self.save_history(bytes, last),
             Effect::PauseAccepting => {
                 if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, false) {
                     warn!("epoll: {e}");
@@ -490,6 +533,35 @@ impl Relay {
                 RegistryRead::Missing
             }
             Err(e) => RegistryRead::Failed(e),
+        }
+    }
+
+    /// On a thread, unless `last` (at shutdown): then here, after the
+    /// thread of the previous save, if any, is done. A save due while the
+    /// previous one is still being written is skipped.
+    fn save_history(&mut self, bytes: Vec<u8>, last: bool) {
+        if let Some(writer) = self
+            .history_writer
+            .take_if(|writer| last || writer.is_finished())
+        {
+            let _ = writer.join();
+        }
+        if self.history_writer.is_some() {
+            return warn!("history: the previous save is still being written; skipped this one");
+        }
+        let path = self.history_path.clone();
+        let write = move || match registry::write_atomically(&path, &bytes) {
+            Ok(()) => debug!(
+                "history saved to {} ({} bytes)",
+                path.display(),
+                bytes.len()
+            ),
+            Err(e) => warn!("history: cannot save {}: {e}", path.display()),
+        };
+        if last {
+            write();
+        } else {
+            self.history_writer = Some(std::thread::spawn(write));
         }
     }
 

@@ -357,25 +357,6 @@ impl Registry {
 
     /// [`Registry::save`] to a path [`resolve`] has already followed.
     fn save_resolved(&self, path: &Path) -> Result<(), RegistryError> {
-        let (dir, name) = dir_and_name(path).map_err(io_error(path))?;
-        let temp = dir.join(temp_name(name, std::process::id()));
-        let owner = fs::metadata(path)
-            .or_else(|_| fs::metadata(dir))
-            .ok()
-            .map(|m| (m.uid(), m.gid()));
-        let written = self
-            .write_new_file(&temp, owner)
-            .and_then(|()| fs::rename(&temp, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(io_error(path)(e));
-        }
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error(dir))
-    }
-
-    fn write_new_file(&self, path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         let file = StateFile {
             version: FORMAT_VERSION,
             servers: self
@@ -390,25 +371,9 @@ impl Registry {
                 })
                 .collect(),
         };
-        let mut json = serde_json::to_vec_pretty(&file)?;
+        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| io_error(path)(e.into()))?;
         json.push(b'\n');
-        // A temp file left by a crashed run that had our pid; create_new
-        // then refuses anything (a symlink included) that is still there.
-        let _ = fs::remove_file(path);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        if let Some((uid, gid)) = owner {
-            let mine = out.metadata()?;
-            if (mine.uid(), mine.gid()) != (uid, gid) {
-                // Only root may give a file away; anyone else keeps it.
-                let _ = std::os::unix::fs::fchown(&out, Some(uid), Some(gid));
-            }
-        }
-        out.write_all(&json)?;
-        out.sync_all()
+        write_atomically(path, &json).map_err(io_error(path))
     }
 
     pub fn servers(&self) -> &[Server] {
@@ -577,6 +542,46 @@ pub fn resolve(path: &Path) -> PathBuf {
         };
     }
     path
+}
+
+/// Replaces the file at `path` (a path [`resolve`] has followed) with
+/// `bytes`, atomically: writes `.<file>.tmp.<pid>` beside it, fsyncs it,
+/// renames it over the file and fsyncs the directory, so a crash leaves the
+/// old file or the new one. Mode 0600. The new file keeps the owner of the
+/// one it replaces, or of the directory for a first save.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (dir, name) = dir_and_name(path)?;
+    let temp = dir.join(temp_name(name, std::process::id()));
+    let owner = fs::metadata(path)
+        .or_else(|_| fs::metadata(dir))
+        .ok()
+        .map(|m| (m.uid(), m.gid()));
+    let written = write_new_file(&temp, bytes, owner).and_then(|()| fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    File::open(dir).and_then(|dir| dir.sync_all())
+}
+
+fn write_new_file(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> io::Result<()> {
+    // A temp file left by a crashed run that had our pid; create_new
+    // then refuses anything (a symlink included) that is still there.
+    let _ = fs::remove_file(path);
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some((uid, gid)) = owner {
+        let mine = out.metadata()?;
+        if (mine.uid(), mine.gid()) != (uid, gid) {
+            // Only root may give a file away; anyone else keeps it.
+            let _ = std::os::unix::fs::fchown(&out, Some(uid), Some(gid));
+        }
+    }
+    out.write_all(bytes)?;
+    out.sync_all()
 }
 
 /// The directory a file is in (`.` for a bare name) and its name.

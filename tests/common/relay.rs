@@ -101,6 +101,12 @@ impl Relay {
     /// Stops this relay (SIGTERM) and starts another on the same state
     /// file and port.
     pub fn restart(self, extra: &[&str]) -> Relay {
+        self.restart_with(|_| {}, extra)
+    }
+
+    /// As [`Relay::restart`], calling `between` with the state file's path
+    /// while no relay runs.
+    pub fn restart_with(self, between: impl FnOnce(&std::path::Path), extra: &[&str]) -> Relay {
         let Relay {
             mut process,
             dir,
@@ -109,6 +115,7 @@ impl Relay {
         } = self;
         process.signal(nix::sys::signal::Signal::SIGTERM);
         assert!(process.wait(Duration::from_secs(10)).success());
+        between(&state);
         Relay::start_on(
             relay_command(),
             dir,
