@@ -234,6 +234,9 @@ pub enum DashboardMessage<M = Box<Metrics>> {
     ServerAdded(ServerInfo),
     /// The operator removed a server.
     ServerRemoved(ServerRef),
+    /// In the snapshot: a server's recent past, what its card's sparklines
+    /// draw.
+    History(ServerHistory),
     /// A type this build does not know; receivers ignore it.
     Unknown,
 }
@@ -248,6 +251,7 @@ impl<M: DeserializeOwned> DashboardMessage<M> {
             "status" => DashboardMessage::Status(raw.data()?),
             "server_added" => DashboardMessage::ServerAdded(raw.data()?),
             "server_removed" => DashboardMessage::ServerRemoved(raw.data()?),
+            "history" => DashboardMessage::History(raw.data()?),
             _ => DashboardMessage::Unknown,
         };
         Ok(raw.frame(message))
@@ -284,6 +288,16 @@ pub struct ServerInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerRef {
     pub id: String,
+}
+
+/// Steps of `step` seconds from unix time `start`; each series has a value
+/// per step, oldest first, `None` (`null`) where no sample came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerHistory {
+    pub server_id: String,
+    pub start: u64,
+    pub step: u64,
+    pub series: std::collections::BTreeMap<String, Vec<Option<f64>>>,
 }
 
 /// The `data` of an agent's `metrics` message.

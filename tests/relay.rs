@@ -37,7 +37,7 @@ fn snapshot_then_live_metrics_to_several_dashboards() {
     // A dashboard arriving now gets the whole state first, in order.
     let mut second = relay.dashboard();
     let mut snapshot = Vec::new();
-    while snapshot.len() < 6 {
+    while snapshot.len() < 7 {
         match second.next(SOON) {
             Some(Seen::Frame(frame)) => snapshot.push(frame),
             other => panic!("snapshot cut short: {other:?}"),
@@ -50,9 +50,15 @@ fn snapshot_then_live_metrics_to_several_dashboards() {
         json!({"id": pi, "name": "pi", "location": "上海"})
     );
     assert!(is(&snapshot[2], "status", &pi) && snapshot[2]["data"]["online"] == true);
-    assert!(is(&snapshot[3], "metrics", &pi));
-    assert!(is(&snapshot[4], "server_added", &router));
-    assert!(is(&snapshot[5], "status", &router) && snapshot[5]["data"]["online"] == false);
+    // The sparklines of the pi's last 20 minutes: its samples so far.
+    assert_eq!(snapshot[3]["type"], "history");
+    assert_eq!(snapshot[3]["data"]["server_id"], *pi);
+    let cpu = snapshot[3]["data"]["series"]["cpu"].as_array().unwrap();
+    assert_eq!(cpu.len(), 120);
+    assert!(cpu.iter().any(Value::is_number), "{cpu:?}");
+    assert!(is(&snapshot[4], "metrics", &pi));
+    assert!(is(&snapshot[5], "server_added", &router));
+    assert!(is(&snapshot[6], "status", &router) && snapshot[6]["data"]["online"] == false);
 
     // Live samples reach both, with the agent's fields and the relay's
     // clock: whole samples, though the agent sends patches after its first.

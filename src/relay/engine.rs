@@ -828,7 +828,7 @@ impl Engine {
     }
 
     fn admit_dashboard(&mut self, id: ConnId, now: Instant) {
-        let snapshot = self.hub.snapshot();
+        let snapshot = self.hub.snapshot(unix_seconds(SystemTime::now()));
         let snapshot_bytes: usize = snapshot.iter().map(|m| m.len()).sum();
         let mut outbox = Outbox::new(snapshot_bytes + DASHBOARD_EVENT_ROOM);
         for message in snapshot {

@@ -236,7 +236,7 @@ fn status_message(id: &str, online: bool) -> (String, Value) {
 // ----- the snapshot, fan-out, conflation ----------------------------------
 
 #[test]
-fn a_new_dashboard_starts_with_hello_then_each_server_and_its_latest_sample() {
+fn a_new_dashboard_starts_with_hello_then_each_server_its_sparklines_and_latest_sample() {
     let mut bench = Bench::new(&["a", "b"]);
     let agent = bench.agent(0, 0);
     bench.sample(agent, 12.5, 10);
@@ -254,14 +254,25 @@ fn a_new_dashboard_starts_with_hello_then_each_server_and_its_latest_sample() {
             "hello",
             "server_added",
             "status",
+            "history",
             "metrics",
             "server_added",
             "status"
         ]
     );
     assert_eq!(seen[2], status_message(&bench.ids[0], true));
-    assert_eq!(seen[3].1["metrics"]["cpu"]["usage"], 12.5);
-    assert_eq!(seen[5], status_message(&bench.ids[1], false));
+    let sparklines = &seen[3].1;
+    assert_eq!(sparklines["server_id"], *bench.ids[0]);
+    let cpu: Vec<&Value> = sparklines["series"]["cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(cpu, [&json!(12.5)]);
+    assert_eq!(seen[4].1["metrics"]["cpu"]["usage"], 12.5);
+    // A server never heard from has no history message.
+    assert_eq!(seen[6], status_message(&bench.ids[1], false));
 }
 
 #[test]

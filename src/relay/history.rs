@@ -7,7 +7,7 @@
 //! length`), so a history saved by one run of the relay lines up with the
 //! samples of the next. Pure: the caller passes the time in.
 
-use crate::protocol::Metrics;
+use crate::protocol::{Metrics, ServerHistory};
 
 /// The series, in the order of [`Reading::values`] and of the JSON.
 pub const SERIES: [&str; 10] = [
@@ -377,6 +377,30 @@ pub fn to_json(id: &str, history: Option<&History>, span: Span, unix_secs: u64) 
     crate::protocol::to_json(&body).unwrap_or_default()
 }
 
+/// What a dashboard's snapshot carries of each server: the series its card
+/// draws, over the last [`SPARKLINE_STEPS`] steps of the hour tier.
+pub const SPARKLINES: [&str; 3] = ["cpu", "net_rx", "net_tx"];
+/// 20 minutes of 10 s steps: one step per point of a card's sparkline.
+pub const SPARKLINE_STEPS: usize = 120;
+
+/// The sparklines of [`SPARKLINES`] as of `unix_secs`.
+pub fn sparklines(server_id: &str, history: &History, unix_secs: u64) -> ServerHistory {
+    let view = history.hour.view(unix_secs);
+    let skip = view.series[0].len().saturating_sub(SPARKLINE_STEPS);
+    let series = SERIES
+        .iter()
+        .zip(view.series)
+        .filter(|(name, _)| SPARKLINES.contains(name))
+        .map(|(name, values)| (name.to_string(), values[skip..].to_vec()))
+        .collect();
+    ServerHistory {
+        server_id: server_id.to_owned(),
+        start: view.start + skip as u64 * view.step,
+        step: view.step,
+        series,
+    }
+}
+
 /// Where history is saved: beside the state file, `NAME.history` for
 /// `NAME.json`.
 pub fn file_beside(state: &std::path::Path) -> std::path::PathBuf {
@@ -730,5 +754,21 @@ mod tests {
         assert!(full <= 12 * 1024, "{full} bytes");
         assert_eq!(Tier::full_bytes(HOUR) + Tier::full_bytes(DAY), 9_720);
         println!("a full history: {full} bytes");
+    }
+
+    #[test]
+    fn sparklines_are_the_last_twenty_minutes_of_three_series() {
+        let mut history = History::default();
+        history.record(T + 3000, &Reading::of(&sample(12.5)));
+        let lines = sparklines("a", &history, T + 3005);
+        assert_eq!(lines.step, 10);
+        assert_eq!(lines.start, T + 3010 - 1200);
+        let names: Vec<&str> = lines.series.keys().map(String::as_str).collect();
+        assert_eq!(names, ["cpu", "net_rx", "net_tx"]);
+        let cpu = &lines.series["cpu"];
+        assert_eq!(cpu.len(), SPARKLINE_STEPS);
+        assert_eq!(cpu.last(), Some(&Some(12.5)));
+        let rx = lines.series["net_rx"].last().unwrap().unwrap();
+        assert!((rx - 125_000.0).abs() <= 125_000.0 * 0.0004, "{rx}");
     }
 }

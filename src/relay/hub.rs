@@ -2,7 +2,7 @@
 //! messages it builds from that: each serialized once, its bytes shared by
 //! every dashboard (a `Utf8Bytes` clone only bumps a reference count).
 
-use super::history::{History, Reading};
+use super::history::{History, Reading, sparklines};
 use super::outbox::Slot;
 use super::registry::Registry;
 use crate::protocol::{
@@ -108,9 +108,10 @@ impl Hub {
     }
 
     /// The snapshot a new dashboard starts with: `hello`, then per server
-    /// `server_added`, `status` and its latest `metrics` if known.
-    pub fn snapshot(&self) -> Vec<Utf8Bytes> {
-        let mut messages = Vec::with_capacity(1 + self.servers.len() * 3);
+    /// `server_added`, `status`, its sparklines' `history` and its latest
+    /// `metrics` if known.
+    pub fn snapshot(&self, unix_secs: u64) -> Vec<Utf8Bytes> {
+        let mut messages = Vec::with_capacity(1 + self.servers.len() * 4);
         messages.push(message(DashboardMessage::<()>::Hello(Hello {
             version: crate::VERSION.to_owned(),
             servers: self.servers.len() as u64,
@@ -118,6 +119,10 @@ impl Hub {
         for server in &self.servers {
             messages.push(server_added(server));
             messages.push(status(&server.id, server.online));
+            if let Some(history) = &server.history {
+                let lines = sparklines(&server.id, history, unix_secs);
+                messages.push(message(DashboardMessage::<()>::History(lines)));
+            }
             if let Some(latest) = &server.latest_message {
                 messages.push(latest.clone());
             }
@@ -236,7 +241,7 @@ mod tests {
         let id = hub.servers[0].id.clone();
         hub.servers[0].latest_message = Some(metrics(&id, &data));
         let types: Vec<String> = hub
-            .snapshot()
+            .snapshot(0)
             .iter()
             .map(|m| {
                 serde_json::from_str::<Value>(m).unwrap()["type"]
