@@ -602,6 +602,75 @@ fn dashboard_shows_live_servers() {
     );
 }
 
+/// A relay that starts with 70 s of saved history (as after a restart): a
+/// fresh page draws the sparklines at once, before any live sample.
+#[test]
+fn a_fresh_page_draws_sparklines_from_the_history_the_relay_loaded() {
+    use vstats::protocol::{Cpu, Metrics, Network};
+    use vstats::relay::history::{History, Reading, file_beside, to_file};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let added = relay_command()
+        .args(["server", "add", "--name", "saved", "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let added: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let id = added["id"].as_str().unwrap().to_owned();
+    // What the previous run saved: a sample a second for the last 70 s.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut history = History::default();
+    for ago in (0..70u64).rev() {
+        let sample = Metrics {
+            cpu: Some(Cpu {
+                usage: (ago % 50) as f64,
+                ..Cpu::default()
+            }),
+            network: Some(Network {
+                rx: 1000.0 * ago as f64,
+                tx: 500.0,
+                ..Network::default()
+            }),
+            ..Metrics::default()
+        };
+        history.record(now - ago, &Reading::of(&sample));
+    }
+    std::fs::write(file_beside(&state), to_file([(id.as_str(), &history)])).unwrap();
+
+    let relay = Relay::start(dir.path(), &[]);
+    poll(
+        Duration::from_secs(5),
+        "the relay loading the history",
+        || relay.proc.log(),
+        || {
+            relay
+                .proc
+                .log()
+                .contains("history of 1 server(s) loaded")
+                .then_some(())
+        },
+    );
+    let mut browser = Browser::launch();
+    browser.navigate(&relay.url());
+    let card = poll(
+        Duration::from_secs(10),
+        "saved's sparkline drawn from history",
+        || relay.proc.log(),
+        || {
+            let card = browser.card(&id);
+            (card["points"].as_u64()? >= 7).then_some(card)
+        },
+    );
+    assert_eq!(text(&card, "status"), "offline", "no agent: only history");
+    let rx_points = browser
+        .eval("document.querySelector('.spark .rx').getAttribute('points').split(' ').length");
+    assert!(rx_points.as_u64().unwrap() >= 7, "{rx_points}");
+}
+
 fn has_class(card: &Value, class: &str) -> bool {
     text(card, "class").split_whitespace().any(|c| c == class)
 }
