@@ -599,3 +599,38 @@ fn a_lean_agent_is_seen_whole_by_dashboards_and_the_api() {
     let servers: Value = serde_json::from_str(&servers).unwrap();
     assert_eq!(servers[0]["metrics"]["memory"]["usage_percent"], 75.0);
 }
+
+#[test]
+fn the_page_is_sent_gzipped_to_a_client_that_accepts_it() {
+    use std::io::Read;
+    let relay = Relay::start(&[]);
+    let request = |encoding: &str| {
+        relay.http_raw(&format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{encoding}Connection: close\r\n\r\n"
+        ))
+    };
+    let (plain_head, plain) = request("");
+    assert!(
+        !plain_head.to_lowercase().contains("content-encoding"),
+        "{plain_head}"
+    );
+    assert!(plain.starts_with(b"<!doctype html>"), "{plain_head}");
+    let (head, gzipped) = request("Accept-Encoding: gzip, deflate, br\r\n");
+    assert!(head.contains("\r\nContent-Encoding: gzip"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}\r\n", gzipped.len())),
+        "{head}"
+    );
+    assert!(head.contains("\r\nVary: Accept-Encoding"), "{head}");
+    assert!(
+        gzipped.len() * 2 < plain.len(),
+        "{} of {} bytes",
+        gzipped.len(),
+        plain.len()
+    );
+    let mut unpacked = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped[..])
+        .read_to_end(&mut unpacked)
+        .unwrap();
+    assert_eq!(unpacked, plain);
+}

@@ -16,7 +16,7 @@ use super::hub::{self, ConnId, Hub};
 use super::outbox::Outbox;
 use super::rate::RateLimit;
 use super::registry::{self, Registry, RegistryError};
-use super::{DASHBOARD_PAGE, prometheus};
+use super::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP, prometheus};
 use crate::protocol::{LeanState, Metrics, MetricsPatch, SampleError, check_limits, rfc3339};
 use log::Level;
 use serde_json::value::RawValue;
@@ -570,9 +570,17 @@ impl Engine {
                 401,
                 http::text_response(401, "viewer token required").into(),
             ),
-            Route::Health | Route::Servers | Route::Page | Route::Metrics => {
+            Route::Health | Route::Servers | Route::Metrics => {
                 (200, self.body(route, head_only, now))
             }
+            Route::Page if head.accepts_gzip => (
+                200,
+                http::page_response(DASHBOARD_PAGE_GZIP, true, head_only).into(),
+            ),
+            Route::Page => (
+                200,
+                http::page_response(DASHBOARD_PAGE.as_bytes(), false, head_only).into(),
+            ),
             Route::History => self.history(&head, head_only),
             Route::Dist => return self.dist_file(id, &head.path, head_only),
             Route::NotFound => (404, http::text_response(404, "not found").into()),
@@ -613,7 +621,6 @@ impl Engine {
             Route::Servers => {
                 http::response(200, "application/json", &self.hub.servers_json(), head_only)
             }
-            Route::Page => http::page_response(DASHBOARD_PAGE.as_bytes(), head_only),
             Route::Metrics => {
                 let text =
                     prometheus::render(&self.hub.servers, &self.counters, self.connections());

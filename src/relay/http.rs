@@ -21,6 +21,8 @@ pub struct Head {
     pub websocket: bool,
     pub websocket_key: Option<String>,
     pub websocket_version: Option<String>,
+    /// `Accept-Encoding` names gzip (with a quality above 0).
+    pub accepts_gzip: bool,
 }
 
 /// The outcome of feeding the bytes received so far.
@@ -90,10 +92,27 @@ fn head_of(request: &httparse::Request) -> Head {
             head.websocket_key = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.websocket_version = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accepts_gzip |= accepts_gzip(value);
         }
     }
     head.websocket = upgrade && connection_upgrade;
     head
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: `gzip` (or `x-gzip`)
+/// listed without `q=0`. A `*` is not taken as gzip: a client that names
+/// no encoding gets the page as it is.
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|param| {
+            let (name, q) = param.split_once('=').unwrap_or((param, ""));
+            name.trim().eq_ignore_ascii_case("q") && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) && !refused
+    })
 }
 
 impl Head {
@@ -255,12 +274,18 @@ pub fn response_head(status: u16, content_type: &str, content_length: u64) -> Ve
 /// The dashboard page. Its policy lets it run its own inline script and
 /// style and talk to its own origin, and nothing else; no referrer, so a
 /// viewer token in the page's URL goes nowhere.
-pub fn page_response(body: &[u8], head_only: bool) -> Vec<u8> {
+/// `gzipped`: the body is gzip-compressed, for a client that accepts it.
+pub fn page_response(body: &[u8], gzipped: bool, head_only: bool) -> Vec<u8> {
     let mut out = response(200, "text/html; charset=utf-8", body, head_only);
-    let headers = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
-                   style-src 'unsafe-inline'; img-src data:; connect-src 'self'; \
-                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
-                   Referrer-Policy: no-referrer\r\n";
+    let mut headers = String::from(
+        "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
+         style-src 'unsafe-inline'; img-src data:; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
+         Referrer-Policy: no-referrer\r\nVary: Accept-Encoding\r\n",
+    );
+    if gzipped {
+        headers.push_str("Content-Encoding: gzip\r\n");
+    }
     // Just before the blank line that ends the head.
     let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 2;
     out.splice(end..end, headers.bytes());
@@ -408,11 +433,37 @@ mod tests {
 
     #[test]
     fn the_page_carries_its_policy_in_the_head() {
-        let out = String::from_utf8(page_response(b"<p>hi", false)).unwrap();
+        let out = String::from_utf8(page_response(b"<p>hi", false, false)).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("\r\nContent-Security-Policy: default-src 'none';"));
-        assert!(head.ends_with("Referrer-Policy: no-referrer"));
+        assert!(head.contains("\r\nReferrer-Policy: no-referrer\r\n"));
+        assert!(head.ends_with("Vary: Accept-Encoding"), "{head}");
         assert_eq!(body, "<p>hi");
+        let gzipped = String::from_utf8(page_response(b"x", true, false)).unwrap();
+        assert!(gzipped.contains("\r\nContent-Encoding: gzip\r\n\r\nx"));
+    }
+
+    #[test]
+    fn gzip_is_accepted_when_named_without_a_zero_quality() {
+        for yes in [
+            "gzip",
+            "gzip, deflate, br, zstd",
+            "br;q=1.0, GZIP;q=0.5",
+            "x-gzip",
+        ] {
+            assert!(accepts_gzip(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "deflate, br",
+            "gzip;q=0",
+            "gzip; q=0.000",
+            "*",
+            "gzipped",
+        ] {
+            assert!(!accepts_gzip(no), "{no}");
+        }
     }
 
     #[test]

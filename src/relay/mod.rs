@@ -621,6 +621,8 @@ pub fn raise_open_files_limit() -> u64 {
 
 /// The dashboard page: one self-contained file, nothing fetched elsewhere.
 const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
+/// The same page, gzipped by build.rs, for clients that accept it.
+const DASHBOARD_PAGE_GZIP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dashboard.html.gz"));
 
 /// Starts a relay with this configuration and serves until stopped.
 pub fn run(config: Config) -> Result<(), RelayError> {

@@ -197,6 +197,20 @@ impl RelayClient {
         }
     }
 
+    /// One HTTP request; returns the response's head and body as bytes.
+    pub fn http_raw(&self, request: &str) -> (String, Vec<u8>) {
+        let mut stream = self.transport();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head in {response:?}"));
+        let head = String::from_utf8_lossy(&response[..end]).into_owned();
+        (head, response[end + 4..].to_vec())
+    }
+
     /// One HTTP request; returns the status code and the body.
     pub fn http(&self, request: &str) -> (u16, String) {
         let mut stream = self.transport();
