@@ -186,14 +186,15 @@ impl Accumulator {
     }
 }
 
-/// One tier: a ring of finished steps, newest last, and the step in progress.
+/// One tier: a ring of finished steps, and the step in progress.
 #[derive(Debug, Clone)]
 pub struct Tier {
     span: Span,
-    /// Finished steps in a ring; `newest` is the step number of the last.
+    /// Empty until the first sample, then always the whole span: step `k`
+    /// sits at `k % steps`, so a server's cost is fixed from its first
+    /// sample on.
     points: Vec<Point>,
-    /// Index in `points` of the oldest kept step.
-    start: usize,
+    /// The step number of the newest finished step.
     newest: Option<u64>,
     open: Option<Accumulator>,
 }
@@ -203,13 +204,15 @@ impl Tier {
         Tier {
             span,
             points: Vec::new(),
-            start: 0,
             newest: None,
             open: None,
         }
     }
 
     fn record(&mut self, unix_secs: u64, reading: &Reading) {
+        if self.points.is_empty() {
+            self.points = vec![GAP; self.span.steps];
+        }
         let step = unix_secs / self.span.step_secs;
         match &mut self.open {
             Some(open) if open.step == step => open.add(reading),
@@ -234,30 +237,26 @@ impl Tier {
         let Some(open) = self.open.take() else {
             return;
         };
+        if self.newest.is_some_and(|newest| open.step <= newest) {
+            return;
+        }
+        let steps = self.span.steps as u64;
         if let Some(newest) = self.newest {
-            if open.step <= newest {
-                return;
-            }
-            let gaps = (open.step - newest - 1).min(self.span.steps as u64);
-            for _ in 0..gaps {
-                self.push(GAP);
+            for step in newest + 1..open.step.min(newest + 1 + steps) {
+                self.points[(step % steps) as usize] = GAP;
             }
         }
-        self.push(open.point());
+        self.points[(open.step % steps) as usize] = open.point();
         self.newest = Some(open.step);
     }
 
-    fn push(&mut self, point: Point) {
-        if self.points.is_empty() {
-            // Exactly the span: a full history costs its points and no slack.
-            self.points.reserve_exact(self.span.steps);
-        }
-        if self.points.len() < self.span.steps {
-            self.points.push(point);
-        } else {
-            self.points[self.start] = point;
-            self.start = (self.start + 1) % self.span.steps;
-        }
+    /// The finished step `step`, if the ring still holds it.
+    fn finished_step(&self, step: u64) -> Option<&Point> {
+        let newest = self.newest?;
+        let steps = self.span.steps as u64;
+        (step <= newest && newest - step < steps)
+            .then(|| self.points.get((step % steps) as usize))
+            .flatten()
     }
 
     /// The span's steps up to the one `unix_secs` falls in, as the unix
@@ -275,19 +274,12 @@ impl Tier {
         let step_secs = self.span.step_secs;
         let current = unix_secs / step_secs;
         let first = (current + 1).saturating_sub(count as u64);
-        let kept = self.points.len() as u64;
-        let newest = self.newest.unwrap_or(0);
-        let oldest = (newest + 1).saturating_sub(kept);
         let open = self.open.as_ref().map(|open| (open.step, open.point()));
         let mut series = vec![Vec::with_capacity(count); indexes.len()];
         for step in first..=current {
             let point = match &open {
                 Some((open, point)) if *open == step => point,
-                _ if self.newest.is_some() && (oldest..=newest).contains(&step) => {
-                    let age = (step - oldest) as usize;
-                    &self.points[(self.start + age) % self.points.len()]
-                }
-                _ => &GAP,
+                _ => self.finished_step(step).unwrap_or(&GAP),
             };
             for (values, &index) in series.iter_mut().zip(indexes) {
                 values.push(decode(index, point));
@@ -428,24 +420,20 @@ const MAGIC: &[u8; 8] = b"VSTATSH1";
 const NO_STEP: u64 = u64::MAX;
 
 impl Tier {
-    /// Finished steps and the step in progress as if finished, oldest
-    /// first, with the step number of the newest.
+    /// The ring with the step in progress as if finished, and the step
+    /// number of the newest.
     fn finished(&self) -> (Option<u64>, Vec<Point>) {
         let mut tier = self.clone();
         tier.close();
-        if tier.start > 0 {
-            tier.points.rotate_left(tier.start);
-        }
         (tier.newest, tier.points)
     }
 
     fn restored(span: Span, newest: Option<u64>, points: Vec<Point>) -> Tier {
-        let mut tier = Tier::new(span);
-        for point in points {
-            tier.push(point);
+        Tier {
+            points,
+            newest,
+            ..Tier::new(span)
         }
-        tier.newest = newest;
-        tier
     }
 }
 
@@ -515,7 +503,7 @@ pub fn from_file(bytes: &[u8]) -> Result<Vec<(String, History)>, FileError> {
                 step => Some(step),
             };
             let points = usize::from(u16::from_le_bytes(reader.array()?));
-            if points > span.steps || (points > 0) != newest.is_some() {
+            if (points != 0 && points != span.steps) || (newest.is_some() && points == 0) {
                 return Err(corrupt("a tier of the wrong size"));
             }
             let points = (0..points)
@@ -718,6 +706,7 @@ mod tests {
         }
         assert_eq!(history.hour.points.len(), HOUR.steps);
         assert_eq!(history.hour.points.capacity(), HOUR.steps);
+        assert_eq!(history.day.points.capacity(), DAY.steps);
         let view = history.hour.view(T + 2 * 3600);
         assert_eq!(view.series[CPU].len(), HOUR.steps);
         // The last step with a sample is 7190 s: cpu 719 % 100 = 19; the
@@ -793,5 +782,17 @@ mod tests {
         assert_eq!(cpu.last(), Some(&Some(12.5)));
         let rx = lines.series["net_rx"].last().unwrap().unwrap();
         assert!((rx - 125_000.0).abs() <= 125_000.0 * 0.0004, "{rx}");
+    }
+
+    #[test]
+    fn a_server_costs_its_whole_history_from_its_first_sample() {
+        let mut history = History::default();
+        assert_eq!(
+            history.hour.points.capacity() + history.day.points.capacity(),
+            0
+        );
+        history.record(T, &Reading::of(&sample(1.0)));
+        assert_eq!(history.hour.points.capacity(), HOUR.steps);
+        assert_eq!(history.day.points.capacity(), DAY.steps);
     }
 }
