@@ -1217,8 +1217,8 @@ fn made_up_history(
             39.0 + ago as f64 / 86_400.0,
             traffic * burst * (900_000.0 + 300_000.0 * wave(900.0) + 300_000.0 * jitter),
             traffic * burst * (250_000.0 + 100_000.0 * wave(700.0) + 90_000.0 * jitter),
-            200_000.0 * (1.0 + wave(400.0)) * jitter,
-            150_000.0 + 300_000.0 * jitter * jitter,
+            120_000.0 * (1.0 + wave(1100.0)) + 60_000.0 * jitter,
+            250_000.0 + 80_000.0 * wave(500.0) + 120_000.0 * jitter * jitter,
             busy / 25.0,
             48.0 + busy / 5.0 + 2.0 * jitter,
         ];
