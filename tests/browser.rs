@@ -1145,6 +1145,20 @@ fn the_detail_view_charts_the_saved_history_and_shows_the_agent() {
         },
     );
 
+    // Odd data does not break the page: each message is taken apart
+    // without throwing (`eval` fails on an exception).
+    let odd = json!([
+        {"type": "metrics", "timestamp": "not a time", "data": {"server_id": id, "metrics": {
+            "os": null, "cpu": {"usage": "busy", "per_core": "x"}, "memory": [], "disks": [null, 5, {"mount": 3}],
+            "network": {"interfaces": [null, {"name": 7}]}, "load_average": 5, "uptime": -1,
+            "temperatures": [{"celsius": "hot"}, null], "sockets": {"tcp": "many"}, "processes": {}}}},
+        {"type": "history", "data": {"server_id": id, "start": "x", "series": null}},
+        {"type": "metrics", "data": {"server_id": "nobody", "metrics": {}}},
+        {"type": "status", "data": null},
+    ]);
+    browser.eval(&format!("{odd}.forEach(onMessage)"));
+    assert_eq!(browser.detail()["name"], "saved");
+
     // Back returns to the grid.
     browser.eval("history.back()");
     poll(
