@@ -928,6 +928,16 @@ fn dashboard_passes_viewer_token() {
         },
     );
     assert_eq!(browser.conn()["state"], "live");
+    // The detail view asks for the history with it too (gamma has none
+    // yet; without the token it would be a 401).
+    browser.click(&format!("[data-server-id=\"{id}\"]"));
+    let message = "document.querySelector('#d-msg').textContent";
+    poll(
+        Duration::from_secs(10),
+        "gamma's history fetched with the token",
+        || relay.proc.log(),
+        || (browser.eval(message) == "No history yet.").then_some(()),
+    );
 
     browser.navigate(&relay.url());
     let conn = poll(
