@@ -1,10 +1,11 @@
 //! The dashboard page in a real browser: headless Chromium, driven over the
-//! DevTools protocol, loads `/` from a real relay fed by a real agent, and
-//! the test reads what the page shows.
+//! DevTools protocol, loads `/` from a real relay fed by a real agent (or
+//! scripted ones), and the test reads what the page shows.
 //!
 //! Self-contained on purpose (its own process helpers rather than
 //! `tests/common`), so it only depends on the binaries' command lines.
-//! Screenshots land in `target/browser-artifacts/`.
+//! Screenshots land in `target/browser-artifacts/`; the pictures in `docs/`
+//! are copies of `dashboard*.png` and `detail*.png` from there.
 
 use serde_json::{Value, json};
 use std::fs::File;
@@ -93,6 +94,28 @@ fn poll<T>(
         }
         if Instant::now() >= deadline {
             panic!("{what}: not within {timeout:?}\n{}", context());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `probe` on the page until `check` accepts what it saw; on a
+/// timeout, panics with the last thing seen and `context()`.
+fn poll_page<T>(
+    browser: &mut Browser,
+    what: &str,
+    context: impl Fn() -> String,
+    probe: impl Fn(&mut Browser) -> Value,
+    check: impl Fn(&Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = probe(browser);
+        if let Some(found) = check(&seen) {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: not within 15 s; last seen {seen}\n{}", context());
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -278,6 +301,12 @@ impl Browser {
 
     /// One DevTools command; returns its `result`, skipping events.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// One DevTools command; its `result`, or its `error`.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({"id": id, "method": method, "params": params});
@@ -304,10 +333,10 @@ impl Browser {
             };
             let answer: Value = serde_json::from_str(&text).unwrap();
             if answer["id"] == id {
-                if let Some(error) = answer.get("error") {
-                    panic!("{method} failed: {error}");
-                }
-                return answer["result"].clone();
+                return match answer.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(answer["result"].clone()),
+                };
             }
         }
     }
@@ -324,6 +353,65 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Like `eval`, but `None` where it fails, as while a page loads.
+    fn try_eval(&mut self, expression: &str) -> Option<Value> {
+        let params = json!({"expression": expression, "returnByValue": true});
+        let result = self.try_call("Runtime.evaluate", params).ok()?;
+        match result.get("exceptionDetails") {
+            Some(_) => None,
+            None => Some(result["result"]["value"].clone()),
+        }
+    }
+
+    /// A real click (press and release) in the middle of what `selector`
+    /// matches.
+    fn click(&mut self, selector: &str) {
+        let selector = serde_json::to_string(selector).unwrap();
+        let at = self.eval(&format!(
+            "(() => {{ const r = document.querySelector({selector}).getBoundingClientRect(); \
+             return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        ));
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": at[0], "y": at[1], "button": "left", "clickCount": 1}),
+            );
+        }
+    }
+
+    /// A key pressed and released, to whatever has the focus.
+    fn key(&mut self, key: &str, code: u32) {
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}),
+            );
+        }
+    }
+
+    /// Emulates `prefers-color-scheme`.
+    fn color_scheme(&mut self, scheme: &str) {
+        self.call(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        );
+    }
+
+    /// The page's background, as `[r, g, b]`.
+    fn background(&mut self) -> Vec<u64> {
+        let color = self.eval("getComputedStyle(document.body).backgroundColor");
+        let color = color.as_str().unwrap();
+        let rgb: Vec<u64> = color
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|part| !part.is_empty())
+            .take(3)
+            .map(|part| part.parse().unwrap())
+            .collect();
+        assert_eq!(rgb.len(), 3, "{color}");
+        rgb
+    }
+
     fn navigate(&mut self, url: &str) {
         self.call("Page.navigate", json!({"url": url}));
         poll(
@@ -336,10 +424,22 @@ impl Browser {
 
     /// A PNG of the viewport, written to `target/browser-artifacts/NAME`.
     fn screenshot(&mut self, name: &str) -> PathBuf {
-        let shot = self.call(
-            "Page.captureScreenshot",
+        self.capture(
+            name,
             json!({"format": "png", "captureBeyondViewport": false}),
-        );
+        )
+    }
+
+    /// A PNG of the whole page, however long, as `screenshot` does.
+    fn screenshot_page(&mut self, name: &str) -> PathBuf {
+        let height = self.eval("document.documentElement.scrollHeight");
+        let clip = json!({"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1});
+        let params = json!({"format": "png", "captureBeyondViewport": true, "clip": clip});
+        self.capture(name, params)
+    }
+
+    fn capture(&mut self, name: &str, params: Value) -> PathBuf {
+        let shot = self.call("Page.captureScreenshot", params);
         let png = base64_decode(shot["data"].as_str().unwrap());
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -369,6 +469,43 @@ impl Browser {
                 return out;
             }})()"#
         ))
+    }
+
+    /// What the detail view shows: whether it (and the grid) is shown, the
+    /// hash, the name, how many points each shown chart's longest series
+    /// has (by title), the per-core bars, the disk and interface tables'
+    /// cells, and the facts (by label).
+    fn detail(&mut self) -> Value {
+        self.eval(
+            r#"(() => {
+                const d = document.querySelector('#detail');
+                const shown = e => getComputedStyle(e).display !== 'none';
+                const cells = id => [...document.querySelectorAll(id + ' tr')]
+                    .map(r => [...r.cells].map(c => c.textContent));
+                const charts = {};
+                for (const c of d.querySelectorAll('.chart')) {
+                    if (c.hidden) continue;
+                    const n = [...c.querySelectorAll('path')].map(p => +p.dataset.points);
+                    charts[c.querySelector('h3').textContent] = Math.max(0, ...n);
+                }
+                const facts = {};
+                for (const e of d.querySelectorAll('#d-facts > div')) facts[e.firstChild.textContent] = e.lastChild.textContent;
+                return {
+                    shown: shown(d), grid: shown(document.querySelector('#grid')),
+                    hash: location.hash, name: d.querySelector('#d-name').textContent, charts,
+                    cores: d.querySelectorAll('#d-cores .core').length,
+                    disks: cells('#d-disks'), interfaces: cells('#d-ifs'), facts,
+                };
+            })()"#,
+        )
+    }
+
+    /// The names on the grid's cards that are shown, in order.
+    fn shown_cards(&mut self) -> Value {
+        self.eval(
+            "[...document.querySelectorAll('#grid .card')].filter(c => !c.hidden)\
+             .map(c => c.querySelector('h2').textContent)",
+        )
     }
 
     fn conn(&mut self) -> Value {
@@ -534,7 +671,7 @@ fn dashboard_shows_live_servers() {
 
     // Let the sparklines fill a little for the picture.
     thread::sleep(Duration::from_secs(3));
-    let shot = browser.screenshot("dashboard.png");
+    let shot = browser.screenshot("dashboard-live.png");
     eprintln!("screenshot: {}", shot.display());
 
     // Phone width: one column, nothing wider than the screen.
@@ -791,6 +928,16 @@ fn dashboard_passes_viewer_token() {
         },
     );
     assert_eq!(browser.conn()["state"], "live");
+    // The detail view asks for the history with it too (gamma has none
+    // yet; without the token it would be a 401).
+    browser.click(&format!("[data-server-id=\"{id}\"]"));
+    let message = "document.querySelector('#d-msg').textContent";
+    poll(
+        Duration::from_secs(10),
+        "gamma's history fetched with the token",
+        || relay.proc.log(),
+        || (browser.eval(message) == "No history yet.").then_some(()),
+    );
 
     browser.navigate(&relay.url());
     let conn = poll(
@@ -807,4 +954,591 @@ fn dashboard_passes_viewer_token() {
         text(&conn, "text").starts_with("reconnecting in "),
         "{conn}"
     );
+}
+
+/// `vstats-relay server add` on `state` before any relay runs; the new
+/// server's id and token.
+fn register(state: &Path, name: &str, location: &str) -> (String, String) {
+    let output = relay_command()
+        .args(["server", "add", "--name", name, "--location", location])
+        .args(["--json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let added: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let field = |k: &str| added[k].as_str().unwrap().to_owned();
+    (field("id"), field("token"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Starts a relay on `dir`'s state and waits until it has loaded the
+/// history saved beside it.
+fn relay_with_history(dir: &Path, servers: usize) -> Relay {
+    let relay = Relay::start(dir, &[]);
+    let loaded = format!("history of {servers} server(s) loaded");
+    poll(
+        Duration::from_secs(5),
+        "the relay loading the history",
+        || relay.proc.log(),
+        || relay.proc.log().contains(&loaded).then_some(()),
+    );
+    relay
+}
+
+/// A relay that starts with 70 s of saved history and a real agent: a
+/// click on the card opens the server's detail view at `#/server/<id>`,
+/// which charts the history at once and shows what the agent reports; it
+/// survives a reload, and Back (history, Escape) returns to the grid.
+#[test]
+fn the_detail_view_charts_the_saved_history_and_shows_the_agent() {
+    use vstats::protocol::{Cpu, DiskIo, LoadAverage, Memory, Metrics, Network};
+    use vstats::relay::history::{History, Reading, file_beside, to_file};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let (id, token) = register(&state, "saved", "Lyon");
+    let now = unix_now();
+    let mut history = History::default();
+    for ago in (0..70u64).rev() {
+        let sample = Metrics {
+            cpu: Some(Cpu {
+                usage: (ago % 50) as f64,
+                ..Cpu::default()
+            }),
+            memory: Some(Memory {
+                total: 1 << 30,
+                usage_percent: 40.0 + (ago % 7) as f64,
+                ..Memory::default()
+            }),
+            network: Some(Network {
+                rx: 1000.0 * ago as f64,
+                tx: 500.0,
+                ..Network::default()
+            }),
+            disk_io: Some(DiskIo {
+                read_rate: 4096.0,
+                write_rate: 100.0 * ago as f64,
+            }),
+            load_average: Some(LoadAverage {
+                one: 0.5,
+                ..LoadAverage::default()
+            }),
+            ..Metrics::default()
+        };
+        history.record(now - ago, &Reading::of(&sample));
+    }
+    std::fs::write(file_beside(&state), to_file([(id.as_str(), &history)])).unwrap();
+    let relay = relay_with_history(dir.path(), 1);
+    let mut agent_command = Command::new(env!("CARGO_BIN_EXE_vstats-agent"));
+    agent_command
+        .args(["--server", &format!("ws://127.0.0.1:{}", relay.port)])
+        .args(["--interval", "0.5"])
+        .env_clear()
+        .env("VSTATS_TOKEN", &token);
+    let agent = Proc::spawn(agent_command);
+    let logs = || {
+        format!(
+            "relay log:\n{}\nagent log:\n{}",
+            relay.proc.log(),
+            agent.log()
+        )
+    };
+
+    let mut browser = Browser::launch();
+    browser.navigate(&relay.url());
+    poll(
+        Duration::from_secs(30),
+        "saved's card online with a CPU figure",
+        logs,
+        || {
+            let card = browser.card(&id);
+            (text(&card, "status") == "online" && text(&card, "cpu").ends_with('%')).then_some(())
+        },
+    );
+    // What the agent reports, as the relay keeps it.
+    let servers: Value =
+        serde_json::from_str(&http_get(relay.port, "/api/servers").unwrap()).unwrap();
+    let sample = &servers[0]["metrics"];
+    let cores = sample["cpu"]["per_core"].as_array().unwrap().len();
+    assert!(cores > 0, "{sample}");
+    assert_eq!(cores as u64, sample["cpu"]["cores"].as_u64().unwrap());
+
+    browser.click(&format!("[data-server-id=\"{id}\"]"));
+    let ready = |d: &Value| {
+        d["shown"] == true
+            && d["grid"] == false
+            && d["charts"]["CPU"].as_u64().unwrap_or(0) >= 7
+            && d["cores"].as_u64().unwrap_or(0) > 0
+            && !d["disks"].as_array().unwrap().is_empty()
+    };
+    let detail = poll_page(
+        &mut browser,
+        "the detail view with its charts",
+        logs,
+        Browser::detail,
+        |d| ready(d).then(|| d.clone()),
+    );
+    assert_eq!(detail["hash"], format!("#/server/{id}"));
+    assert_eq!(detail["name"], "saved");
+    for chart in ["Memory and swap", "Network", "Disk I/O", "Load, 1 min"] {
+        assert!(
+            detail["charts"][chart].as_u64().unwrap() >= 7,
+            "{chart}: {detail}"
+        );
+    }
+    assert_eq!(detail["cores"], cores, "a bar per core: {detail}");
+    // A row per disk, by mount; a row per interface, and the total.
+    let mounts: Vec<&Value> = detail["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r[0])
+        .collect();
+    let expected: Vec<&Value> = sample["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["mount"])
+        .collect();
+    assert_eq!(mounts, expected, "{detail}");
+    let interfaces = detail["interfaces"].as_array().unwrap();
+    let reported = sample["network"]["interfaces"].as_array().unwrap();
+    assert_eq!(interfaces.len(), reported.len() + 1, "{detail}");
+    for (row, reported) in interfaces.iter().zip(reported) {
+        assert_eq!(row[0], reported["name"]);
+    }
+    assert_eq!(interfaces.last().unwrap()[0], "Total");
+    let facts = &detail["facts"];
+    assert_eq!(facts["Kernel"], sample["os"]["kernel"], "{facts}");
+    assert_eq!(facts["Arch"], sample["os"]["arch"], "{facts}");
+    assert_eq!(facts["Hostname"], sample["hostname"], "{facts}");
+    for fact in [
+        "OS",
+        "Uptime",
+        "Last seen",
+        "Load 1 · 5 · 15",
+        "Processes",
+        "Sockets",
+    ] {
+        let value = facts[fact].as_str().unwrap_or_default();
+        assert!(!value.is_empty() && value != "–", "{fact}: {facts}");
+    }
+
+    // Live samples continue the charts: a new 10 s step gets a point.
+    let before = detail["charts"]["CPU"].as_u64().unwrap();
+    poll(
+        Duration::from_secs(25),
+        "a live point on the CPU chart",
+        logs,
+        || (browser.detail()["charts"]["CPU"].as_u64()? > before).then_some(()),
+    );
+
+    // A reload at the hash opens the detail view again.
+    browser.eval("window.beforeReload = true");
+    browser.call("Page.reload", json!({}));
+    poll(
+        Duration::from_secs(15),
+        "the detail view after a reload",
+        logs,
+        || {
+            let fresh = browser.try_eval(
+                "window.beforeReload === undefined && document.readyState === 'complete'",
+            )?;
+            (fresh == true).then_some(())?;
+            ready(&browser.detail()).then_some(())
+        },
+    );
+
+    // Odd data does not break the page: each message is taken apart
+    // without throwing (`eval` fails on an exception).
+    let odd = json!([
+        {"type": "metrics", "timestamp": "not a time", "data": {"server_id": id, "metrics": {
+            "os": null, "cpu": {"usage": "busy", "per_core": "x"}, "memory": [], "disks": [null, 5, {"mount": 3}],
+            "network": {"interfaces": [null, {"name": 7}]}, "load_average": 5, "uptime": -1,
+            "temperatures": [{"celsius": "hot"}, null], "sockets": {"tcp": "many"}, "processes": {}}}},
+        {"type": "history", "data": {"server_id": id, "start": "x", "series": null}},
+        {"type": "metrics", "data": {"server_id": "nobody", "metrics": {}}},
+        {"type": "status", "data": null},
+    ]);
+    browser.eval(&format!("{odd}.forEach(onMessage)"));
+    assert_eq!(browser.detail()["name"], "saved");
+
+    // Back returns to the grid.
+    browser.eval("history.back()");
+    poll(
+        Duration::from_secs(15),
+        "the grid after history.back()",
+        logs,
+        || {
+            let d = browser.try_eval("location.hash").and_then(|_| {
+            browser.try_eval("getComputedStyle(document.querySelector('#grid')).display + ' ' + getComputedStyle(document.querySelector('#detail')).display + ' ' + location.hash")
+        })?;
+            (d == "grid none ").then_some(())
+        },
+    );
+
+    // The keyboard: a focused card opens with Enter, Escape goes back.
+    browser.eval(&format!(
+        "document.querySelector('[data-server-id=\"{id}\"]').focus()"
+    ));
+    browser.key("Enter", 13);
+    poll(
+        Duration::from_secs(10),
+        "the detail view by Enter",
+        logs,
+        || Some(browser.detail()).filter(ready),
+    );
+    browser.key("Escape", 27);
+    poll(Duration::from_secs(10), "the grid by Escape", logs, || {
+        let d = browser.detail();
+        (d["grid"] == true && d["shown"] == false && d["hash"] == "").then_some(())
+    });
+}
+
+/// A pseudo-random number in 0..1, the same for the same `x`.
+fn noise(x: f64) -> f64 {
+    ((x * 12.9898).sin() * 43758.5453).rem_euclid(1.0)
+}
+
+/// A day of made-up history for the pictures: a sample a minute, one every
+/// 10 s in the last hour, slow waves with noise, and no samples in `gaps`
+/// (from, to: seconds ago).
+fn made_up_history(
+    seed: f64,
+    cpu: f64,
+    memory: f64,
+    gaps: &[(u64, u64)],
+) -> vstats::relay::history::History {
+    use vstats::relay::history::{History, Reading};
+    let now = unix_now();
+    let mut history = History::default();
+    let times = (60..1440u64).rev().map(|k| k * 60);
+    for ago in times.chain((0..360u64).rev().map(|k| k * 10)) {
+        if gaps.iter().any(|&(from, to)| ago <= from && ago >= to) {
+            continue;
+        }
+        let t = (now - ago) as f64;
+        let wave = |period: f64| (t / period + seed).sin();
+        let jitter = noise(t + seed);
+        let swing = cpu.min(100.0 - cpu) * 0.5;
+        let busy = (cpu + swing * wave(1500.0) + 8.0 * (jitter - 0.5)).clamp(0.0, 100.0);
+        let burst = if noise(t / 60.0 + seed) > 0.95 {
+            2.5
+        } else {
+            1.0
+        };
+        let traffic = 0.3 + cpu / 40.0;
+        let values = [
+            busy,
+            memory + 4.0 * wave(7200.0) + jitter,
+            8.0 + 2.0 * wave(20_000.0),
+            39.0 + ago as f64 / 86_400.0,
+            traffic * burst * (900_000.0 + 300_000.0 * wave(900.0) + 300_000.0 * jitter),
+            traffic * burst * (250_000.0 + 100_000.0 * wave(700.0) + 90_000.0 * jitter),
+            120_000.0 * (1.0 + wave(1100.0)) + 60_000.0 * jitter,
+            250_000.0 + 80_000.0 * wave(500.0) + 120_000.0 * jitter * jitter,
+            busy / 25.0,
+            48.0 + busy / 5.0 + 2.0 * jitter,
+        ];
+        history.record(
+            now - ago,
+            &Reading {
+                values: values.map(Some),
+            },
+        );
+    }
+    history
+}
+
+/// A full sample, as a busy server's agent would send it.
+fn made_up_sample(host: &str, cpu: f64, memory: f64, cores: usize) -> Value {
+    let total: u64 = 32 << 30;
+    let traffic = 0.3 + cpu / 40.0;
+    let (rx, tx) = (
+        (traffic * 1_100_000.0).round(),
+        (traffic * 300_000.0).round(),
+    );
+    let used = (total as f64 * memory / 100.0) as u64;
+    let per_core: Vec<f64> = (0..cores)
+        .map(|i| {
+            ((cpu * (0.4 + 1.2 * noise(i as f64 + cpu))) * 10.0)
+                .round()
+                .min(1000.0)
+                / 10.0
+        })
+        .collect();
+    json!({
+        "hostname": host,
+        "os": {"name": "Debian GNU/Linux", "version": "12", "kernel": "6.1.0-28-amd64", "arch": "x86_64"},
+        "cpu": {"brand": "Intel Xeon E-2388G", "cores": cores, "usage": cpu, "per_core": per_core},
+        "memory": {"total": total, "used": used, "available": total - used, "usage_percent": memory,
+                   "swap_total": 4u64 << 30, "swap_used": 350u64 << 20},
+        "disks": [
+            {"name": "/dev/nvme0n1p2", "mount": "/", "fs_type": "ext4", "total": 470u64 << 30,
+             "used": 184u64 << 30, "usage_percent": 39.1},
+            {"name": "/dev/md0", "mount": "/srv/data", "fs_type": "xfs", "total": 7u64 << 40,
+             "used": 5u64 << 40, "usage_percent": 71.4},
+        ],
+        "disk_io": {"read_rate": 212_000, "write_rate": 318_000},
+        "network": {"rx": rx, "tx": tx, "rx_total": 9_871_234_567_890u64, "tx_total": 2_345_678_901_234u64,
+            "interfaces": [
+                {"name": "eth0", "counted": true, "rx": rx, "tx": tx,
+                 "rx_total": 9_871_234_567_890u64, "tx_total": 2_345_678_901_234u64},
+                {"name": "docker0", "rx": 5_200, "tx": 48_000, "rx_total": 1_234_567_890u64, "tx_total": 23_456_789_012u64},
+            ]},
+        "uptime": 3_888_000 + (cpu * 1000.0) as u64,
+        "load_average": {"one": cpu / 25.0, "five": cpu / 27.0, "fifteen": cpu / 30.0},
+        "temperatures": [
+            {"name": "coretemp Package id 0", "celsius": 48.0 + cpu / 5.0},
+            {"name": "nvme Composite", "celsius": 41.9},
+            {"name": "acpitz", "celsius": 27.8},
+        ],
+        "sockets": {"tcp": 214, "udp": 9},
+        "processes": 187,
+    })
+}
+
+/// A scripted agent that sends `sample` once; kept open until dropped.
+fn fake_agent(port: u16, token: &str, sample: &Value) -> WebSocket<TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/ws/agent")
+        .into_client_request()
+        .unwrap();
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut ws, _) = tungstenite::client(request, tcp).unwrap();
+    let frame = json!({"type": "metrics", "data": sample, "timestamp": "2024-01-01T00:00:00Z"});
+    ws.send(Message::text(frame.to_string())).unwrap();
+    ws
+}
+
+/// Four servers with a day of history, three online with different CPU
+/// and memory figures and one offline: the grid counts them, filters by
+/// name or location, sorts each way, and follows a dark color scheme; the
+/// pictures in docs/ come from here.
+#[test]
+fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
+    use vstats::relay::history::{file_beside, to_file};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    // name, location, CPU %, memory %, cores
+    let fleet = [
+        ("web-1", "Frankfurt", 35.0, 62.0, 8),
+        ("db-1", "Frankfurt", 80.0, 20.0, 16),
+        ("edge-tokyo", "Tokyo", 12.0, 45.0, 4),
+        ("backup", "Helsinki", 3.0, 30.0, 2),
+    ];
+    let servers: Vec<(String, String)> = fleet
+        .iter()
+        .map(|(name, location, ..)| register(&state, name, location))
+        .collect();
+    let histories: Vec<_> = fleet
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _, cpu, memory, _))| {
+            // web-1 was away twice: gaps in both charts.
+            let gaps: &[(u64, u64)] = if name == "web-1" {
+                &[(2100, 1850), (34_000, 30_000)]
+            } else {
+                &[]
+            };
+            made_up_history(i as f64 * 1.7, cpu, memory, gaps)
+        })
+        .collect();
+    let saved = to_file(
+        servers
+            .iter()
+            .zip(&histories)
+            .map(|((id, _), h)| (id.as_str(), h)),
+    );
+    std::fs::write(file_beside(&state), saved).unwrap();
+    let relay = relay_with_history(dir.path(), fleet.len());
+
+    let mut agents = Vec::new();
+    for ((name, _, cpu, memory, cores), (_, token)) in fleet.iter().zip(&servers) {
+        agents.push(fake_agent(
+            relay.port,
+            token,
+            &made_up_sample(name, *cpu, *memory, *cores),
+        ));
+    }
+    // backup reported once, then went away.
+    let mut backup = agents.pop().unwrap();
+    let mut browser = Browser::launch();
+    browser.navigate(&relay.url());
+    poll(
+        Duration::from_secs(10),
+        "every card with its CPU figure",
+        || relay.proc.log(),
+        || {
+            servers
+                .iter()
+                .all(|(id, _)| text(&browser.card(id), "cpu").ends_with('%'))
+                .then_some(())
+        },
+    );
+    backup.close(None).unwrap();
+    let _ = backup.flush();
+    let summary = poll(
+        Duration::from_secs(10),
+        "the counts",
+        || relay.proc.log(),
+        || {
+            let summary = browser.eval("document.querySelector('#summary').textContent");
+            (summary.as_str()?.contains("1 offline")).then_some(summary)
+        },
+    );
+    assert_eq!(summary, "4 servers · 3 online · 1 offline");
+
+    // Sorting, each way; registry order by default.
+    let order = |browser: &mut Browser, sort: &str, expected: [&str; 4]| {
+        browser.eval(&format!(
+            "(() => {{ const s = document.querySelector('#sort'); s.value = '{sort}'; \
+             s.dispatchEvent(new Event('change')); }})()"
+        ));
+        poll(
+            Duration::from_secs(5),
+            &format!("sorted by {sort}"),
+            String::new,
+            || (browser.shown_cards() == json!(expected)).then_some(()),
+        );
+    };
+    order(
+        &mut browser,
+        "added",
+        ["web-1", "db-1", "edge-tokyo", "backup"],
+    );
+    order(
+        &mut browser,
+        "name",
+        ["backup", "db-1", "edge-tokyo", "web-1"],
+    );
+    order(
+        &mut browser,
+        "cpu",
+        ["db-1", "web-1", "edge-tokyo", "backup"],
+    );
+    order(
+        &mut browser,
+        "memory",
+        ["web-1", "edge-tokyo", "backup", "db-1"],
+    );
+    order(
+        &mut browser,
+        "offline",
+        ["backup", "web-1", "db-1", "edge-tokyo"],
+    );
+    order(
+        &mut browser,
+        "added",
+        ["web-1", "db-1", "edge-tokyo", "backup"],
+    );
+
+    // Filtering by what one types: location or name, any case.
+    let filter = |browser: &mut Browser, typed: &str| {
+        browser.eval(
+            "(() => { const f = document.querySelector('#filter'); f.value = ''; f.focus(); })()",
+        );
+        if !typed.is_empty() {
+            browser.call("Input.insertText", json!({"text": typed}));
+        } else {
+            browser.eval("document.querySelector('#filter').dispatchEvent(new Event('input'))");
+        }
+        let shown = browser.shown_cards();
+        let nomatch = browser.eval("!document.querySelector('#nomatch').hidden");
+        (shown, nomatch)
+    };
+    assert_eq!(
+        filter(&mut browser, "frankfurt"),
+        (json!(["web-1", "db-1"]), json!(false))
+    );
+    assert_eq!(
+        filter(&mut browser, "TOK"),
+        (json!(["edge-tokyo"]), json!(false))
+    );
+    assert_eq!(filter(&mut browser, "nowhere"), (json!([]), json!(true)));
+    assert_eq!(
+        filter(&mut browser, ""),
+        (
+            json!(["web-1", "db-1", "edge-tokyo", "backup"]),
+            json!(false)
+        )
+    );
+    browser.eval("document.activeElement.blur()");
+
+    // The color scheme: light by default, dark when the system asks.
+    let light = browser.background();
+    assert!(light.iter().all(|&c| c > 200), "{light:?}");
+    browser.screenshot("dashboard.png");
+    browser.color_scheme("dark");
+    let dark = browser.background();
+    assert!(dark.iter().all(|&c| c < 50), "{dark:?}");
+    browser.screenshot("dashboard-dark.png");
+
+    // web-1's detail view, in both schemes.
+    browser.color_scheme("light");
+    browser.click(&format!("[data-server-id=\"{}\"]", servers[0].0));
+    let detail = poll_page(
+        &mut browser,
+        "web-1's detail view",
+        || relay.proc.log(),
+        Browser::detail,
+        |d| (d["charts"].as_object()?.len() == 7 && d["cores"] == 8).then(|| d.clone()),
+    );
+    assert_eq!(detail["name"], "web-1");
+    assert_eq!(detail["disks"].as_array().unwrap().len(), 2, "{detail}");
+    // The pointer on a chart: the legend reads that step's time and values.
+    let at = browser.eval(
+        "(() => { const r = document.querySelector('.chart svg').getBoundingClientRect(); \
+         return [r.x + r.width * 0.6, r.y + r.height / 2]; })()",
+    );
+    browser.call(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": at[0], "y": at[1]}),
+    );
+    let readout = browser.eval("document.querySelector('.chart .lg').textContent");
+    let readout = readout.as_str().unwrap();
+    assert!(readout.contains(':') && readout.contains('%'), "{readout}");
+    browser.screenshot_page("detail.png");
+    browser.color_scheme("dark");
+    assert!(browser.background().iter().all(|&c| c < 50));
+    browser.screenshot_page("detail-dark.png");
+
+    // 24 hours: the day's 288 steps of 5 minutes, with web-1's gap.
+    browser.color_scheme("light");
+    browser.click("[data-range=\"24h\"]");
+    poll_page(
+        &mut browser,
+        "the 24 h charts",
+        || relay.proc.log(),
+        Browser::detail,
+        |d| (d["charts"]["CPU"].as_u64()? > 240).then_some(()),
+    );
+    browser.screenshot("detail-24h.png");
+
+    // Phone width: nothing wider than the screen but the tables' own
+    // scrolling.
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    let width = poll(
+        Duration::from_secs(5),
+        "the detail view at 360 px",
+        String::new,
+        || {
+            let layout = browser.eval("[innerWidth, document.documentElement.scrollWidth]");
+            (layout[0] == 360).then_some(layout[1].as_u64()?)
+        },
+    );
+    assert!(width <= 360, "{width}");
+    browser.screenshot("detail-phone.png");
+    drop(agents);
 }
