@@ -655,6 +655,7 @@ impl Engine {
         };
         let json = history::to_json(
             &server.id,
+            server.last_seen.map(rfc3339),
             server.history.as_deref(),
             span,
             unix_seconds(SystemTime::now()),

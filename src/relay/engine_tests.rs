@@ -1089,6 +1089,7 @@ fn history_is_served_per_server_and_range_behind_the_viewer_token() {
         (Some(&*id), Some("1h"))
     );
     assert_eq!(hour["step"], 10);
+    assert!(hour["last_seen"].as_str().unwrap().ends_with('Z'), "{hour}");
     let cpu = hour["series"]["cpu"].as_array().unwrap();
     assert_eq!(cpu.len(), 360);
     // The sample's step is the last, or the one before if the wall clock

@@ -332,8 +332,15 @@ impl History {
 
 /// The JSON of `GET /api/servers/{id}/history`: `start` and `step` in unix
 /// seconds, and per series a value for each step, `null` where there was
-/// no sample.
-pub fn to_json(id: &str, history: Option<&History>, span: Span, unix_secs: u64) -> String {
+/// no sample; with when the agent was last heard from (RFC 3339), which a
+/// detail view shows beside the charts.
+pub fn to_json(
+    id: &str,
+    last_seen: Option<String>,
+    history: Option<&History>,
+    span: Span,
+    unix_secs: u64,
+) -> String {
     struct Series<'a>(&'a View);
     impl serde::Serialize for Series<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -348,6 +355,7 @@ pub fn to_json(id: &str, history: Option<&History>, span: Span, unix_secs: u64) 
     #[derive(serde::Serialize)]
     struct Body<'a> {
         id: &'a str,
+        last_seen: Option<String>,
         range: &'static str,
         start: u64,
         step: u64,
@@ -362,6 +370,7 @@ pub fn to_json(id: &str, history: Option<&History>, span: Span, unix_secs: u64) 
     let view = tier.view(unix_secs);
     let body = Body {
         id,
+        last_seen,
         range: if span == DAY { "24h" } else { "1h" },
         start: view.start,
         step: view.step,
