@@ -642,8 +642,9 @@ fn dashboard_shows_live_servers() {
             .join(" | ")
     };
     let before = figures(&first);
+    // A sparkline point is 30 s of the relay's clock.
     poll(
-        Duration::from_secs(20),
+        Duration::from_secs(35),
         "alpha's figures changing",
         || logs(&relay, &agent),
         || {
@@ -799,13 +800,14 @@ fn a_fresh_page_draws_sparklines_from_the_history_the_relay_loaded() {
         || relay.proc.log(),
         || {
             let card = browser.card(&id);
-            (card["points"].as_u64()? >= 7).then_some(card)
+            // 70 s fall in 3 or 4 of the sparkline's 30 s steps.
+            (card["points"].as_u64()? >= 3).then_some(card)
         },
     );
     assert_eq!(text(&card, "status"), "offline", "no agent: only history");
     let rx_points = browser
         .eval("document.querySelector('.spark .rx').getAttribute('points').split(' ').length");
-    assert!(rx_points.as_u64().unwrap() >= 7, "{rx_points}");
+    assert!(rx_points.as_u64().unwrap() >= 3, "{rx_points}");
 }
 
 fn has_class(card: &Value, class: &str) -> bool {

@@ -50,7 +50,7 @@ fn snapshot_then_live_metrics_to_several_dashboards() {
         json!({"id": pi, "name": "pi", "location": "上海"})
     );
     assert!(is(&snapshot[2], "status", &pi) && snapshot[2]["data"]["online"] == true);
-    // The sparklines of the pi's last 20 minutes: its samples so far.
+    // The sparklines of the pi's last hour: its samples so far.
     assert_eq!(snapshot[3]["type"], "history");
     assert_eq!(snapshot[3]["data"]["server_id"], *pi);
     let cpu = snapshot[3]["data"]["series"]["cpu"].as_array().unwrap();

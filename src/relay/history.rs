@@ -381,26 +381,40 @@ pub fn to_json(
 }
 
 /// What a dashboard's snapshot carries of each server: the series its card
-/// draws, over the last [`SPARKLINE_STEPS`] steps of the hour tier.
+/// draws, over the last hour, in [`SPARKLINE_POINTS`] points of
+/// [`SPARKLINE_STEP`] seconds (one per point a card draws).
 pub const SPARKLINES: [&str; 3] = ["cpu", "net_rx", "net_tx"];
-/// 20 minutes of 10 s steps: one step per point of a card's sparkline.
-pub const SPARKLINE_STEPS: usize = 120;
+pub const SPARKLINE_POINTS: usize = 120;
+/// Three steps of the hour tier, averaged.
+pub const SPARKLINE_STEP: u64 = 30;
 
-/// The sparklines of [`SPARKLINES`] as of `unix_secs`.
+/// The sparklines of [`SPARKLINES`] as of `unix_secs`: the last point is
+/// the 30 s in progress, the mean of its steps so far.
 pub fn sparklines(server_id: &str, history: &History, unix_secs: u64) -> ServerHistory {
     let indexes = SPARKLINES.map(|name| SERIES.iter().position(|s| *s == name).unwrap_or(0));
+    let per_point = (SPARKLINE_STEP / HOUR.step_secs) as usize;
+    let current = unix_secs / SPARKLINE_STEP;
+    // Through the end of the current point: its later steps are gaps yet.
+    let end = (current + 1) * SPARKLINE_STEP - 1;
     let view = history
         .hour
-        .last_steps(unix_secs, SPARKLINE_STEPS, &indexes);
+        .last_steps(end, SPARKLINE_POINTS * per_point, &indexes);
+    let series = SPARKLINES
+        .iter()
+        .zip(view.series)
+        .map(|(name, values)| {
+            let points = values.chunks(per_point).map(|steps| {
+                let known: Vec<f64> = steps.iter().flatten().copied().collect();
+                (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+            });
+            (name.to_string(), points.collect())
+        })
+        .collect();
     ServerHistory {
         server_id: server_id.to_owned(),
         start: view.start,
-        step: view.step,
-        series: SPARKLINES
-            .iter()
-            .map(|name| name.to_string())
-            .zip(view.series)
-            .collect(),
+        step: SPARKLINE_STEP,
+        series,
     }
 }
 
@@ -778,17 +792,21 @@ mod tests {
     }
 
     #[test]
-    fn sparklines_are_the_last_twenty_minutes_of_three_series() {
+    fn sparklines_are_the_last_hour_of_three_series_in_30_s_points() {
         let mut history = History::default();
-        history.record(T + 3000, &Reading::of(&sample(12.5)));
-        let lines = sparklines("a", &history, T + 3005);
-        assert_eq!(lines.step, 10);
-        assert_eq!(lines.start, T + 3010 - 1200);
+        history.record(T + 3000, &Reading::of(&sample(10.0)));
+        history.record(T + 3010, &Reading::of(&sample(20.0)));
+        history.record(T + 3030, &Reading::of(&sample(50.0)));
+        let lines = sparklines("a", &history, T + 3035);
+        assert_eq!(lines.step, 30);
+        assert_eq!(lines.start, T + 3030 + 30 - 3600);
         let names: Vec<&str> = lines.series.keys().map(String::as_str).collect();
         assert_eq!(names, ["cpu", "net_rx", "net_tx"]);
         let cpu = &lines.series["cpu"];
-        assert_eq!(cpu.len(), SPARKLINE_STEPS);
-        assert_eq!(cpu.last(), Some(&Some(12.5)));
+        assert_eq!(cpu.len(), SPARKLINE_POINTS);
+        // 3000-3029: the mean of its steps with samples; 3030-: in progress.
+        assert_eq!(cpu[SPARKLINE_POINTS - 2..], [Some(15.0), Some(50.0)]);
+        assert_eq!(cpu[SPARKLINE_POINTS - 3], None);
         let rx = lines.series["net_rx"].last().unwrap().unwrap();
         assert!((rx - 125_000.0).abs() <= 125_000.0 * 0.0004, "{rx}");
     }
