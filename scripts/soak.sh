@@ -118,7 +118,8 @@ if [ "$TLS" = 1 ]; then
     tls_material
     SLOW_DASHBOARDS=0
 fi
-relay_args="--state $work/state.json --log-level warn"
+# info: a line per connection that ends, with why (the silence closes).
+relay_args="--state $work/state.json --log-level info"
 # shellcheck disable=SC2086 # relay_args holds plain words
 launch_relay "$mode" $relay_args
 echo "$relay_pid" >"$work/relay.pid"
@@ -246,6 +247,17 @@ wait "$loadgen_pid" || {
 loadgen_pid=""
 final_real=$(real_connected)
 cp "$work/relay.log" "$OUT/relay.log"
+# The last relay's own counters (since its start): samples it conflated
+# for dashboards too slow to take each one, samples over an agent's rate.
+metric() {
+    awk -v m="$1" '$1 == m { print $2 }' "$OUT/metrics.txt"
+}
+if [ "$mode" = plain ] && command -v curl >/dev/null; then
+    curl -fsS "http://127.0.0.1:$port/metrics" >"$OUT/metrics.txt" 2>/dev/null || true
+fi
+touch "$OUT/metrics.txt"
+conflated=$(metric vstats_relay_conflated_messages_total)
+rate_dropped=$(metric vstats_relay_dropped_samples_total)
 "$relay" server list --json --state "$work/state.json" >"$OUT/servers.json"
 
 # --- Results ------------------------------------------------------------------------
@@ -359,6 +371,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     echo "| samples excused (sent < 1 s before a kill, missing) | $(num samples_excused) |"
     echo "| connections dropped outside restarts: agents / reading dashboards | $(num agent_drops_other) / $(num dashboard_drops_other) |"
     echo "| slow dashboard: connections / samples / bytes read | $(num slow_connects) / $(num slow_samples) / $(num slow_bytes) |"
+    echo "| the last relay's counters: samples conflated for slow dashboards / dropped over an agent's rate | ${conflated:-n/a} / ${rate_dropped:-n/a} |"
     echo "| slow dashboard: how its connections ended | $(sed -n 's/.*"slow_ends":\({[^}]*}\).*/\1/p' "$OUT/loadgen.json") |"
     echo "| state-file edits (add + remove + rotate-token) | $edit |"
     echo "| registry: untouched servers' ids and token hashes before / after | $kept_before_sum / $kept_after_sum |"
