@@ -67,7 +67,14 @@
 //! A sample is *expected* at a reading dashboard's connection when it was
 //! sent after that connection's upgrade, on a connection to the same relay
 //! lifetime, and more than [`SOAK_EXCUSE`] before that relay died; it is
-//! *lost* if expected and never received. Samples sent in the last
+//! *lost* if expected and never received while the dashboard kept up.
+//! A dashboard that falls behind (a sample arrives [`SOAK_BEHIND`] or
+//! more after it was sent; on a shared machine the generator itself can
+//! stall) is a slow dashboard to the relay, which then sends the newest
+//! sample of a server in place of one not yet sent; what it misses until
+//! [`SOAK_BEHIND_FOR`] after its last late sample is counted as *missed
+//! while behind*, apart. Reading dashboards ask for large receive buffers
+//! ([`SOAK_DASHBOARD_RCVBUF`]) to make that rare. Samples sent in the last
 //! [`SOAK_EXCUSE`] before a kill (in flight, or written into a socket the
 //! kill reset) are *excused* and counted apart; samples sent before a
 //! dashboard's upgrade (the snapshot may carry the latest) are not
@@ -162,11 +169,22 @@ const SOAK_RETRY_MS: std::ops::RangeInclusive<u64> = 500..=1000;
 /// Soak connects a second at most, the ramp's rate: a blocking connect to
 /// a full accept queue would stall the loop.
 const SOAK_CONNECTS_PER_S: f64 = 2000.0;
+/// A reading dashboard whose samples arrive this late is behind: the relay
+/// may then replace a sample it has not yet sent with a newer one
+/// ("conflated", as it does for any slow dashboard), so what it misses
+/// then is counted apart from loss.
+const SOAK_BEHIND: Duration = Duration::from_millis(500);
+/// ... and stays behind for this long after such a late sample.
+const SOAK_BEHIND_FOR: Duration = Duration::from_secs(2);
+/// Reading dashboards ask for receive buffers this large (seconds of a
+/// 2,000-agent fleet), so that a stall of the generator on a busy machine
+/// does not make them slow dashboards.
+const SOAK_DASHBOARD_RCVBUF: usize = 8 << 20;
 /// `processes` = (agent + 1) x this + the agent's sample number.
 const SOAK_STAMP_BASE: u64 = 1_000_000_000;
 /// The fields of the soak's once-a-second CSV line, after `soak,`.
 const SOAK_CSV_HEADER: &str =
-    "t_s,relay_up,epoch,agents,dashboards,slow_dashboards,sent,received,lost,excused";
+    "t_s,relay_up,epoch,agents,dashboards,slow_dashboards,sent,received,lost,excused,behind";
 
 const USAGE: &str = "\
 loadgen: drive vstats-relay with agents and dashboards on loopback
@@ -669,6 +687,13 @@ impl LoadGen {
             return self.fail(role, format!("socket: {}", e.kind()));
         }
         let _ = tcp.set_nodelay(true);
+        if self.soak.is_some() && matches!(role, Role::Dashboard(_)) {
+            // Root may exceed net.core.rmem_max; others get what it allows.
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&tcp, sockopt::RcvBufForce, &SOAK_DASHBOARD_RCVBUF).is_err() {
+                let _ = setsockopt(&tcp, sockopt::RcvBuf, &SOAK_DASHBOARD_RCVBUF);
+            }
+        }
         let stream = match &self.tls {
             None => MaybeTls::Plain(tcp),
             Some((config, name)) => match ClientConnection::new(config.clone(), name.clone()) {
@@ -870,7 +895,7 @@ impl LoadGen {
         }
         if let Some(soak) = self.soak.as_mut() {
             if let Some(stamp) = stamp_in(text, PATCH_STAMP) {
-                soak.received(dashboard, stamp);
+                soak.received(dashboard, stamp, self.clock.elapsed());
             }
             return;
         }
@@ -1639,6 +1664,8 @@ struct Tally {
     epoch: u32,
     /// Per agent, the last sample number received on it.
     last: Vec<Option<u32>>,
+    /// Until when it counts as behind ([`SOAK_BEHIND`]).
+    behind_until: Duration,
 }
 
 /// What a missing sample was, to one dashboard connection.
@@ -1647,6 +1674,8 @@ enum Missing {
     NotExpected,
     /// Sent less than [`SOAK_EXCUSE`] before its relay died.
     Excused,
+    /// Missed while the dashboard was behind.
+    Behind,
     Lost,
 }
 
@@ -1663,9 +1692,9 @@ struct Soak {
     dashboard_epoch: Vec<u32>,
     /// Per reading dashboard, its open connection's tally.
     tallies: Vec<Option<Tally>>,
-    /// Ended connections, with when they ended, whose tail is still to be
-    /// counted.
-    ended_tallies: Vec<(Duration, Tally)>,
+    /// Ended connections, with when they ended and their dashboard, whose
+    /// tail is still to be counted.
+    ended_tallies: Vec<(Duration, usize, Tally)>,
     /// Who tries again when: (due in ms, role), soonest first.
     retries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, RetryRole)>>,
     /// Connects allowed now ([`SOAK_CONNECTS_PER_S`], a burst of 100).
@@ -1690,8 +1719,12 @@ struct Soak {
     duplicates: u64,
     lost: u64,
     excused: u64,
-    /// Lost samples by dashboard connection end (for the report).
-    lost_at: Vec<(u32, u64)>,
+    behind: u64,
+    /// The worst lateness of a sample at a reading dashboard, in ms.
+    worst_latency_ms: u32,
+    /// Missed samples by second of the run, dashboard and kind ("lost" or
+    /// "behind"), for the report.
+    gaps: std::collections::BTreeMap<(u64, usize, &'static str), u64>,
     slow: Arc<SlowStats>,
     /// The relay's state for the slow dashboards' threads: up, and the
     /// epoch.
@@ -1731,7 +1764,9 @@ impl Soak {
             duplicates: 0,
             lost: 0,
             excused: 0,
-            lost_at: Vec::new(),
+            behind: 0,
+            worst_latency_ms: 0,
+            gaps: std::collections::BTreeMap::new(),
             slow: Arc::new(SlowStats::default()),
             shared_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             shared_epoch: Arc::new(std::sync::atomic::AtomicU32::new(0)),
@@ -1765,6 +1800,7 @@ impl Soak {
             opened: now,
             epoch: self.dashboard_epoch[dashboard],
             last: vec![None; agents],
+            behind_until: Duration::ZERO,
         });
     }
 
@@ -1774,7 +1810,7 @@ impl Soak {
             Role::Dashboard(d) => {
                 self.dashboard_drops.push(now);
                 if let Some(tally) = self.tallies[d].take() {
-                    self.ended_tallies.push((now, tally));
+                    self.ended_tallies.push((now, d, tally));
                 }
             }
             Role::Deaf => {}
@@ -1876,7 +1912,7 @@ impl Soak {
 
     /// A sample number arrived at a reading dashboard: the numbers it
     /// skipped are counted.
-    fn received(&mut self, dashboard: usize, stamp: u64) {
+    fn received(&mut self, dashboard: usize, stamp: u64, now: Duration) {
         let agent = (stamp / SOAK_STAMP_BASE) as usize;
         if agent == 0 || agent > self.sent_ms.len() {
             return; // a real agent's `processes`
@@ -1885,6 +1921,13 @@ impl Soak {
         let Some(mut tally) = self.tallies[dashboard].take() else {
             return;
         };
+        if let Some(&sent) = self.sent_ms[agent].get(seq as usize) {
+            let late = (now.as_millis() as u32).saturating_sub(sent);
+            self.worst_latency_ms = self.worst_latency_ms.max(late);
+            if Duration::from_millis(late as u64) >= SOAK_BEHIND {
+                tally.behind_until = now + SOAK_BEHIND_FOR;
+            }
+        }
         match tally.last[agent] {
             Some(last) if seq <= last => self.duplicates += 1,
             last => {
@@ -1893,7 +1936,7 @@ impl Soak {
                     Some(last) => last + 1,
                     None => self.first_after(agent, tally.opened),
                 };
-                self.count_missing(&tally, agent, from..seq);
+                self.count_missing(dashboard, &tally, agent, from..seq, now);
                 tally.last[agent] = Some(seq);
             }
         }
@@ -1906,7 +1949,7 @@ impl Soak {
         self.sent_ms[agent].partition_point(|&t| t <= at) as u32
     }
 
-    fn classify(&self, tally: &Tally, agent: usize, seq: u32) -> Missing {
+    fn classify(&self, tally: &Tally, agent: usize, seq: u32, now: Duration) -> Missing {
         let sent = Duration::from_millis(self.sent_ms[agent][seq as usize] as u64);
         if sent <= tally.opened {
             return Missing::NotExpected;
@@ -1919,26 +1962,50 @@ impl Soak {
         }
         match self.deaths.get(epoch as usize) {
             Some(&death) if sent + SOAK_EXCUSE >= death => Missing::Excused,
+            _ if tally.behind_until >= now => Missing::Behind,
             _ => Missing::Lost,
         }
     }
 
-    fn count_missing(&mut self, tally: &Tally, agent: usize, seqs: std::ops::Range<u32>) {
+    /// Counts the samples `seqs` of `agent` that a dashboard's connection
+    /// missed, as found at `now`.
+    fn count_missing(
+        &mut self,
+        dashboard: usize,
+        tally: &Tally,
+        agent: usize,
+        seqs: std::ops::Range<u32>,
+        now: Duration,
+    ) {
         for seq in seqs {
-            match self.classify(tally, agent, seq) {
-                Missing::NotExpected => {}
-                Missing::Excused => self.excused += 1,
+            let kind = match self.classify(tally, agent, seq, now) {
+                Missing::NotExpected => continue,
+                Missing::Excused => {
+                    self.excused += 1;
+                    continue;
+                }
+                Missing::Behind => {
+                    self.behind += 1;
+                    "behind"
+                }
                 Missing::Lost => {
                     self.lost += 1;
-                    self.lost_at.push((tally.epoch, agent as u64));
+                    "lost"
                 }
+            };
+            if self.gaps.len() < 1000 {
+                *self
+                    .gaps
+                    .entry((now.as_secs(), dashboard, kind))
+                    .or_default() += 1;
             }
         }
     }
 
     /// Counts the tail of a tally: the samples sent before `until` after
     /// the last one it received.
-    fn count_tail(&mut self, tally: &Tally, until: Duration) {
+    fn count_tail(&mut self, dashboard: usize, tally: &Tally, until: Duration) {
+        let end = until;
         let until = until.as_millis() as u32;
         for agent in 0..self.sent_ms.len() {
             let from = match tally.last[agent] {
@@ -1947,7 +2014,7 @@ impl Soak {
             };
             let to = self.sent_ms[agent].partition_point(|&t| t < until) as u32;
             if from < to {
-                self.count_missing(tally, agent, from..to);
+                self.count_missing(dashboard, tally, agent, from..to, end);
             }
         }
     }
@@ -1956,11 +2023,11 @@ impl Soak {
     /// [`SOAK_SETTLE`] ago (all of them with `now` = `None`).
     fn settle(&mut self, now: Option<Duration>) {
         let ended = std::mem::take(&mut self.ended_tallies);
-        for (at, tally) in ended {
+        for (at, dashboard, tally) in ended {
             if now.is_some_and(|now| at + SOAK_SETTLE > now) {
-                self.ended_tallies.push((at, tally));
+                self.ended_tallies.push((at, dashboard, tally));
             } else {
-                self.count_tail(&tally, at);
+                self.count_tail(dashboard, &tally, at);
             }
         }
     }
@@ -2216,7 +2283,7 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
             let connected = g.agent_conn.iter().filter(|c| c.is_some()).count();
             let soak = g.soak.as_ref().expect("soak mode");
             println!(
-                "soak,{:.1},{},{},{connected},{},{},{},{},{},{}",
+                "soak,{:.1},{},{},{connected},{},{},{},{},{},{},{}",
                 t0.elapsed().as_secs_f64(),
                 u8::from(soak.relay_up),
                 soak.epoch,
@@ -2225,7 +2292,8 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
                 g.stats.samples_sent,
                 soak.received,
                 soak.lost,
-                soak.excused
+                soak.excused,
+                soak.behind
             );
         }
         let mut next_due = end;
@@ -2240,7 +2308,7 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
     let mut soak = g.soak.take().expect("soak mode");
     for d in 0..dashboards {
         if let Some(tally) = soak.tallies[d].take() {
-            soak.ended_tallies.push((send_end, tally));
+            soak.ended_tallies.push((send_end, d, tally));
         }
     }
     soak.settle(None);
@@ -2280,8 +2348,8 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
         worst("all_agents_back_after_up_s").map_or("n/a".to_owned(), |v| format!("{v:.1}"))
     );
     println!(
-        "samples: {sent_numbered} sent on open connections; reading dashboards received {} (+{} repeats), lost {}, excused (in flight at a kill) {}",
-        soak.received, soak.duplicates, soak.lost, soak.excused
+        "samples: {sent_numbered} sent on open connections; reading dashboards received {} (+{} repeats), lost {}, excused (in flight at a kill) {}, missed while behind {} (worst lateness {} ms)",
+        soak.received, soak.duplicates, soak.lost, soak.excused, soak.behind, soak.worst_latency_ms
     );
     println!(
         "drops: agents {agent_drops_at_restarts} at restarts, {agent_drops_other} otherwise; reading dashboards {dash_drops_at_restarts} at restarts, {dash_drops_other} otherwise; failures {:?}",
@@ -2294,10 +2362,13 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
         slow.bytes.load(Relaxed),
         slow_ends
     );
-    let mut lost_by_epoch = std::collections::BTreeMap::new();
-    for (epoch, _) in &soak.lost_at {
-        *lost_by_epoch.entry(epoch.to_string()).or_insert(0u64) += 1;
-    }
+    let gaps: Vec<serde_json::Value> = soak
+        .gaps
+        .iter()
+        .map(|(&(t, d, kind), &n)| {
+            json!({"t_s": at(Duration::from_secs(t)).round(), "dashboard": d, "kind": kind, "samples": n})
+        })
+        .collect();
     json!({
         "mode": "soak",
         "tls": g.args.tls,
@@ -2317,7 +2388,9 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
         "samples_received": soak.received,
         "samples_repeated": soak.duplicates,
         "samples_lost": soak.lost,
-        "samples_lost_by_epoch": lost_by_epoch,
+        "samples_missed_while_behind": soak.behind,
+        "worst_dashboard_latency_ms": soak.worst_latency_ms,
+        "gaps": gaps,
         "samples_excused": soak.excused,
         "agent_drops_at_restarts": agent_drops_at_restarts,
         "agent_drops_other": agent_drops_other,
