@@ -39,9 +39,14 @@
 # "Lost" (examples/loadgen.rs, "Soak"): a sample a loadgen agent wrote on
 # an open connection, sent after a reading dashboard's upgrade and more
 # than 1 s before the relay that both were connected to was killed, that
-# this dashboard never received. Samples sent in the last second before a
-# kill are excused (in flight) and counted apart; samples are not sent
-# while an agent is disconnected. The slow dashboard is not counted.
+# this dashboard never received while it kept up. Samples sent in the last
+# second before a kill are excused (in flight) and counted apart; samples
+# are not sent while an agent is disconnected. A reading dashboard whose
+# samples arrive 0.5 s late or more is behind (the generator stalled on a
+# busy machine): the relay then treats it as any slow dashboard, sending
+# the newest sample of a server in place of an unsent one, and what it
+# misses until 2 s after is counted apart ("missed while behind"). The
+# slow dashboard is not counted.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -137,6 +142,8 @@ restart_relay() {
     # shellcheck disable=SC2086 # relay_args holds plain words
     "$relay" "$@" $relay_args 2>>"$work/relay.log" &
     relay_pid=$!
+    # Agents may connect from here on (before "up", when it listens).
+    event start "$relay_pid"
     for _ in $(seq 200); do
         ss -Hltnp "sport = :$port" 2>/dev/null | grep -q "pid=$relay_pid," && break
         sleep 0.05
@@ -183,7 +190,7 @@ real_connected() {
     echo "$n"
 }
 
-echo "t_s,relay_up,rss_kib,fds,agents,dashboards,slow_dashboards,real_agents,lost" >"$OUT/samples.csv"
+echo "t_s,relay_up,rss_kib,fds,agents,dashboards,slow_dashboards,real_agents,lost,behind" >"$OUT/samples.csv"
 next_restart=$RESTART_EVERY next_edit=$EDIT_EVERY next_stop=$((STOP_EVERY / 2))
 cont_at="" stop_turn=0 edit=0 added=""
 echo "soak: $MINUTES min, $AGENTS loadgen agents + $REAL_AGENTS real, $DASHBOARDS dashboards + $SLOW_DASHBOARDS slow, $url; restarts every $RESTART_EVERY s" >&2
@@ -233,10 +240,10 @@ while kill -0 "$loadgen_pid" 2>/dev/null; do
         fds=$(find "/proc/$relay_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     fi
     line=$(tail -n 5 "$OUT/loadgen.out" | grep '^soak,[0-9]' | tail -n 1 || true)
-    # soak,t_s,relay_up,epoch,agents,dashboards,slow,sent,received,lost,excused
+    # soak,t_s,relay_up,epoch,agents,dashboards,slow,sent,received,lost,excused,behind
     fleet=$(echo "$line" | awk -F, '{ print $5 "," $6 "," $7 }')
-    lost=$(echo "$line" | awk -F, '{ print $10 }')
-    [ -n "$line" ] || fleet=",,"
+    lost=$(echo "$line" | awk -F, '{ print $10 "," $12 }')
+    [ -n "$line" ] || fleet=",," lost=","
     echo "$t,$up,$rss,$fds,$fleet,$(real_connected),$lost" >>"$OUT/samples.csv"
 done
 wait "$loadgen_pid" || {
@@ -305,12 +312,12 @@ per_relay=$(awk -F'[ ,]' '
     END { for (i = 1; i <= nk + 1; i++) printf "%s%.1f/%d", (i > 1 ? ", " : ""), r[i] / 1024, f[i]; print "" }' \
     "$OUT/events.txt" "$OUT/samples.csv")
 
-# Real agents: after each restart, how long after the new relay was up
+# Real agents: after each restart, how long after the new relay started
 # each (not stopped then) logged its next connect; after each SIGCONT, how
 # long until the resumed one did.
 awk '
     FILENAME ~ /events/ {
-        if ($2 == "up" && seen_up++) ups[++nu] = $1
+        if ($2 == "start") ups[++nu] = $1
         if ($2 == "stop") { stop_at[++ns] = $1; stop_who[ns] = $4 }
         if ($2 == "cont") cont_at[++nc] = $1
         next
@@ -351,6 +358,11 @@ fleet_times=$(sed -n 's/.*"restarts":\[\(.*\)\],"restarts_all_back".*/\1/p' "$OU
 down_times=$(sed -n 's/.*"restarts":\[\(.*\)\],"restarts_all_back".*/\1/p' "$OUT/loadgen.json" |
     tr '}' '\n' | sed -n 's/.*"down_s":\([0-9.]*\).*/\1/p' |
     awk '{ printf "%s%.1f", (NR > 1 ? ", " : ""), $1 }')
+# When dashboards missed samples: "t=SECONDS dDASHBOARD KIND COUNT".
+gaps=$(sed -n 's/.*"gaps":\[\([^]]*\)\].*/\1/p' "$OUT/loadgen.json" | tr '}' '\n' |
+    sed -n 's/.*"dashboard":\([0-9]*\),"kind":"\([a-z]*\)","samples":\([0-9]*\),"t_s":\([0-9.]*\).*/t=\4 s d\1 \2 \3/p' |
+    head -n 20 | paste -sd';' -)
+[ -n "$gaps" ] || gaps="none"
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 {
@@ -363,12 +375,13 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     echo "| relay open fds: baseline / max / end | $base_fd / $max_fd / $end_fd |"
     echo "| relay RSS MiB / fds, max per lifetime | $per_relay |"
     echo "| loadgen fleet: all $AGENTS back after each restart (s after the new relay listened) | $fleet_times |"
-    echo "| real agents: all back after each restart (s, worst of the agents not stopped) | $real_restarts |"
+    echo "| real agents: all back after each restart (s after the new relay started, worst of the agents not stopped) | $real_restarts |"
     echo "| real agents: back after SIGCONT (s) | $real_resumes |"
     echo "| agents closed by the relay for silence (75 s) | $silence_closes |"
     echo "| samples sent / received by each reading dashboard (sum) | $(num samples_sent) / $(num samples_received) |"
     echo "| samples lost outside restarts | $lost |"
     echo "| samples excused (sent < 1 s before a kill, missing) | $(num samples_excused) |"
+    echo "| samples missed while a reading dashboard was behind (conflated by the relay) | $(num samples_missed_while_behind) (worst lateness $(num worst_dashboard_latency_ms) ms; $gaps) |"
     echo "| connections dropped outside restarts: agents / reading dashboards | $(num agent_drops_other) / $(num dashboard_drops_other) |"
     echo "| slow dashboard: connections / samples / bytes read | $(num slow_connects) / $(num slow_samples) / $(num slow_bytes) |"
     echo "| the last relay's counters: samples conflated for slow dashboards / dropped over an agent's rate | ${conflated:-n/a} / ${rate_dropped:-n/a} |"
