@@ -67,13 +67,14 @@
 //! A sample is *expected* at a reading dashboard's connection when it was
 //! sent after that connection's upgrade, on a connection to the same relay
 //! lifetime, and more than [`SOAK_EXCUSE`] before that relay died; it is
-//! *lost* if expected and never received while the dashboard kept up.
-//! A dashboard that falls behind (a sample arrives [`SOAK_BEHIND`] or
-//! more after it was sent; on a shared machine the generator itself can
-//! stall) is a slow dashboard to the relay, which then sends the newest
-//! sample of a server in place of one not yet sent; what it misses until
-//! [`SOAK_BEHIND_FOR`] after its last late sample is counted as *missed
-//! while behind*, apart. Reading dashboards ask for large receive buffers
+//! *lost* if expected and never received while delivery kept up. When a
+//! dashboard's samples arrive [`SOAK_BEHIND`] or more after they were sent
+//! (on a shared machine the generator, the relay or both can stall), the
+//! relay holds more than one sample of a server for it at a time, and
+//! keeps only the newest of those not yet sent (its rule for slow
+//! dashboards; it applies within one turn of its loop too); what a
+//! dashboard misses until [`SOAK_BEHIND_FOR`] after its last late sample
+//! is counted as *missed while behind*, apart. Reading dashboards ask for large receive buffers
 //! ([`SOAK_DASHBOARD_RCVBUF`]) to make that rare. Samples sent in the last
 //! [`SOAK_EXCUSE`] before a kill (in flight, or written into a socket the
 //! kill reset) are *excused* and counted apart; samples sent before a
@@ -570,6 +571,9 @@ struct Stats {
     send_blocked: u64,
     /// How late the loop got behind its send schedule, at worst.
     worst_send_lag: Duration,
+    /// With `--soak`: samples not sent because the loop was more than half
+    /// an interval late for them (see [`LoadGen::send_due`]).
+    skipped_late: u64,
     received: Vec<u64>,
     latencies_us: Vec<u32>,
     handshakes: u64,
@@ -1026,6 +1030,9 @@ impl LoadGen {
     /// Sends every sample due by `now`: the s-th overall is due at
     /// t0 + s / (rate x agents), from agent s % agents, so each agent sends
     /// every 1/rate s at its own phase. Returns when the next one is due.
+    /// With `--soak`, a sample more than half an interval late is skipped,
+    /// as vstats-agent's schedule skips the ticks it missed: after a stall
+    /// of the generator an agent never sends two samples back to back.
     fn send_due(&mut self, seq: &mut u64, t0: Instant, now: Instant) -> Instant {
         let agents = self.args.agents;
         let per_second = self.args.rate * agents as f64;
@@ -1035,7 +1042,11 @@ impl LoadGen {
                 return due;
             }
             self.stats.worst_send_lag = self.stats.worst_send_lag.max(now - due);
-            self.send((*seq % agents as u64) as usize);
+            if self.soak.is_some() && (now - due).as_secs_f64() * self.args.rate > 0.5 {
+                self.stats.skipped_late += 1;
+            } else {
+                self.send((*seq % agents as u64) as usize);
+            }
             *seq += 1;
         }
     }
@@ -2401,6 +2412,7 @@ fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
         "failures": g.stats.failures,
         "send_blocked": g.stats.send_blocked,
         "loadgen_worst_send_lag_ms": g.stats.worst_send_lag.as_secs_f64() * 1000.0,
+        "samples_skipped_late": g.stats.skipped_late,
         "slow_connects": slow.connects.load(Relaxed),
         "slow_samples": slow.samples.load(Relaxed),
         "slow_bytes": slow.bytes.load(Relaxed),
