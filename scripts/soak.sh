@@ -346,9 +346,11 @@ awk '
 real_restarts=$(awk '$1 == "restart" { printf "%s%s", (n++ ? ", " : ""), $3 }' "$OUT/real-agents.txt")
 real_resumes=$(awk '$1 == "resume" { printf "%s%s", (n++ ? ", " : ""), $4 }' "$OUT/real-agents.txt")
 real_never=$(grep -c never "$OUT/real-agents.txt" || true)
-# Lines like "resumed ... samples in a burst": what the relay said about
-# the real agents (rate limit, silence).
-silence_closes=$(grep -c "silent for" "$OUT/relay.log" || true)
+# What the relay said about the stopped agents and the slow dashboard:
+# closed after 75 s of silence (the slow one's pongs wait behind its
+# backlog), or as too slow (1013).
+silence_closes=$(grep -c "agent for .*silent for" "$OUT/relay.log" || true)
+slow_closes=$(grep -Ec "dashboard .*(silent for|too slow)" "$OUT/relay.log" || true)
 
 lost=$(num samples_lost)
 fleet_back=$(num restarts_all_back)
@@ -377,7 +379,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     echo "| loadgen fleet: all $AGENTS back after each restart (s after the new relay listened) | $fleet_times |"
     echo "| real agents: all back after each restart (s after the new relay started, worst of the agents not stopped) | $real_restarts |"
     echo "| real agents: back after SIGCONT (s) | $real_resumes |"
-    echo "| agents closed by the relay for silence (75 s) | $silence_closes |"
+    echo "| agents closed by the relay for silence (75 s) | $silence_closes (of $(grep -c ' stop ' "$OUT/events.txt" || true) stops) |"
     echo "| samples sent / received by each reading dashboard (sum) | $(num samples_sent) / $(num samples_received) |"
     echo "| samples lost outside restarts | $lost |"
     echo "| samples excused (sent < 1 s before a kill, missing) | $(num samples_excused) |"
@@ -385,7 +387,8 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
     echo "| connections dropped outside restarts: agents / reading dashboards | $(num agent_drops_other) / $(num dashboard_drops_other) |"
     echo "| slow dashboard: connections / samples / bytes read | $(num slow_connects) / $(num slow_samples) / $(num slow_bytes) |"
     echo "| the last relay's counters: samples conflated for slow dashboards / dropped over an agent's rate | ${conflated:-n/a} / ${rate_dropped:-n/a} |"
-    echo "| slow dashboard: how its connections ended | $(sed -n 's/.*"slow_ends":\({[^}]*}\).*/\1/p' "$OUT/loadgen.json") |"
+    echo "| dashboards closed by the relay for silence or as too slow (its log) | $slow_closes |"
+    echo "| slow dashboard: how its connections ended, as it saw them | $(sed -n 's/.*"slow_ends":\({[^}]*}\).*/\1/p' "$OUT/loadgen.json") |"
     echo "| state-file edits (add + remove + rotate-token) | $edit |"
     echo "| registry: untouched servers' ids and token hashes before / after | $kept_before_sum / $kept_after_sum |"
     echo "| registry: servers listed at the end (expected) | $listed ($expected_listed) |"
@@ -403,6 +406,7 @@ set datafile separator ","
 set datafile missing ""
 set title "Soak: relay killed every $RESTART_EVERY s, $AGENTS + $REAL_AGENTS agents, $DASHBOARDS + $SLOW_DASHBOARDS dashboards"
 set xlabel "minutes"
+set xrange [0:$MINUTES]
 set ylabel "relay RSS (MiB)"
 set y2label "open fds, agents connected"
 set ytics nomirror
