@@ -22,7 +22,10 @@
 //!   gauge for dashboards, from `GET /metrics`, less the reading ones) are
 //!   printed once a second.
 //!
-//! With `--patch` (fleet and `--deaf-dashboards`), each agent sends the
+//! - `--soak SECONDS`: the fleet for that long, surviving relay restarts:
+//!   see "Soak" below.
+//!
+//! With `--patch` (fleet, `--deaf-dashboards` and `--soak`), each agent sends the
 //! lean wire of docs/PROTOCOL.md ("`patch`: lean samples"): one full
 //! `metrics` sample on each connection, then `patch` frames shaped like a
 //! small host's agent's: `elapsed_ms`, `cpu` (`usage`, two `per_core`),
@@ -43,10 +46,61 @@
 //! The run prints a human-readable report and, as its last line, the same
 //! figures as one JSON object.
 //!
+//! # Soak
+//!
+//! `--soak SECONDS` (driven by `scripts/soak.sh`) runs the fleet and the
+//! reading dashboards for that long while the relay is killed and
+//! restarted under it. Agents and dashboards whose connection ends
+//! reconnect after 0.5 to 1 s (jittered), again and again, instead of the
+//! run ending; with `--relay-pid-file` they only try once the relay they
+//! will reach is up (see below), so every connection belongs to one relay
+//! lifetime, an *epoch*. `--slow-dashboards N` adds dashboards that read
+//! `--slow-bytes-per-s` bytes a second, on threads of their own, counted
+//! apart (their misses are not loss).
+//!
+//! Every sample carries `(agent + 1) * 10^9 + seq` in `processes`, `seq`
+//! counting the agent's samples written on open connections (a sample not
+//! written, because the agent is between connections, gets no number). The
+//! relay forwards `processes` untouched, whole samples and patches alike, so
+//! each reading dashboard sees every agent's numbers and counts the gaps.
+//!
+//! A sample is *expected* at a reading dashboard's connection when it was
+//! sent after that connection's upgrade, on a connection to the same relay
+//! lifetime, and more than [`SOAK_EXCUSE`] before that relay died; it is
+//! *lost* if expected and never received while delivery kept up. When a
+//! dashboard's samples arrive [`SOAK_BEHIND`] or more after they were sent
+//! (on a shared machine the generator, the relay or both can stall), the
+//! relay holds more than one sample of a server for it at a time, and
+//! keeps only the newest of those not yet sent (its rule for slow
+//! dashboards; it applies within one turn of its loop too); what a
+//! dashboard misses until [`SOAK_BEHIND_FOR`] after its last late sample
+//! is counted as *missed while behind*, apart. Reading dashboards ask for large receive buffers
+//! ([`SOAK_DASHBOARD_RCVBUF`]) to make that rare. Samples sent in the last
+//! [`SOAK_EXCUSE`] before a kill (in flight, or written into a socket the
+//! kill reset) are *excused* and counted apart; samples sent before a
+//! dashboard's upgrade (the snapshot may carry the latest) are not
+//! expected. Gaps are found when a later number arrives and, for the tail,
+//! [`SOAK_SETTLE`] after a dashboard's connection ends (once the relay's
+//! death, if that was the cause, is known) and at the end of the run.
+//!
+//! `--relay-pid-file FILE` holds the current relay's pid (the soak script
+//! rewrites it on each restart); the loop looks every
+//! [`SOAK_PROBE_EVERY`]: the pid gone or a zombie ends the epoch (the
+//! relay's *death*), a new live pid starts the next (the relay is *up*).
+//! Agent and dashboard drops are classed as at a restart when they fall
+//! within [`SOAK_EXCUSE`] of a death, and as faults otherwise.
+//!
+//! Once a second a CSV line goes to stdout (`soak,` then the fields of
+//! [`SOAK_CSV_HEADER`]); the last line is the JSON report, with, per
+//! restart, how long after the new relay was up every agent (and every
+//! reading dashboard) was connected again.
+//!
 //! Usage: cargo run --release --example loadgen -- --relay ws://127.0.0.1:PORT
 //!        --tokens FILE [--agents N] [--dashboards M] [--rate HZ] [--ramp S]
 //!        [--duration S] [--sample-bytes B] [--patch] [--idle] [--handshakes S]
 //!        [--deaf-dashboards N] [--ca-file PEM] [--relay-pid PID]
+//!        [--soak S [--relay-pid-file FILE] [--slow-dashboards N]
+//!        [--slow-bytes-per-s B]]
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -103,6 +157,35 @@ const STAMP: &str = "\"loadgen_sent_us\":";
 /// The stamp with `--patch`: the last field of a rebuilt sample.
 const PATCH_STAMP: &str = "\"processes\":";
 const METRICS_PREFIX: &str = "{\"type\":\"metrics\"";
+/// With `--soak`: a sample sent less than this before its relay died was in
+/// flight at the kill; missing, it is excused rather than lost.
+const SOAK_EXCUSE: Duration = Duration::from_secs(1);
+/// A reading dashboard's ended connection has its tail counted this long
+/// after it ended, when the relay's death, if that was why, is known.
+const SOAK_SETTLE: Duration = Duration::from_secs(2);
+/// How often the soak looks at the relay's pid and at who is back.
+const SOAK_PROBE_EVERY: Duration = Duration::from_millis(100);
+/// A dropped agent or dashboard tries again after this many ms (uniform).
+const SOAK_RETRY_MS: std::ops::RangeInclusive<u64> = 500..=1000;
+/// Soak connects a second at most, the ramp's rate: a blocking connect to
+/// a full accept queue would stall the loop.
+const SOAK_CONNECTS_PER_S: f64 = 2000.0;
+/// A reading dashboard whose samples arrive this late is behind: the relay
+/// may then replace a sample it has not yet sent with a newer one
+/// ("conflated", as it does for any slow dashboard), so what it misses
+/// then is counted apart from loss.
+const SOAK_BEHIND: Duration = Duration::from_millis(500);
+/// ... and stays behind for this long after such a late sample.
+const SOAK_BEHIND_FOR: Duration = Duration::from_secs(2);
+/// Reading dashboards ask for receive buffers this large (seconds of a
+/// 2,000-agent fleet), so that a stall of the generator on a busy machine
+/// does not make them slow dashboards.
+const SOAK_DASHBOARD_RCVBUF: usize = 8 << 20;
+/// `processes` = (agent + 1) x this + the agent's sample number.
+const SOAK_STAMP_BASE: u64 = 1_000_000_000;
+/// The fields of the soak's once-a-second CSV line, after `soak,`.
+const SOAK_CSV_HEADER: &str =
+    "t_s,relay_up,epoch,agents,dashboards,slow_dashboards,sent,received,lost,excused,behind";
 
 const USAGE: &str = "\
 loadgen: drive vstats-relay with agents and dashboards on loopback
@@ -125,6 +208,12 @@ Usage: loadgen --relay ws://127.0.0.1:PORT --tokens FILE [options]
   --deaf-dashboards N  also N dashboards that never read, once the fleet
                        has settled; --duration counts from them
   --relay-pid PID      report the relay's CPU and memory
+  --soak SECONDS       run the fleet this long across relay restarts,
+                       reconnecting, counting lost samples (see the doc)
+  --relay-pid-file F   with --soak: the current relay's pid, rewritten on
+                       each restart
+  --slow-dashboards N  with --soak: N dashboards that read slowly
+  --slow-bytes-per-s B how slowly (default 4096)
 ";
 
 struct Args {
@@ -144,6 +233,10 @@ struct Args {
     handshakes: Option<f64>,
     deaf_dashboards: usize,
     relay_pid: Option<u32>,
+    soak: Option<f64>,
+    relay_pid_file: Option<PathBuf>,
+    slow_dashboards: usize,
+    slow_bytes_per_s: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -167,6 +260,10 @@ fn parse_args() -> Result<Args, String> {
         handshakes: None,
         deaf_dashboards: 0,
         relay_pid: None,
+        soak: None,
+        relay_pid_file: None,
+        slow_dashboards: 0,
+        slow_bytes_per_s: 4096,
     };
     let fail = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(fail)? {
@@ -196,6 +293,16 @@ fn parse_args() -> Result<Args, String> {
             }
             Long("relay-pid") => {
                 args.relay_pid = Some(parser.value().map_err(fail)?.parse().map_err(fail)?)
+            }
+            Long("soak") => args.soak = Some(parser.value().map_err(fail)?.parse().map_err(fail)?),
+            Long("relay-pid-file") => {
+                args.relay_pid_file = Some(parser.value().map_err(fail)?.into())
+            }
+            Long("slow-dashboards") => {
+                args.slow_dashboards = parser.value().map_err(fail)?.parse().map_err(fail)?
+            }
+            Long("slow-bytes-per-s") => {
+                args.slow_bytes_per_s = parser.value().map_err(fail)?.parse().map_err(fail)?
             }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
@@ -241,6 +348,20 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.deaf_dashboards > 0 && (args.handshakes.is_some() || args.idle) {
         return Err("--deaf-dashboards goes with the fleet, not --idle or --handshakes".into());
+    }
+    if let Some(seconds) = args.soak {
+        positive("soak", seconds)?;
+        if args.handshakes.is_some() || args.idle || args.deaf_dashboards > 0 {
+            return Err("--soak goes with the fleet alone".into());
+        }
+        if args.slow_dashboards > 0 && tls {
+            return Err("--slow-dashboards needs ws://".into());
+        }
+        if args.slow_bytes_per_s == 0 {
+            return Err("--slow-bytes-per-s must be above 0".into());
+        }
+    } else if args.relay_pid_file.is_some() || args.slow_dashboards > 0 {
+        return Err("--relay-pid-file and --slow-dashboards go with --soak".into());
     }
     args.url = url.trim_end_matches('/').to_owned();
     args.addr = addr;
@@ -300,28 +421,30 @@ impl XorShift {
 struct SampleMaker {
     pad: String,
     rng: XorShift,
-    /// `--patch`: `processes` carries the stamp.
-    patch: bool,
+    /// `--patch` or `--soak`: `processes` carries the stamp.
+    stamp_processes: bool,
 }
 
 impl SampleMaker {
-    fn new(target: usize, patch: bool) -> SampleMaker {
+    fn new(target: usize, stamp_processes: bool) -> SampleMaker {
         let mut maker = SampleMaker {
             pad: String::new(),
             rng: XorShift(0x9e37_79b9_7f4a_7c15),
-            patch,
+            stamp_processes,
         };
         let data_len = |frame: String| {
             let start = frame.find("\"data\":").unwrap_or(0) + "\"data\":".len();
             let end = frame.rfind(",\"timestamp\"").unwrap_or(frame.len());
             end - start
         };
-        let base = data_len(maker.frame(0, 0));
+        let base = data_len(maker.frame(0, 0, 0));
         maker.pad = "x".repeat(target.saturating_sub(base));
         maker
     }
 
-    fn frame(&mut self, agent: usize, sent_us: u64) -> String {
+    /// A full sample; `stamp` goes in `processes` with `--patch` or
+    /// `--soak`.
+    fn frame(&mut self, agent: usize, sent_us: u64, stamp: u64) -> String {
         let now = vstats::protocol::rfc3339(SystemTime::now());
         let r = &mut self.rng;
         let (a, b) = (r.percent(), r.percent());
@@ -354,8 +477,8 @@ impl SampleMaker {
             rx = rx,
             tx = tx,
             uptime = 3000 + sent_us / 1_000_000,
-            processes = if self.patch {
-                sent_us
+            processes = if self.stamp_processes {
+                stamp
             } else {
                 80 + r.next() % 40
             },
@@ -368,7 +491,7 @@ impl SampleMaker {
     /// after its full sample: what moves every second (the CPU, available
     /// memory, disk I/O, the one interface's bytes) and `processes`, which
     /// carries the stamp. Numbers are printed as serde prints them (`0.0`).
-    fn patch(&mut self, elapsed_ms: u64, sent_us: u64) -> String {
+    fn patch(&mut self, elapsed_ms: u64, stamp: u64) -> String {
         let r = &mut self.rng;
         let (a, b) = (r.percent(), r.percent());
         let available = 25_276_514_304u64 - (800_000_000 + r.next() % 400_000_000);
@@ -387,7 +510,7 @@ impl SampleMaker {
                 r#""memory":{{"available":{available}}},"#,
                 r#""disk_io":{{"read_rate":{read:?},"write_rate":{write:?}}},"#,
                 r#""network":{{"interfaces":[{{"rx_bytes":{rx},"tx_bytes":{tx}}}]}},"#,
-                r#""processes":{sent_us}}}}}"#,
+                r#""processes":{stamp}}}}}"#,
             ),
             elapsed_ms = elapsed_ms,
             usage = ((a + b) / 2.0 * 100.0).round() / 100.0,
@@ -398,7 +521,7 @@ impl SampleMaker {
             write = write,
             rx = rx,
             tx = tx,
-            sent_us = sent_us,
+            stamp = stamp,
         )
     }
 }
@@ -448,6 +571,9 @@ struct Stats {
     send_blocked: u64,
     /// How late the loop got behind its send schedule, at worst.
     worst_send_lag: Duration,
+    /// With `--soak`: samples not sent because the loop was more than half
+    /// an interval late for them (see [`LoadGen::send_due`]).
+    skipped_late: u64,
     received: Vec<u64>,
     latencies_us: Vec<u32>,
     handshakes: u64,
@@ -473,6 +599,8 @@ struct LoadGen {
     /// In `--handshakes` mode: close agents as soon as they are upgraded.
     churn: bool,
     stats: Stats,
+    /// With `--soak`: reconnection, sample numbers and loss accounting.
+    soak: Option<Box<Soak>>,
 }
 
 impl LoadGen {
@@ -492,7 +620,7 @@ impl LoadGen {
             free: Vec::new(),
             tls,
             agent_conn: vec![None; args.agents],
-            samples: SampleMaker::new(args.sample_bytes, args.patch),
+            samples: SampleMaker::new(args.sample_bytes, args.patch || args.soak.is_some()),
             full_sent: vec![false; args.agents],
             clock: Instant::now(),
             window_us: (u64::MAX, u64::MAX),
@@ -501,6 +629,9 @@ impl LoadGen {
                 received: vec![0; args.dashboards],
                 ..Stats::default()
             },
+            soak: args
+                .soak
+                .map(|_| Box::new(Soak::new(args.agents, args.dashboards))),
             tokens,
             args,
         })
@@ -515,6 +646,9 @@ impl LoadGen {
     }
 
     fn fail(&mut self, role: Role, why: String) {
+        if let Some(soak) = self.soak.as_mut() {
+            soak.retry_later(role, self.clock.elapsed());
+        }
         match role {
             Role::Agent(_) => self.stats.agents_failed += 1,
             Role::Dashboard(_) => self.stats.dashboards_failed += 1,
@@ -545,6 +679,9 @@ impl LoadGen {
     /// non-blocking TLS and WebSocket handshakes.
     fn open(&mut self, role: Role) {
         let started = Instant::now();
+        if let Some(soak) = self.soak.as_mut() {
+            soak.opening(role);
+        }
         let tcp = match TcpStream::connect_timeout(&self.args.addr, CONNECT_TIMEOUT) {
             Ok(tcp) => tcp,
             Err(e) => return self.fail(role, format!("connect: {}", e.kind())),
@@ -554,6 +691,13 @@ impl LoadGen {
             return self.fail(role, format!("socket: {}", e.kind()));
         }
         let _ = tcp.set_nodelay(true);
+        if self.soak.is_some() && matches!(role, Role::Dashboard(_)) {
+            // Root may exceed net.core.rmem_max; others get what it allows.
+            use nix::sys::socket::{setsockopt, sockopt};
+            if setsockopt(&tcp, sockopt::RcvBufForce, &SOAK_DASHBOARD_RCVBUF).is_err() {
+                let _ = setsockopt(&tcp, sockopt::RcvBuf, &SOAK_DASHBOARD_RCVBUF);
+            }
+        }
         let stream = match &self.tls {
             None => MaybeTls::Plain(tcp),
             Some((config, name)) => match ClientConnection::new(config.clone(), name.clone()) {
@@ -630,10 +774,17 @@ impl LoadGen {
                 self.agent_conn[i] = Some(key);
                 // A new connection starts with a full sample.
                 self.full_sent[i] = false;
+                if let Some(soak) = self.soak.as_mut() {
+                    soak.agent_opened(i);
+                }
             }
-            Role::Dashboard(_) => {
+            Role::Dashboard(d) => {
                 self.stats.dashboards_connected += 1;
                 self.stats.dashboards_open += 1;
+                let now = self.clock.elapsed();
+                if let Some(soak) = self.soak.as_mut() {
+                    soak.dashboard_opened(d, now);
+                }
             }
             Role::Deaf => {
                 // Whatever came with the 101 stays unread. From now on only
@@ -724,6 +875,11 @@ impl LoadGen {
 
     fn closed(&mut self, key: usize, role: Role) {
         self.stats.dropped += 1;
+        let now = self.clock.elapsed();
+        if let Some(soak) = self.soak.as_mut() {
+            soak.ended(role, now);
+            soak.retry_later(role, now);
+        }
         match role {
             Role::Agent(i) => {
                 if let Some(slot) = self.agent_conn.get_mut(i) {
@@ -741,16 +897,14 @@ impl LoadGen {
         if !text.starts_with(METRICS_PREFIX) {
             return;
         }
-        let stamp = if self.args.patch { PATCH_STAMP } else { STAMP };
-        // The stamp is the sample's last field, so search from the end.
-        let Some(at) = text.rfind(stamp) else {
+        if let Some(soak) = self.soak.as_mut() {
+            if let Some(stamp) = stamp_in(text, PATCH_STAMP) {
+                soak.received(dashboard, stamp, self.clock.elapsed());
+            }
             return;
-        };
-        let digits = &text[at + stamp.len()..];
-        let end = digits
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(digits.len());
-        let Ok(sent_us) = digits[..end].parse::<u64>() else {
+        }
+        let stamp = if self.args.patch { PATCH_STAMP } else { STAMP };
+        let Some(sent_us) = stamp_in(text, stamp) else {
             return;
         };
         if !self.in_window(sent_us) {
@@ -775,11 +929,15 @@ impl LoadGen {
             return;
         };
         let sent_us = self.clock.elapsed().as_micros() as u64;
+        let stamp = match &self.soak {
+            Some(soak) => soak.next_stamp(agent),
+            None => sent_us,
+        };
         let frame = if self.args.patch && self.full_sent[agent] {
             let elapsed_ms = (1000.0 / self.args.rate).round() as u64;
-            self.samples.patch(elapsed_ms, sent_us)
+            self.samples.patch(elapsed_ms, stamp)
         } else {
-            self.samples.frame(agent, sent_us)
+            self.samples.frame(agent, sent_us, stamp)
         };
         match ws.write(Message::text(frame)) {
             Ok(()) => {}
@@ -794,6 +952,9 @@ impl LoadGen {
         }
         // Written or queued: the patches that follow have their base.
         self.full_sent[agent] = true;
+        if let Some(soak) = self.soak.as_mut() {
+            soak.sent(agent, Duration::from_micros(sent_us));
+        }
         let _ = ws.flush();
         self.stats.samples_sent += 1;
         if self.in_window(sent_us) {
@@ -869,6 +1030,9 @@ impl LoadGen {
     /// Sends every sample due by `now`: the s-th overall is due at
     /// t0 + s / (rate x agents), from agent s % agents, so each agent sends
     /// every 1/rate s at its own phase. Returns when the next one is due.
+    /// With `--soak`, a sample more than half an interval late is skipped,
+    /// as vstats-agent's schedule skips the ticks it missed: after a stall
+    /// of the generator an agent never sends two samples back to back.
     fn send_due(&mut self, seq: &mut u64, t0: Instant, now: Instant) -> Instant {
         let agents = self.args.agents;
         let per_second = self.args.rate * agents as f64;
@@ -878,7 +1042,11 @@ impl LoadGen {
                 return due;
             }
             self.stats.worst_send_lag = self.stats.worst_send_lag.max(now - due);
-            self.send((*seq % agents as u64) as usize);
+            if self.soak.is_some() && (now - due).as_secs_f64() * self.args.rate > 0.5 {
+                self.stats.skipped_late += 1;
+            } else {
+                self.send((*seq % agents as u64) as usize);
+            }
             *seq += 1;
         }
     }
@@ -900,6 +1068,17 @@ impl LoadGen {
     fn in_flight(&self) -> usize {
         self.conns.len() - self.free.len()
     }
+}
+
+/// The whole number after `key` (a stamp field, the sample's last, so
+/// searched from the end).
+fn stamp_in(text: &str, key: &str) -> Option<u64> {
+    let at = text.rfind(key)?;
+    let digits = &text[at + key.len()..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 fn handshake_failure(e: &tungstenite::Error) -> String {
@@ -1488,6 +1667,759 @@ fn run_deaf(g: &mut LoadGen) -> serde_json::Value {
     })
 }
 
+/// A reading dashboard's connection, as the soak counts it.
+struct Tally {
+    /// When its upgrade completed, on the generator's clock.
+    opened: Duration,
+    /// The relay lifetime it belongs to.
+    epoch: u32,
+    /// Per agent, the last sample number received on it.
+    last: Vec<Option<u32>>,
+    /// Until when it counts as behind ([`SOAK_BEHIND`]).
+    behind_until: Duration,
+}
+
+/// What a missing sample was, to one dashboard connection.
+enum Missing {
+    /// Sent before the connection's upgrade, or to another relay.
+    NotExpected,
+    /// Sent less than [`SOAK_EXCUSE`] before its relay died.
+    Excused,
+    /// Missed while the dashboard was behind.
+    Behind,
+    Lost,
+}
+
+/// `--soak` state: who reconnects when, every sample's number and time,
+/// the relay's lifetimes, and the tallies.
+struct Soak {
+    /// Per agent, when each numbered sample was sent (the index is its
+    /// number), in ms on the generator's clock.
+    sent_ms: Vec<Vec<u32>>,
+    /// Per agent, each connection's first sample number and epoch.
+    connections: Vec<Vec<(u32, u32)>>,
+    /// Per agent and per dashboard, the epoch of its latest connect.
+    agent_epoch: Vec<u32>,
+    dashboard_epoch: Vec<u32>,
+    /// Per reading dashboard, its open connection's tally.
+    tallies: Vec<Option<Tally>>,
+    /// Ended connections, with when they ended and their dashboard, whose
+    /// tail is still to be counted.
+    ended_tallies: Vec<(Duration, usize, Tally)>,
+    /// Who tries again when: (due in ms, role), soonest first.
+    retries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, RetryRole)>>,
+    /// Connects allowed now ([`SOAK_CONNECTS_PER_S`], a burst of 100).
+    connect_budget: f64,
+    budget_at: Duration,
+    rng: XorShift,
+    /// The relay's pid and lifetimes: `ups[e]` and `deaths[e]` are when
+    /// epoch `e` was seen to start and to end.
+    pid: Option<u32>,
+    relay_up: bool,
+    epoch: u32,
+    ups: Vec<Duration>,
+    deaths: Vec<Duration>,
+    /// Per epoch: when every agent, and every reading dashboard, was
+    /// connected to it.
+    agents_back: Vec<Option<Duration>>,
+    dashboards_back: Vec<Option<Duration>>,
+    /// When connections ended, to class them (at a restart or a fault).
+    agent_drops: Vec<Duration>,
+    dashboard_drops: Vec<Duration>,
+    received: u64,
+    duplicates: u64,
+    lost: u64,
+    excused: u64,
+    behind: u64,
+    /// The worst lateness of a sample at a reading dashboard, in ms.
+    worst_latency_ms: u32,
+    /// Missed samples by second of the run, dashboard and kind ("lost" or
+    /// "behind"), for the report.
+    gaps: std::collections::BTreeMap<(u64, usize, &'static str), u64>,
+    slow: Arc<SlowStats>,
+    /// The relay's state for the slow dashboards' threads: up, and the
+    /// epoch.
+    shared_up: Arc<std::sync::atomic::AtomicBool>,
+    shared_epoch: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RetryRole {
+    Agent(usize),
+    Dashboard(usize),
+}
+
+impl Soak {
+    fn new(agents: usize, dashboards: usize) -> Soak {
+        Soak {
+            sent_ms: vec![Vec::new(); agents],
+            connections: vec![Vec::new(); agents],
+            agent_epoch: vec![0; agents],
+            dashboard_epoch: vec![0; dashboards],
+            tallies: (0..dashboards).map(|_| None).collect(),
+            ended_tallies: Vec::new(),
+            retries: std::collections::BinaryHeap::new(),
+            connect_budget: 100.0,
+            budget_at: Duration::ZERO,
+            rng: XorShift(0x2545_f491_4f6c_dd1d),
+            pid: None,
+            relay_up: true,
+            epoch: 0,
+            ups: vec![Duration::ZERO],
+            deaths: Vec::new(),
+            agents_back: vec![None],
+            dashboards_back: vec![None],
+            agent_drops: Vec::new(),
+            dashboard_drops: Vec::new(),
+            received: 0,
+            duplicates: 0,
+            lost: 0,
+            excused: 0,
+            behind: 0,
+            worst_latency_ms: 0,
+            gaps: std::collections::BTreeMap::new(),
+            slow: Arc::new(SlowStats::default()),
+            shared_up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            shared_epoch: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+
+    fn next_stamp(&self, agent: usize) -> u64 {
+        (agent as u64 + 1) * SOAK_STAMP_BASE + self.sent_ms[agent].len() as u64
+    }
+
+    fn sent(&mut self, agent: usize, at: Duration) {
+        self.sent_ms[agent].push(at.as_millis() as u32);
+    }
+
+    fn opening(&mut self, role: Role) {
+        match role {
+            Role::Agent(i) => self.agent_epoch[i] = self.epoch,
+            Role::Dashboard(d) => self.dashboard_epoch[d] = self.epoch,
+            Role::Deaf => {}
+        }
+    }
+
+    fn agent_opened(&mut self, agent: usize) {
+        let first = self.sent_ms[agent].len() as u32;
+        self.connections[agent].push((first, self.agent_epoch[agent]));
+    }
+
+    fn dashboard_opened(&mut self, dashboard: usize, now: Duration) {
+        let agents = self.sent_ms.len();
+        self.tallies[dashboard] = Some(Tally {
+            opened: now,
+            epoch: self.dashboard_epoch[dashboard],
+            last: vec![None; agents],
+            behind_until: Duration::ZERO,
+        });
+    }
+
+    fn ended(&mut self, role: Role, now: Duration) {
+        match role {
+            Role::Agent(_) => self.agent_drops.push(now),
+            Role::Dashboard(d) => {
+                self.dashboard_drops.push(now);
+                if let Some(tally) = self.tallies[d].take() {
+                    self.ended_tallies.push((now, d, tally));
+                }
+            }
+            Role::Deaf => {}
+        }
+    }
+
+    fn retry_later(&mut self, role: Role, now: Duration) {
+        let delay = SOAK_RETRY_MS.start()
+            + self.rng.next() % (SOAK_RETRY_MS.end() - SOAK_RETRY_MS.start() + 1);
+        let role = match role {
+            Role::Agent(i) => RetryRole::Agent(i),
+            Role::Dashboard(d) => RetryRole::Dashboard(d),
+            Role::Deaf => return,
+        };
+        self.schedule(role, now.as_millis() as u64 + delay);
+    }
+
+    fn schedule(&mut self, role: RetryRole, due_ms: u64) {
+        self.retries.push(std::cmp::Reverse((due_ms, role)));
+    }
+
+    /// The retries due by `now` that the connect budget allows, while the
+    /// relay is up.
+    fn due(&mut self, now: Duration) -> Vec<RetryRole> {
+        let refill = (now - self.budget_at).as_secs_f64() * SOAK_CONNECTS_PER_S;
+        self.connect_budget = (self.connect_budget + refill).min(100.0);
+        self.budget_at = now;
+        let mut due = Vec::new();
+        if !self.relay_up {
+            return due;
+        }
+        let now_ms = now.as_millis() as u64;
+        while self.connect_budget >= 1.0 {
+            match self.retries.peek() {
+                Some(std::cmp::Reverse((at, _))) if *at <= now_ms => {}
+                _ => break,
+            }
+            if let Some(std::cmp::Reverse((_, role))) = self.retries.pop() {
+                due.push(role);
+                self.connect_budget -= 1.0;
+            }
+        }
+        due
+    }
+
+    /// Looks at the relay's pid file: the current relay dead (or replaced)
+    /// ends its epoch, a new live pid starts the next.
+    fn probe(&mut self, pid_file: &std::path::Path, now: Duration) {
+        let in_file = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if self.pid.is_none() {
+            // The first look: the relay the run starts with is epoch 0.
+            self.pid = in_file.filter(|&p| alive(p));
+            return;
+        }
+        if self.relay_up && (in_file != self.pid || !self.pid.is_some_and(alive)) {
+            self.deaths.push(now);
+            self.relay_up = false;
+        }
+        if let Some(pid) = in_file.filter(|&p| !self.relay_up && Some(p) != self.pid && alive(p)) {
+            self.epoch += 1;
+            self.ups.push(now);
+            self.agents_back.push(None);
+            self.dashboards_back.push(None);
+            self.relay_up = true;
+            self.pid = Some(pid);
+        }
+        self.shared_up
+            .store(self.relay_up, std::sync::atomic::Ordering::Relaxed);
+        self.shared_epoch
+            .store(self.epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Notes when every agent and reading dashboard is connected to the
+    /// current relay.
+    fn check_back(&mut self, agent_conn: &[Option<usize>], now: Duration) {
+        if !self.relay_up {
+            return;
+        }
+        let e = self.epoch as usize;
+        if self.agents_back[e].is_none()
+            && agent_conn
+                .iter()
+                .zip(&self.agent_epoch)
+                .all(|(c, &ep)| c.is_some() && ep == self.epoch)
+        {
+            self.agents_back[e] = Some(now);
+        }
+        if self.dashboards_back[e].is_none()
+            && self
+                .tallies
+                .iter()
+                .all(|t| t.as_ref().is_some_and(|t| t.epoch == self.epoch))
+        {
+            self.dashboards_back[e] = Some(now);
+        }
+    }
+
+    /// A sample number arrived at a reading dashboard: the numbers it
+    /// skipped are counted.
+    fn received(&mut self, dashboard: usize, stamp: u64, now: Duration) {
+        let agent = (stamp / SOAK_STAMP_BASE) as usize;
+        if agent == 0 || agent > self.sent_ms.len() {
+            return; // a real agent's `processes`
+        }
+        let (agent, seq) = (agent - 1, (stamp % SOAK_STAMP_BASE) as u32);
+        let Some(mut tally) = self.tallies[dashboard].take() else {
+            return;
+        };
+        if let Some(&sent) = self.sent_ms[agent].get(seq as usize) {
+            let late = (now.as_millis() as u32).saturating_sub(sent);
+            self.worst_latency_ms = self.worst_latency_ms.max(late);
+            if Duration::from_millis(late as u64) >= SOAK_BEHIND {
+                tally.behind_until = now + SOAK_BEHIND_FOR;
+            }
+        }
+        match tally.last[agent] {
+            Some(last) if seq <= last => self.duplicates += 1,
+            last => {
+                self.received += 1;
+                let from = match last {
+                    Some(last) => last + 1,
+                    None => self.first_after(agent, tally.opened),
+                };
+                self.count_missing(dashboard, &tally, agent, from..seq, now);
+                tally.last[agent] = Some(seq);
+            }
+        }
+        self.tallies[dashboard] = Some(tally);
+    }
+
+    /// The first sample number an agent sent after `at`.
+    fn first_after(&self, agent: usize, at: Duration) -> u32 {
+        let at = at.as_millis() as u32;
+        self.sent_ms[agent].partition_point(|&t| t <= at) as u32
+    }
+
+    fn classify(&self, tally: &Tally, agent: usize, seq: u32, now: Duration) -> Missing {
+        let sent = Duration::from_millis(self.sent_ms[agent][seq as usize] as u64);
+        if sent <= tally.opened {
+            return Missing::NotExpected;
+        }
+        let connections = &self.connections[agent];
+        let at = connections.partition_point(|&(first, _)| first <= seq);
+        let epoch = connections[at.saturating_sub(1)].1;
+        if epoch != tally.epoch {
+            return Missing::NotExpected;
+        }
+        match self.deaths.get(epoch as usize) {
+            Some(&death) if sent + SOAK_EXCUSE >= death => Missing::Excused,
+            _ if tally.behind_until >= now => Missing::Behind,
+            _ => Missing::Lost,
+        }
+    }
+
+    /// Counts the samples `seqs` of `agent` that a dashboard's connection
+    /// missed, as found at `now`.
+    fn count_missing(
+        &mut self,
+        dashboard: usize,
+        tally: &Tally,
+        agent: usize,
+        seqs: std::ops::Range<u32>,
+        now: Duration,
+    ) {
+        for seq in seqs {
+            let kind = match self.classify(tally, agent, seq, now) {
+                Missing::NotExpected => continue,
+                Missing::Excused => {
+                    self.excused += 1;
+                    continue;
+                }
+                Missing::Behind => {
+                    self.behind += 1;
+                    "behind"
+                }
+                Missing::Lost => {
+                    self.lost += 1;
+                    "lost"
+                }
+            };
+            if self.gaps.len() < 1000 {
+                *self
+                    .gaps
+                    .entry((now.as_secs(), dashboard, kind))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Counts the tail of a tally: the samples sent before `until` after
+    /// the last one it received.
+    fn count_tail(&mut self, dashboard: usize, tally: &Tally, until: Duration) {
+        let end = until;
+        let until = until.as_millis() as u32;
+        for agent in 0..self.sent_ms.len() {
+            let from = match tally.last[agent] {
+                Some(last) => last + 1,
+                None => self.first_after(agent, tally.opened),
+            };
+            let to = self.sent_ms[agent].partition_point(|&t| t < until) as u32;
+            if from < to {
+                self.count_missing(dashboard, tally, agent, from..to, end);
+            }
+        }
+    }
+
+    /// Counts the tails of connections that ended at least
+    /// [`SOAK_SETTLE`] ago (all of them with `now` = `None`).
+    fn settle(&mut self, now: Option<Duration>) {
+        let ended = std::mem::take(&mut self.ended_tallies);
+        for (at, dashboard, tally) in ended {
+            if now.is_some_and(|now| at + SOAK_SETTLE > now) {
+                self.ended_tallies.push((at, dashboard, tally));
+            } else {
+                self.count_tail(dashboard, &tally, at);
+            }
+        }
+    }
+
+    /// Connections that ended within [`SOAK_EXCUSE`] of a relay's death
+    /// (at a restart), and the others (faults).
+    fn class_drops(&self, drops: &[Duration]) -> (usize, usize) {
+        let at_restart = drops
+            .iter()
+            .filter(|&&d| {
+                self.deaths
+                    .iter()
+                    .any(|&death| d + SOAK_EXCUSE >= death && d <= death + SOAK_EXCUSE)
+            })
+            .count();
+        (at_restart, drops.len() - at_restart)
+    }
+}
+
+/// Whether a process runs (exists and is no zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The slow dashboards' counts, shared with their threads.
+#[derive(Default)]
+struct SlowStats {
+    open: std::sync::atomic::AtomicU64,
+    connects: std::sync::atomic::AtomicU64,
+    samples: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    /// How their connections ended, with counts.
+    ends: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// A socket read at most `bytes_per_s`: each read takes at most a tenth
+/// of that and then sleeps for as long as those bytes are worth.
+struct Throttled {
+    tcp: TcpStream,
+    bytes_per_s: usize,
+    stats: Arc<SlowStats>,
+}
+
+impl Read for Throttled {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let most = (self.bytes_per_s / 10).max(1).min(buf.len());
+        let n = self.tcp.read(&mut buf[..most])?;
+        self.stats
+            .bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64));
+        Ok(n)
+    }
+}
+
+impl Write for Throttled {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// What a slow dashboard's thread shares with the loop.
+#[derive(Clone)]
+struct SlowShared {
+    url: String,
+    addr: SocketAddr,
+    bytes_per_s: usize,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    epoch: Arc<std::sync::atomic::AtomicU32>,
+    stats: Arc<SlowStats>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One slow dashboard on a thread of its own: connects while the relay is
+/// up, reads through [`Throttled`], and after its connection ends tries
+/// again in 0.5 to 1 s, until `stop`. Once its relay is gone it leaves at
+/// once rather than read, at its pace, what the dead relay's socket still
+/// holds (minutes of it), so that it watches each new relay too.
+fn spawn_slow_dashboard(shared: SlowShared, seed: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    std::thread::spawn(move || {
+        let mut rng = XorShift(seed | 1);
+        while !shared.stop.load(Relaxed) {
+            if !shared.up.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            let end = slow_session(&shared);
+            let mut ends = shared.stats.ends.lock().expect("not poisoned");
+            *ends.entry(end).or_default() += 1;
+            drop(ends);
+            std::thread::sleep(Duration::from_millis(
+                SOAK_RETRY_MS.start() + rng.next() % 501,
+            ));
+        }
+    });
+}
+
+/// One connection of a slow dashboard; returns how it ended.
+fn slow_session(shared: &SlowShared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let SlowShared {
+        url,
+        addr,
+        bytes_per_s,
+        stats,
+        stop,
+        ..
+    } = shared;
+    let (addr, bytes_per_s) = (*addr, *bytes_per_s);
+    let epoch = shared.epoch.load(Relaxed);
+    let tcp = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(tcp) => tcp,
+        Err(e) => return format!("connect: {}", e.kind()),
+    };
+    // A small receive buffer: the relay feels the slowness soon.
+    let _ = nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::RcvBuf, &4096);
+    // Wake now and then to look at `stop`.
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+    let stream = Throttled {
+        tcp,
+        bytes_per_s,
+        stats: stats.clone(),
+    };
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let request = format!("{url}/ws")
+        .into_client_request()
+        .expect("a valid URL");
+    let mut ws = match tungstenite::client::client_with_config(request, stream, Some(config)) {
+        Ok((ws, _)) => ws,
+        Err(HandshakeError::Failure(e)) => return format!("handshake: {}", handshake_failure(&e)),
+        Err(HandshakeError::Interrupted(_)) => return "handshake: timeout".to_owned(),
+    };
+    stats.connects.fetch_add(1, Relaxed);
+    stats.open.fetch_add(1, Relaxed);
+    let end = loop {
+        if stop.load(Relaxed) {
+            break "end of run".to_owned();
+        }
+        if shared.epoch.load(Relaxed) != epoch || !shared.up.load(Relaxed) {
+            break "left: the relay was killed".to_owned();
+        }
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                if text.starts_with(METRICS_PREFIX) {
+                    stats.samples.fetch_add(1, Relaxed);
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                break match frame {
+                    Some(f) => format!("closed by the relay: {}", u16::from(f.code)),
+                    None => "closed by the relay".to_owned(),
+                };
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(tungstenite::Error::Io(e)) => break format!("io: {}", e.kind()),
+            Err(e) => break e.to_string(),
+        }
+    };
+    stats.open.fetch_sub(1, Relaxed);
+    end
+}
+
+/// `--soak`: the fleet and the reading dashboards for that long, across
+/// relay restarts (see the module doc, "Soak").
+fn run_soak(g: &mut LoadGen, seconds: f64) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (agents, dashboards) = (g.args.agents, g.args.dashboards);
+    let pid_file = g.args.relay_pid_file.clone();
+    let now = g.clock.elapsed();
+    if let (Some(path), Some(soak)) = (&pid_file, g.soak.as_mut()) {
+        soak.probe(path, now);
+        if soak.pid.is_none() {
+            eprintln!("loadgen: no live relay pid in {}", path.display());
+        }
+    }
+    g.open_dashboards();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let soak = g.soak.as_ref().expect("soak mode");
+    let slow = soak.slow.clone();
+    let shared = SlowShared {
+        url: g.args.url.clone(),
+        addr: g.args.addr,
+        bytes_per_s: g.args.slow_bytes_per_s,
+        up: soak.shared_up.clone(),
+        epoch: soak.shared_epoch.clone(),
+        stats: slow.clone(),
+        stop: stop.clone(),
+    };
+    for k in 0..g.args.slow_dashboards {
+        spawn_slow_dashboard(shared.clone(), 0x5851_f42d_4c95_7f2d ^ k as u64);
+    }
+    let ramp = Duration::from_secs_f64(g.args.ramp.unwrap_or(agents as f64 / 2000.0));
+    let t0 = Instant::now();
+    let start = g.clock.elapsed();
+    if let Some(soak) = g.soak.as_mut() {
+        for i in 0..agents {
+            let at = start + ramp.mul_f64(i as f64 / agents as f64);
+            soak.schedule(RetryRole::Agent(i), at.as_millis() as u64);
+        }
+    }
+    let end = t0 + Duration::from_secs_f64(seconds);
+    let send_end = end.checked_sub(GRACE).unwrap_or(t0);
+    println!("soak,{SOAK_CSV_HEADER}");
+    let mut seq: u64 = 0;
+    let mut last_expiry = t0;
+    let mut next_probe = t0;
+    let mut next_line = t0 + Duration::from_secs(1);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let clock = g.clock.elapsed();
+        if now >= next_probe {
+            next_probe = now + SOAK_PROBE_EVERY;
+            let soak = g.soak.as_mut().expect("soak mode");
+            if let Some(path) = &pid_file {
+                soak.probe(path, clock);
+            }
+            soak.check_back(&g.agent_conn, clock);
+            soak.settle(Some(clock));
+        }
+        let due = g.soak.as_mut().expect("soak mode").due(clock);
+        for role in due {
+            match role {
+                RetryRole::Agent(i) => g.open(Role::Agent(i)),
+                RetryRole::Dashboard(d) => g.open(Role::Dashboard(d)),
+            }
+        }
+        if now >= next_line {
+            next_line += Duration::from_secs(1);
+            let connected = g.agent_conn.iter().filter(|c| c.is_some()).count();
+            let soak = g.soak.as_ref().expect("soak mode");
+            println!(
+                "soak,{:.1},{},{},{connected},{},{},{},{},{},{},{}",
+                t0.elapsed().as_secs_f64(),
+                u8::from(soak.relay_up),
+                soak.epoch,
+                g.stats.dashboards_open,
+                slow.open.load(Relaxed),
+                g.stats.samples_sent,
+                soak.received,
+                soak.lost,
+                soak.excused,
+                soak.behind
+            );
+        }
+        let mut next_due = end;
+        if agents > 0 && now < send_end {
+            next_due = g.send_due(&mut seq, t0, now).min(send_end);
+        }
+        g.poll_until(next_due.min(next_probe), &mut last_expiry);
+    }
+    stop.store(true, Relaxed);
+    let soak_end = g.clock.elapsed();
+    let send_end = soak_end.saturating_sub(GRACE);
+    let mut soak = g.soak.take().expect("soak mode");
+    for d in 0..dashboards {
+        if let Some(tally) = soak.tallies[d].take() {
+            soak.ended_tallies.push((send_end, d, tally));
+        }
+    }
+    soak.settle(None);
+    let at = |d: Duration| d.saturating_sub(start).as_secs_f64();
+    let restarts: Vec<serde_json::Value> = (1..soak.ups.len())
+        .map(|e| {
+            let up = soak.ups[e];
+            let death = soak.deaths.get(e - 1).copied();
+            let since_up = |t: Option<Duration>| t.map(|t| (t - up).as_secs_f64());
+            json!({
+                "epoch": e,
+                "killed_at_s": death.map(at),
+                "up_at_s": at(up),
+                "down_s": death.map(|d| (up - d).as_secs_f64()),
+                "all_agents_back_after_up_s": since_up(soak.agents_back[e]),
+                "all_dashboards_back_after_up_s": since_up(soak.dashboards_back[e]),
+            })
+        })
+        .collect();
+    let worst = |key: &str| {
+        restarts
+            .iter()
+            .filter_map(|r| r[key].as_f64())
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    };
+    let all_back = restarts
+        .iter()
+        .all(|r| r["all_agents_back_after_up_s"].is_number());
+    let (agent_drops_at_restarts, agent_drops_other) = soak.class_drops(&soak.agent_drops);
+    let (dash_drops_at_restarts, dash_drops_other) = soak.class_drops(&soak.dashboard_drops);
+    let sent_numbered: usize = soak.sent_ms.iter().map(Vec::len).sum();
+    let connected_at_end = g.agent_conn.iter().filter(|c| c.is_some()).count();
+    let slow_ends = slow.ends.lock().expect("not poisoned").clone();
+    println!(
+        "soak: {seconds} s, {} relay restarts; agents {agents} ({connected_at_end} connected at the end), all back after every restart: {all_back} (worst {} s after the relay was up); dashboards {dashboards}",
+        restarts.len(),
+        worst("all_agents_back_after_up_s").map_or("n/a".to_owned(), |v| format!("{v:.1}"))
+    );
+    println!(
+        "samples: {sent_numbered} sent on open connections; reading dashboards received {} (+{} repeats), lost {}, excused (in flight at a kill) {}, missed while behind {} (worst lateness {} ms)",
+        soak.received, soak.duplicates, soak.lost, soak.excused, soak.behind, soak.worst_latency_ms
+    );
+    println!(
+        "drops: agents {agent_drops_at_restarts} at restarts, {agent_drops_other} otherwise; reading dashboards {dash_drops_at_restarts} at restarts, {dash_drops_other} otherwise; failures {:?}",
+        g.stats.failures
+    );
+    println!(
+        "slow dashboards: {} connects, {} samples, {} bytes read; ends {:?}",
+        slow.connects.load(Relaxed),
+        slow.samples.load(Relaxed),
+        slow.bytes.load(Relaxed),
+        slow_ends
+    );
+    let gaps: Vec<serde_json::Value> = soak
+        .gaps
+        .iter()
+        .map(|(&(t, d, kind), &n)| {
+            json!({"t_s": at(Duration::from_secs(t)).round(), "dashboard": d, "kind": kind, "samples": n})
+        })
+        .collect();
+    json!({
+        "mode": "soak",
+        "tls": g.args.tls,
+        "patch": g.args.patch,
+        "seconds": seconds,
+        "agents": agents,
+        "dashboards": dashboards,
+        "slow_dashboards": g.args.slow_dashboards,
+        "rate_hz": g.args.rate,
+        "restarts": restarts,
+        "restarts_all_back": all_back,
+        "worst_all_agents_back_after_up_s": worst("all_agents_back_after_up_s"),
+        "worst_all_dashboards_back_after_up_s": worst("all_dashboards_back_after_up_s"),
+        "initial_all_agents_connected_s": soak.agents_back[0].map(at),
+        "agents_connected_at_end": connected_at_end,
+        "samples_sent": sent_numbered,
+        "samples_received": soak.received,
+        "samples_repeated": soak.duplicates,
+        "samples_lost": soak.lost,
+        "samples_missed_while_behind": soak.behind,
+        "worst_dashboard_latency_ms": soak.worst_latency_ms,
+        "gaps": gaps,
+        "samples_excused": soak.excused,
+        "agent_drops_at_restarts": agent_drops_at_restarts,
+        "agent_drops_other": agent_drops_other,
+        "dashboard_drops_at_restarts": dash_drops_at_restarts,
+        "dashboard_drops_other": dash_drops_other,
+        "agents_failed": g.stats.agents_failed,
+        "dashboards_failed": g.stats.dashboards_failed,
+        "failures": g.stats.failures,
+        "send_blocked": g.stats.send_blocked,
+        "loadgen_worst_send_lag_ms": g.stats.worst_send_lag.as_secs_f64() * 1000.0,
+        "samples_skipped_late": g.stats.skipped_late,
+        "slow_connects": slow.connects.load(Relaxed),
+        "slow_samples": slow.samples.load(Relaxed),
+        "slow_bytes": slow.bytes.load(Relaxed),
+        "slow_ends": slow_ends,
+    })
+}
+
 fn read_tokens(args: &Args) -> Result<Vec<String>, String> {
     let Some(path) = &args.tokens else {
         return Ok(Vec::new());
@@ -1533,10 +2465,11 @@ fn main() {
             args.agents = room;
         }
         let mut g = LoadGen::new(args, tokens)?;
-        let report = match g.args.handshakes {
-            Some(seconds) => run_handshakes(&mut g, seconds),
-            None if g.args.deaf_dashboards > 0 => run_deaf(&mut g),
-            None => run_fleet(&mut g),
+        let report = match (g.args.handshakes, g.args.soak) {
+            (Some(seconds), _) => run_handshakes(&mut g, seconds),
+            (None, Some(seconds)) => run_soak(&mut g, seconds),
+            (None, None) if g.args.deaf_dashboards > 0 => run_deaf(&mut g),
+            (None, None) => run_fleet(&mut g),
         };
         println!("{report}");
         Ok(())

@@ -1,5 +1,5 @@
 # shellcheck shell=sh disable=SC2154
-# What the relay benchmarks (bench-relay.sh, bench-deaf.sh) share; sourced,
+# What the relay benchmarks (bench-relay.sh, bench-deaf.sh, soak.sh) share; sourced,
 # not run. The caller sets $relay (the binary) and $work (a scratch folder),
 # and QUIET_WAIT for wait_quiet (hence SC2154 off: they are the caller's).
 
@@ -13,6 +13,44 @@ tls_material() {
     printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$work/cert.ext"
     openssl x509 -req -in "$work/cert.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
         -CAcreateserial -days 2 -extfile "$work/cert.ext" -out "$work/cert.pem" 2>/dev/null
+}
+
+# registry_material N: N servers' tokens (256 random bits as 64 hex digits,
+# as `server add` makes them), ids and token hashes, one a line, in
+# $work/tokens, $work/ids and $work/hashes. `server add` rewrites and
+# fsyncs the whole state file each time, so a fleet's registry is written
+# directly in its documented format (src/relay/registry.rs: 12-hex-digit
+# ids, the SHA-256 of each token's text as 64 lowercase hex digits).
+registry_material() {
+    od -An -tx1 -v -N $((32 * $1)) /dev/urandom | tr -d ' \n' | fold -w64 >"$work/tokens"
+    echo >>"$work/tokens"
+    od -An -tx1 -v -N $((6 * $1)) /dev/urandom | tr -d ' \n' | fold -w12 >"$work/ids"
+    echo >>"$work/ids"
+    if [ "$(sort -u "$work/ids" | wc -l)" -ne "$1" ]; then
+        echo "error: two random server ids collided; run again" >&2
+        exit 1
+    fi
+    # sha256sum hashes files, so one file per token, hashed in one process.
+    mkdir "$work/t"
+    i=0
+    while IFS= read -r token; do
+        i=$((i + 1))
+        printf %s "$token" >"$work/t/$i"
+    done <"$work/tokens"
+    seq "$1" | sed "s|^|$work/t/|" | xargs sha256sum | cut -d' ' -f1 >"$work/hashes"
+    rm -r "$work/t"
+}
+
+# state_file N: $work/state.json, a registry of the first N servers of
+# registry_material.
+state_file() {
+    paste -d' ' "$work/ids" "$work/hashes" | head -n "$1" | awk '
+        BEGIN { printf "{\"version\":1,\"servers\":[" }
+        {
+            printf "%s{\"id\":\"%s\",\"name\":\"bench-%d\",\"location\":\"loopback\",", (NR > 1 ? "," : ""), $1, NR
+            printf "\"token_sha256\":\"%s\",\"created\":\"2024-01-01T00:00:00Z\"}", $2
+        }
+        END { print "]}" }' >"$work/state.json"
 }
 
 # launch_relay plain|tls ARGS...: starts $relay with ARGS (and the

@@ -81,9 +81,8 @@ done
 # --- Registry -------------------------------------------------------------
 # `server add` rewrites and fsyncs the whole state file each time, so
 # registering 10,000 servers one by one costs minutes; time a few to say
-# so, then write the state file directly in its documented format
-# (src/relay/registry.rs: 12-hex-digit ids, the SHA-256 of each token's
-# text as 64 lowercase hex digits).
+# so, then write the state file directly (registry_material, state_file in
+# bench-lib.sh).
 add_ms() {
     state=$1 count=$2
     start=$(date +%s%N)
@@ -96,35 +95,7 @@ add_ms() {
 }
 add_empty_ms=$(add_ms "$work/timing.json" 100)
 
-# Tokens: 256 random bits as 64 hex digits, as `server add` makes them.
-od -An -tx1 -v -N $((32 * biggest)) /dev/urandom | tr -d ' \n' | fold -w64 >"$work/tokens"
-echo >>"$work/tokens"
-od -An -tx1 -v -N $((6 * biggest)) /dev/urandom | tr -d ' \n' | fold -w12 >"$work/ids"
-echo >>"$work/ids"
-if [ "$(sort -u "$work/ids" | wc -l)" -ne "$biggest" ]; then
-    echo "error: two random server ids collided; run again" >&2
-    exit 1
-fi
-# sha256sum hashes files, so one file per token, hashed in one process.
-mkdir "$work/t"
-i=0
-while IFS= read -r token; do
-    i=$((i + 1))
-    printf %s "$token" >"$work/t/$i"
-done <"$work/tokens"
-seq "$biggest" | sed "s|^|$work/t/|" | xargs sha256sum | cut -d' ' -f1 >"$work/hashes"
-rm -r "$work/t"
-
-# state_file N: a registry of the first N servers.
-state_file() {
-    paste -d' ' "$work/ids" "$work/hashes" | head -n "$1" | awk '
-        BEGIN { printf "{\"version\":1,\"servers\":[" }
-        {
-            printf "%s{\"id\":\"%s\",\"name\":\"bench-%d\",\"location\":\"loopback\",", (NR > 1 ? "," : ""), $1, NR
-            printf "\"token_sha256\":\"%s\",\"created\":\"2024-01-01T00:00:00Z\"}", $2
-        }
-        END { print "]}" }' >"$work/state.json"
-}
+registry_material "$biggest"
 
 # What one more `server add` costs on a registry of 10,000 (or of as many
 # as this run uses, if fewer).

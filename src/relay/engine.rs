@@ -1081,6 +1081,7 @@ impl Engine {
         };
         dashboard.woken = false;
         let waiting = blocked || !dashboard.outbox.is_empty();
+        dashboard.outbox.wrote(!waiting);
         if messages > 0 || !waiting {
             dashboard.stalled_since = None;
         } else {

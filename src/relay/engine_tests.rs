@@ -280,6 +280,8 @@ fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     bench.received(dashboard, 0);
+    // Its socket is full.
+    bench.engine.pumped(dashboard, 0, 0, true, bench.at(5));
     bench.effects();
     let agent = bench.agent(0, 10);
     for (i, cpu) in [1.0, 2.0, 3.0].into_iter().enumerate() {
@@ -297,6 +299,27 @@ fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
     assert_eq!(seen[1].1["metrics"]["cpu"]["usage"], 3.0);
     assert_eq!(bench.engine.counters.conflated, 2);
     assert_eq!(bench.engine.counters.frames_in, 3);
+}
+
+/// Issue 11 (the soak): after the relay stalled, two samples of one agent
+/// were read in the same turn, and every dashboard, keeping up or not, got
+/// only the newer.
+#[test]
+fn issue11_a_dashboard_that_keeps_up_gets_two_samples_read_in_one_turn() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 10);
+    // The socket took the snapshot and the status: it keeps up.
+    bench.received(dashboard, 20);
+    bench.sample(agent, 1.0, 2000);
+    bench.sample(agent, 2.0, 2000);
+    let seen = bench.received(dashboard, 2000);
+    let cpu: Vec<&Value> = seen
+        .iter()
+        .map(|(_, data)| &data["metrics"]["cpu"]["usage"])
+        .collect();
+    assert_eq!(cpu, [1.0, 2.0], "{seen:?}");
+    assert_eq!(bench.engine.counters.conflated, 0);
 }
 
 /// A dashboard whose socket took nothing while status events (offline
@@ -343,6 +366,8 @@ fn an_agent_that_floods_gets_its_rate_and_the_rest_is_counted_not_sent() {
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 0);
     bench.received(dashboard, 0);
+    // Its socket is full from here on.
+    bench.engine.pumped(dashboard, 0, 0, true, bench.at(0));
     // 1,000 samples in the same millisecond, then 1,000 over the next second.
     for i in 0..1000 {
         bench.sample(agent, f64::from(i), 1);

@@ -2,11 +2,16 @@
 //!
 //! Events (`hello`, `status`, `server_added`, `server_removed`) are kept in
 //! order and never dropped; past a byte limit ([`Outbox::over_limit`]) the
-//! dashboard is too slow and is closed (1013). A `metrics` sample for a server that already has one
-//! waiting replaces it in place: a slow reader gets the newest sample of
-//! each server at the position of the first one it missed, so memory per
-//! dashboard is bounded by the number of servers, and the bytes themselves
-//! are shared with every other dashboard.
+//! dashboard is too slow and is closed (1013). For a dashboard whose socket
+//! took everything at the last write ([`Outbox::wrote`]), `metrics`
+//! samples queue whole, each in turn: two samples of one server read in the
+//! same turn of the loop (after a stall, or coalesced by TCP) both reach a
+//! reader that keeps up. Otherwise a sample for a server that already has
+//! one waiting replaces it in place: a slow reader gets the newest sample
+//! of each server at the position of the first one it missed, so memory
+//! per dashboard is bounded by the number of servers (plus what one turn
+//! read while it kept up), and the bytes themselves are shared with every
+//! other dashboard.
 
 use std::collections::{HashMap, VecDeque};
 use tungstenite::Utf8Bytes;
@@ -16,6 +21,9 @@ pub type Slot = u32;
 
 enum Entry {
     Event(Utf8Bytes),
+    /// A sample queued whole, for a reader that kept up: never replaced.
+    Sample(Utf8Bytes),
+    /// The sample waiting in `samples` for this server, if any.
     Metrics(Slot),
 }
 
@@ -24,6 +32,9 @@ pub struct Outbox {
     samples: HashMap<Slot, Utf8Bytes>,
     event_bytes: usize,
     event_limit: usize,
+    /// The socket took everything at the last write: samples queue whole.
+    /// A new dashboard has not shown that yet.
+    keeping_up: bool,
 }
 
 impl Outbox {
@@ -33,7 +44,15 @@ impl Outbox {
             samples: HashMap::new(),
             event_bytes: 0,
             event_limit,
+            keeping_up: false,
         }
+    }
+
+    /// After a write to the socket: `took_everything` when nothing is left
+    /// waiting here or held by the socket. Until the next write, samples
+    /// queue whole if so, and replace the one waiting otherwise.
+    pub fn wrote(&mut self, took_everything: bool) {
+        self.keeping_up = took_everything;
     }
 
     /// Queues an event. It is taken even past the limit: whether the
@@ -50,6 +69,10 @@ impl Outbox {
 
     /// Queues a sample; `true` when it replaced one not yet sent.
     pub fn push_metrics(&mut self, slot: Slot, message: Utf8Bytes) -> bool {
+        if self.keeping_up {
+            self.queue.push_back(Entry::Sample(message));
+            return false;
+        }
         match self.samples.insert(slot, message) {
             Some(_) => true,
             None => {
@@ -72,6 +95,7 @@ impl Outbox {
                     self.event_bytes -= message.len();
                     return Some(message);
                 }
+                Entry::Sample(message) => return Some(message),
                 Entry::Metrics(slot) => {
                     if let Some(message) = self.samples.remove(&slot) {
                         return Some(message);
@@ -111,6 +135,19 @@ mod tests {
         // Once sent, a new sample queues again.
         assert!(!outbox.push_metrics(1, "a4".into()));
         assert_eq!(drain(&mut outbox), ["a4"]);
+    }
+
+    #[test]
+    fn samples_queue_whole_for_a_reader_that_took_everything() {
+        let mut outbox = Outbox::new(1024);
+        outbox.wrote(true);
+        assert!(!outbox.push_metrics(1, "a1".into()));
+        assert!(!outbox.push_metrics(1, "a2".into()));
+        outbox.wrote(false);
+        // Behind now: the next sample replaces only one waiting in place.
+        assert!(!outbox.push_metrics(1, "a3".into()));
+        assert!(outbox.push_metrics(1, "a4".into()));
+        assert_eq!(drain(&mut outbox), ["a1", "a2", "a4"]);
     }
 
     #[test]
