@@ -297,13 +297,18 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path)(e)),
         };
-        let corrupt = |problem: Corruption| RegistryError::Corrupt {
-            path: path.to_owned(),
-            problem: Box::new(problem),
-        };
-        let file: StateFile =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(Corruption::Json(e)))?;
-        Registry::from_file(file).map(Some).map_err(corrupt)
+        Registry::from_json(&bytes)
+            .map(Some)
+            .map_err(|problem| RegistryError::Corrupt {
+                path: path.to_owned(),
+                problem: Box::new(problem),
+            })
+    }
+
+    /// The registry a state file's text holds.
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Registry, Corruption> {
+        let file: StateFile = serde_json::from_slice(bytes).map_err(Corruption::Json)?;
+        Registry::from_file(file)
     }
 
     fn from_file(file: StateFile) -> Result<Registry, Corruption> {
@@ -376,22 +381,7 @@ impl Registry {
     }
 
     fn write_new_file(&self, path: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
-        let file = StateFile {
-            version: FORMAT_VERSION,
-            servers: self
-                .servers
-                .iter()
-                .map(|server| ServerRecord {
-                    id: server.id.clone(),
-                    name: server.name.clone(),
-                    location: server.location.clone(),
-                    token_sha256: to_hex(&server.token_sha256),
-                    created: server.created.clone(),
-                })
-                .collect(),
-        };
-        let mut json = serde_json::to_vec_pretty(&file)?;
-        json.push(b'\n');
+        let json = self.to_json()?;
         // A temp file left by a crashed run that had our pid; create_new
         // then refuses anything (a symlink included) that is still there.
         let _ = fs::remove_file(path);
@@ -409,6 +399,27 @@ impl Registry {
         }
         out.write_all(&json)?;
         out.sync_all()
+    }
+
+    /// The text of the state file that holds this registry.
+    pub(crate) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let file = StateFile {
+            version: FORMAT_VERSION,
+            servers: self
+                .servers
+                .iter()
+                .map(|server| ServerRecord {
+                    id: server.id.clone(),
+                    name: server.name.clone(),
+                    location: server.location.clone(),
+                    token_sha256: to_hex(&server.token_sha256),
+                    created: server.created.clone(),
+                })
+                .collect(),
+        };
+        let mut json = serde_json::to_vec_pretty(&file)?;
+        json.push(b'\n');
+        Ok(json)
     }
 
     pub fn servers(&self) -> &[Server] {

@@ -7,16 +7,22 @@ use std::path::Path;
 
 /// `sockstat` and `sockstat6`: `procfs/net/sockstat` and `procfs/net/sockstat6`.
 pub(super) fn read(sockstat: &Path, sockstat6: &Path, buf: &mut Vec<u8>) -> Option<Sockets> {
-    let mut total = read_scanned(sockstat, buf, scan).and_then(sockets)?;
-    if let Some(v6) = read_scanned(sockstat6, buf, scan).and_then(sockets) {
+    let v4 = read_scanned(sockstat, buf, scan).and_then(sockets)?;
+    let v6 = read_scanned(sockstat6, buf, scan).and_then(sockets);
+    Some(both(v4, v6))
+}
+
+/// The counts of `sockstat`, plus those of `sockstat6` when there is one.
+pub(crate) fn both(mut total: Sockets, v6: Option<Sockets>) -> Sockets {
+    if let Some(v6) = v6 {
         total.tcp += v6.tcp;
         total.udp += v6.udp;
     }
-    Some(total)
+    total
 }
 
-#[cfg(test)]
-fn parse(text: &[u8]) -> Option<Sockets> {
+/// `sockstat` (or `sockstat6`) from its whole text.
+pub(crate) fn parse(text: &[u8]) -> Option<Sockets> {
     sockets(scan(text).0)
 }
 
