@@ -245,9 +245,12 @@ impl Endpoint {
             Some("ws") => false,
             _ => return Err(ConfigError::NotWebSocket(text.to_owned())),
         };
+        // Without its brackets, as a socket address takes it; `[]` is no
+        // host either.
         let host = uri
             .host()
-            .filter(|h| !h.is_empty())
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+            .filter(|host| !host.is_empty())
             .ok_or_else(|| ConfigError::NoHost(text.to_owned()))?;
         let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
             None | Some("") | Some("/") => "/ws/agent".to_owned(),
@@ -255,10 +258,7 @@ impl Endpoint {
         };
         Ok(Endpoint {
             tls,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host: host.to_owned(),
             port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path_and_query,
         })
@@ -510,6 +510,16 @@ mod tests {
             "ws://[::1]:8080/vstats/ws/agent?x=1&token=t"
         );
         assert_eq!(Endpoint::parse("wss://h").unwrap().port, 443);
+    }
+
+    // fuzz/regressions/agent_config/empty-brackets-host: `ws://[]` was taken
+    // as the host "", and the agent asked for `ws://:80/...` forever.
+    #[test]
+    fn a_host_of_empty_brackets_is_no_host() {
+        for url in ["ws://[]", "ws://[]:80/ws/agent", "ws://[]i:/x"] {
+            let err = Endpoint::parse(url).unwrap_err().to_string();
+            assert!(err.contains("has no host"), "{url}: {err}");
+        }
     }
 
     #[test]
