@@ -6,8 +6,9 @@
 //! Where a property holds for every input (a state file written back reads
 //! back the same), it is asserted, so breaking it is a crash too.
 //!
-//! Nothing here touches the file system or the network, and everything runs
-//! on a clock of its own, so one input always takes the same path.
+//! Nothing here touches the file system or the network, and the relay's
+//! clock is moved by the harness, not by the time an input takes, so an
+//! input takes the same path every time it is run.
 
 use crate::agent::collect::{cpu, diskio, disks, load, memory, network, os, processes};
 use crate::agent::collect::{sockets, thermal, uptime};
