@@ -219,6 +219,8 @@ struct Relay {
     now: Instant,
     agent_open: bool,
     next_id: u64,
+    /// Messages the dashboard took.
+    delivered: u64,
 }
 
 impl Relay {
@@ -241,6 +243,7 @@ impl Relay {
             now,
             agent_open: true,
             next_id: PEEK,
+            delivered: 0,
         };
         let agent = format!(
             "GET /ws/agent HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {TOKEN}\r\n{UPGRADE}"
@@ -324,6 +327,7 @@ impl Relay {
             messages += 1;
             bytes += message.len() as u64;
         }
+        self.delivered += messages;
         self.engine.pumped(id, messages, bytes, false, self.now);
     }
 
@@ -429,44 +433,55 @@ pub fn relay_frames(data: &[u8]) {
     };
     let mut relay = Relay::new();
     if mode & 1 == 0 {
+        relay.raw(rest, CHUNKS[usize::from(mode >> 1) % CHUNKS.len()]);
+    } else {
+        relay.text(rest, u64::from(mode >> 1));
+    }
+    relay.peek();
+}
+
+impl Relay {
+    /// The agent's bytes through the relay's socket, `chunk` bytes a read.
+    fn raw(&mut self, input: &[u8], chunk: usize) {
         let feed = Feed {
-            input: rest,
-            chunk: CHUNKS[usize::from(mode >> 1) % CHUNKS.len()],
+            input,
+            chunk,
             blocked: false,
         };
         let mut socket = Socket::new(feed, Vec::new());
         // Each turn takes at least a chunk or a frame, so this ends.
-        while relay.agent_open {
-            let (engine, now) = (&mut relay.engine, relay.now);
+        while self.agent_open {
+            let (engine, now) = (&mut self.engine, self.now);
             let read = socket.read(|frame| engine.frame(AGENT, frame, now));
             match read {
                 Ok(_) => {}
-                Err(Stop::Fault(fault)) => relay.engine.fault(AGENT, fault, now),
+                Err(Stop::Fault(fault)) => self.engine.fault(AGENT, fault, now),
                 Err(Stop::Ended(end)) => {
-                    relay.engine.ended(AGENT, end, now);
-                    relay.agent_open = false;
+                    self.engine.ended(AGENT, end, now);
+                    self.agent_open = false;
                 }
             }
-            relay.settle(Some(&mut socket));
+            self.settle(Some(&mut socket));
             let _ = socket.flush();
-            relay.tick(50, Some(&mut socket));
+            self.tick(50, Some(&mut socket));
         }
-    } else {
-        let step = u64::from(mode >> 1);
-        for piece in rest.split(|&b| b == SPLIT) {
+    }
+
+    /// The agent's frames, split at `0xFF`, `step` milliseconds apart.
+    fn text(&mut self, input: &[u8], step: u64) {
+        for piece in input.split(|&b| b == SPLIT) {
             let frame = match std::str::from_utf8(piece) {
                 Ok(text) => Frame::Text(text),
                 Err(_) => Frame::Binary,
             };
-            if !relay.agent_open {
+            if !self.agent_open {
                 break;
             }
-            relay.engine.frame(AGENT, frame, relay.now);
-            relay.settle::<Feed>(None);
-            relay.tick(step, None::<&mut Socket<Feed>>);
+            self.engine.frame(AGENT, frame, self.now);
+            self.settle::<Feed>(None);
+            self.tick(step, None::<&mut Socket<Feed>>);
         }
     }
-    relay.peek();
 }
 
 /// `registry`: a state file's text. One that loads is written back and must
@@ -533,5 +548,44 @@ pub fn agent_config(data: &[u8]) {
     }
     if let Err(e) = crate::agent::session::upgrade_request(&relay) {
         panic!("accepted, but no request can be made of {url}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{"type":"metrics","data":{"hostname":"h","cpu":{"usage":1}}}"#;
+    const PATCH: &str = r#"{"type":"patch","data":{"elapsed_ms":1000,"cpu":{"usage":2}}}"#;
+
+    /// A client's text frame, masked with a zero key (so it reads as is).
+    fn masked(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    // The harness must reach the dashboard, or the fuzzer would only ever
+    // see the frames refused.
+    #[test]
+    fn text_frames_reach_the_dashboard() {
+        let mut relay = Relay::new();
+        let before = relay.delivered;
+        relay.text(
+            &[SAMPLE.as_bytes(), &[SPLIT], PATCH.as_bytes()].concat(),
+            1000,
+        );
+        assert_eq!(relay.delivered - before, 2);
+    }
+
+    #[test]
+    fn raw_frames_reach_the_dashboard_in_any_chunks() {
+        for chunk in CHUNKS {
+            let mut relay = Relay::new();
+            let before = relay.delivered;
+            relay.raw(&[masked(SAMPLE), masked(PATCH)].concat(), chunk);
+            assert!(relay.delivered - before >= 2, "{chunk}");
+            assert!(!relay.agent_open);
+        }
     }
 }
