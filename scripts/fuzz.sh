@@ -218,7 +218,8 @@ wait
 
 # New inputs join the committed corpus, which is then minimized.
 for target in $targets; do
-    find "$work/$target" -type f -exec cp {} "$fuzz/corpus/$target/" \;
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    find "$work/$target" -type f -exec sh -c 'cp "$@" "$0"' "$fuzz/corpus/$target" {} +
     # Edges only, not hit counts: a few hundred small files a target.
     # shellcheck disable=SC2086
     cargo +nightly fuzz cmin $flags "$target" "$fuzz/corpus/$target" -- -use_counters=0 \
