@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod relay;
 pub mod tls;

@@ -70,6 +70,11 @@ pub enum ConfigError {
     NotWebSocket(String),
     /// `--server` has no host.
     NoHost(String),
+    /// `--server` has a host that is neither a DNS name nor an IP address
+    /// (which the `http` crate's lenient URL parser lets through).
+    BadHost(String),
+    /// `--server` has a port that is not a number from 1 to 65535.
+    BadPort(String),
     /// `--server` has user information (`user:password@`), likely the
     /// token; the message does not repeat it.
     CredentialsInUrl,
@@ -115,6 +120,14 @@ impl fmt::Display for ConfigError {
                 "--server: '{url}': the URL must start with ws:// or wss://"
             ),
             ConfigError::NoHost(url) => write!(f, "--server: '{url}' has no host"),
+            ConfigError::BadHost(url) => write!(
+                f,
+                "--server: '{url}': the host is not a DNS name or an IP address"
+            ),
+            ConfigError::BadPort(url) => write!(
+                f,
+                "--server: '{url}': the port is not a number from 1 to 65535"
+            ),
             ConfigError::CredentialsInUrl => {
                 f.write_str("--server: put the token in --token, not in the URL")
             }
@@ -245,21 +258,38 @@ impl Endpoint {
             Some("ws") => false,
             _ => return Err(ConfigError::NotWebSocket(text.to_owned())),
         };
+        // Without its brackets, as a socket address takes it; `[]` is no
+        // host either.
         let host = uri
             .host()
-            .filter(|h| !h.is_empty())
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+            .filter(|host| !host.is_empty())
             .ok_or_else(|| ConfigError::NoHost(text.to_owned()))?;
+        // What a TLS connection would be asked to verify; checked for plain
+        // `ws://` too, so a typo fails here and not at every connection.
+        if rustls::pki_types::ServerName::try_from(host).is_err() {
+            return Err(ConfigError::BadHost(text.to_owned()));
+        }
+        // `Uri::port_u16` is `None` for a port that does not parse, which
+        // would quietly become the default.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let port = match authority.rsplit_once(':') {
+            Some((_, port)) if !port.is_empty() && !port.contains(']') => Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|&port| port != 0)
+                    .ok_or_else(|| ConfigError::BadPort(text.to_owned()))?,
+            ),
+            _ => None,
+        };
         let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
             None | Some("") | Some("/") => "/ws/agent".to_owned(),
             Some(p) => p.to_owned(),
         };
         Ok(Endpoint {
             tls,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            host: host.to_owned(),
+            port: port.unwrap_or(if tls { 443 } else { 80 }),
             path_and_query,
         })
     }
@@ -510,6 +540,59 @@ mod tests {
             "ws://[::1]:8080/vstats/ws/agent?x=1&token=t"
         );
         assert_eq!(Endpoint::parse("wss://h").unwrap().port, 443);
+    }
+
+    // fuzz/regressions/agent_config/empty-brackets-host: `ws://[]` was taken
+    // as the host "", and the agent asked for `ws://:80/...` forever.
+    #[test]
+    fn a_host_of_empty_brackets_is_no_host() {
+        for url in ["ws://[]", "ws://[]:80/ws/agent", "ws://[]i:/x"] {
+            let err = Endpoint::parse(url).unwrap_err().to_string();
+            assert!(err.contains("has no host"), "{url}: {err}");
+        }
+    }
+
+    // fuzz/regressions/agent_config/host-not-a-name: `ws://;[::1)...]:80800x`
+    // passed the URL parser as host ";[" on port 80.
+    #[test]
+    fn a_host_that_is_no_name_or_address_is_refused() {
+        for url in [
+            "ws://;[::1))]:80800vstatagent?x=1",
+            "ws://a b:1",
+            "wss://-/x",
+        ] {
+            let err = Endpoint::parse(url)
+                .map(|e| e.host)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("the host is not") || err.contains("not a URL"),
+                "{url}: {err}"
+            );
+        }
+        for (url, host) in [
+            ("ws://relay_1:3001", "relay_1"),
+            ("ws://10.0.0.1", "10.0.0.1"),
+        ] {
+            assert_eq!(Endpoint::parse(url).unwrap().host, host);
+        }
+    }
+
+    // A port out of range was read as no port, and the agent went to 80.
+    #[test]
+    fn a_port_that_is_not_a_number_from_1_to_65535_is_refused() {
+        for url in ["ws://relay:80800", "ws://relay:0/ws/agent", "wss://[::1]:x"] {
+            let err = Endpoint::parse(url)
+                .map(|e| e.port)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("port") || err.contains("not a URL"),
+                "{url}: {err}"
+            );
+        }
+        assert_eq!(Endpoint::parse("ws://relay:").unwrap().port, 80);
+        assert_eq!(Endpoint::parse("wss://[::1]:65535").unwrap().port, 65535);
     }
 
     #[test]

@@ -428,7 +428,7 @@ fn upgrade(
     }
 }
 
-fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
+pub(crate) fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
     let mut request = relay
         .request_url()
         .into_client_request()

@@ -251,17 +251,18 @@ impl RespondPhase {
     }
 }
 
-/// An open WebSocket.
-pub struct Socket {
-    ws: WebSocket<Stream>,
+/// An open WebSocket, over a client's [`Stream`] (or, in tests and
+/// fuzzing, any other `Read + Write`).
+pub struct Socket<S: Read + Write = Stream> {
+    ws: WebSocket<S>,
     /// The peer broke the protocol: tungstenite must not read again (its
     /// frame state is past repair), so what arrives is thrown away until
     /// the peer closes or the close timeout passes.
     discarding: bool,
 }
 
-impl Socket {
-    pub fn new(stream: Stream, rest: Vec<u8>) -> Socket {
+impl<S: Read + Write> Socket<S> {
+    pub fn new(stream: S, rest: Vec<u8>) -> Socket<S> {
         Socket {
             ws: WebSocket::from_partially_read(
                 stream,

@@ -297,13 +297,18 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(path)(e)),
         };
-        let corrupt = |problem: Corruption| RegistryError::Corrupt {
-            path: path.to_owned(),
-            problem: Box::new(problem),
-        };
-        let file: StateFile =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(Corruption::Json(e)))?;
-        Registry::from_file(file).map(Some).map_err(corrupt)
+        Registry::from_json(&bytes)
+            .map(Some)
+            .map_err(|problem| RegistryError::Corrupt {
+                path: path.to_owned(),
+                problem: Box::new(problem),
+            })
+    }
+
+    /// The registry a state file's text holds.
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Registry, Corruption> {
+        let file: StateFile = serde_json::from_slice(bytes).map_err(Corruption::Json)?;
+        Registry::from_file(file)
     }
 
     fn from_file(file: StateFile) -> Result<Registry, Corruption> {
@@ -357,6 +362,12 @@ impl Registry {
 
     /// [`Registry::save`] to a path [`resolve`] has already followed.
     fn save_resolved(&self, path: &Path) -> Result<(), RegistryError> {
+        let json = self.to_json().map_err(|e| io_error(path)(e.into()))?;
+        write_atomically(path, &json).map_err(io_error(path))
+    }
+
+    /// The text of the state file that holds this registry.
+    pub(crate) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let file = StateFile {
             version: FORMAT_VERSION,
             servers: self
@@ -371,9 +382,9 @@ impl Registry {
                 })
                 .collect(),
         };
-        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| io_error(path)(e.into()))?;
+        let mut json = serde_json::to_vec_pretty(&file)?;
         json.push(b'\n');
-        write_atomically(path, &json).map_err(io_error(path))
+        Ok(json)
     }
 
     pub fn servers(&self) -> &[Server] {

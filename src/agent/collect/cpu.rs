@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Ticks since boot of one CPU, or of all: every state, and the idle part.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Ticks {
+pub(crate) struct Ticks {
     total: u64,
     idle: u64,
 }
@@ -27,8 +27,8 @@ fn read_stat(stat: &Path, buf: &mut Vec<u8>) -> Option<(Ticks, Vec<Ticks>)> {
     parsed
 }
 
-#[cfg(test)]
-fn parse_stat(text: &[u8]) -> Option<(Ticks, Vec<Ticks>)> {
+/// All-CPU and per-CPU ticks from the whole text of `stat`.
+pub(crate) fn parse_stat(text: &[u8]) -> Option<(Ticks, Vec<Ticks>)> {
     scan_stat(text).0
 }
 
@@ -107,7 +107,7 @@ fn parse_device_tree_model(model: &str) -> &str {
 /// from it), else the SoC; on MIPS the core, else the system type. Last come
 /// the cores' names, so that an arm64 host without any of these (a mainline
 /// kernel seen from a container that hides the device tree) is named too.
-pub(super) fn parse_brand(cpuinfo: &str, device_tree_model: Option<&str>) -> String {
+pub(crate) fn parse_brand(cpuinfo: &str, device_tree_model: Option<&str>) -> String {
     let field = |key| cpuinfo_field(cpuinfo, key);
     field("model name")
         .or(device_tree_model
@@ -258,7 +258,7 @@ fn lookup<'a>(table: &'a str, ids: &[&str]) -> Option<&'a str> {
     })
 }
 
-pub(super) struct CpuCollector {
+pub(crate) struct CpuCollector {
     /// `procfs/stat`.
     stat: PathBuf,
     brand: String,
@@ -282,8 +282,23 @@ impl CpuCollector {
         CpuCollector { stat, brand, prev }
     }
 
+    /// A collector of readings handed to [`CpuCollector::account`], with no
+    /// brand and no baseline, that reads no file (for fuzzing).
+    pub(crate) fn detached() -> CpuCollector {
+        CpuCollector {
+            stat: PathBuf::new(),
+            brand: String::new(),
+            prev: None,
+        }
+    }
+
     pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<Cpu> {
-        let (total, per_core) = read_stat(&self.stat, buf)?;
+        let reading = read_stat(&self.stat, buf)?;
+        Some(self.account(reading))
+    }
+
+    /// Takes in one reading of `stat`: the usage since the one before.
+    pub(crate) fn account(&mut self, (total, per_core): (Ticks, Vec<Ticks>)) -> Cpu {
         let prev = self.prev.as_ref();
         // After a CPU went on- or offline the lists no longer line up.
         let prev_cores = prev
@@ -303,7 +318,7 @@ impl CpuCollector {
             },
         };
         self.prev = Some((total, per_core));
-        Some(cpu)
+        cpu
     }
 }
 

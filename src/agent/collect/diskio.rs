@@ -59,7 +59,7 @@ impl Role {
     }
 }
 
-pub(super) struct DiskIoCollector {
+pub(crate) struct DiskIoCollector {
     /// `procfs/diskstats`.
     diskstats: PathBuf,
     /// `sysfs/block`, when there is one to ask which devices are disks.
@@ -82,6 +82,18 @@ impl DiskIoCollector {
         collector
     }
 
+    /// A collector of text handed to [`DiskIoCollector::account`], that
+    /// reads no file and asks no sysfs, as on a host without one (for tests
+    /// and fuzzing).
+    pub(crate) fn detached() -> DiskIoCollector {
+        DiskIoCollector {
+            diskstats: PathBuf::new(),
+            sys_block: None,
+            devices: Previous::new(),
+            at: Instant::now(),
+        }
+    }
+
     pub(super) fn sample(&mut self, buf: &mut Vec<u8>) -> Option<DiskIo> {
         let text = read_bytes(&self.diskstats, buf)?;
         let elapsed_ms = millis(self.at.elapsed());
@@ -90,7 +102,7 @@ impl DiskIoCollector {
     }
 
     /// Takes in one reading of diskstats, `elapsed_ms` after the previous one.
-    fn account(&mut self, text: &[u8], elapsed_ms: u64) -> DiskIo {
+    pub(crate) fn account(&mut self, text: &[u8], elapsed_ms: u64) -> DiskIo {
         let mut listed = 0;
         let mut appeared = false;
         let mut text = Text::new(text);
@@ -280,14 +292,8 @@ fn looks_like_partition(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// A collector that asks no sysfs, as on a host without one.
     fn collector() -> DiskIoCollector {
-        DiskIoCollector {
-            diskstats: PathBuf::new(),
-            sys_block: None,
-            devices: Previous::new(),
-            at: Instant::now(),
-        }
+        DiskIoCollector::detached()
     }
 
     /// The devices whose I/O counts, once `text` is taken in.

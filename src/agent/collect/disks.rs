@@ -22,7 +22,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, PartialEq)]
-pub(super) struct Mount {
+pub(crate) struct Mount {
     device: String,
     mount: String,
     fs_type: String,
@@ -103,7 +103,7 @@ fn measure(path: &Path, mount: &Mount) -> Option<Disk> {
 
 /// The mounts that hold real data, each device once (the first mount wins,
 /// so bind mounts and btrfs subvolumes are not counted again).
-pub(super) fn parse_mounts(text: &str) -> Vec<Mount> {
+pub(crate) fn parse_mounts(text: &str) -> Vec<Mount> {
     let mut mounts: Vec<Mount> = Vec::new();
     for line in text.lines() {
         let mut fields = line.split(' ').map(unescape);

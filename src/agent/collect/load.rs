@@ -11,7 +11,7 @@ use crate::protocol::LoadAverage;
 /// `0.76 0.77 0.78 1/234 5678`: the loads over 1, 5 and 15 minutes, then
 /// the running and all scheduling entities and the last PID, which must be
 /// there but are not used.
-pub(super) fn parse(text: &[u8]) -> Option<LoadAverage> {
+pub(crate) fn parse(text: &[u8]) -> Option<LoadAverage> {
     let mut text = Text::new(text);
     let mut line = text.line()?;
     let [one, five, fifteen] = [(); 3].map(|()| line.hundredths());

@@ -15,8 +15,8 @@ pub(super) fn read(meminfo: &Path, buf: &mut Vec<u8>) -> Option<Memory> {
     read_scanned(meminfo, buf, scan).and_then(memory)
 }
 
-#[cfg(test)]
-fn parse(text: &[u8]) -> Option<Memory> {
+/// `meminfo` from its whole text.
+pub(crate) fn parse(text: &[u8]) -> Option<Memory> {
     memory(scan(text).0)
 }
 

@@ -17,17 +17,17 @@ macro_rules! fixture {
     };
 }
 
-mod cpu;
-mod diskio;
-mod disks;
-mod load;
-mod memory;
-mod network;
-mod os;
-mod processes;
-mod sockets;
-mod thermal;
-mod uptime;
+pub(crate) mod cpu;
+pub(crate) mod diskio;
+pub(crate) mod disks;
+pub(crate) mod load;
+pub(crate) mod memory;
+pub(crate) mod network;
+pub(crate) mod os;
+pub(crate) mod processes;
+pub(crate) mod sockets;
+pub(crate) mod thermal;
+pub(crate) mod uptime;
 
 use crate::protocol::{self, Metrics};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

@@ -45,7 +45,7 @@ struct Counters {
     tx: u64,
 }
 
-pub(super) struct NetworkCollector {
+pub(crate) struct NetworkCollector {
     /// `procfs/net/dev`.
     dev: PathBuf,
     counted: Counted,
@@ -91,6 +91,22 @@ impl NetworkCollector {
         let text = read_bytes(&self.dev, buf)?;
         let elapsed_ms = millis(now.saturating_duration_since(self.at));
         self.at = now;
+        Some(self.account(text, elapsed_ms))
+    }
+
+    /// A collector of text handed to [`NetworkCollector::account`] that
+    /// counts every interface but `lo` and reads no file (for fuzzing).
+    pub(crate) fn detached() -> NetworkCollector {
+        NetworkCollector {
+            dev: PathBuf::new(),
+            counted: Counted::All,
+            interfaces: Previous::new(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes in one reading of `net/dev`, `elapsed_ms` after the previous one.
+    pub(crate) fn account(&mut self, text: &[u8], elapsed_ms: u64) -> Network {
         let mut network = Network::default();
         let mut listed = 0;
         for (name, rx, tx) in parse(text) {
@@ -128,7 +144,7 @@ impl NetworkCollector {
             }
         }
         self.interfaces.forget_after(listed);
-        Some(network)
+        network
     }
 }
 

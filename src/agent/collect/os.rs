@@ -74,7 +74,7 @@ impl Hostname {
 }
 
 /// The name in `sys/kernel/hostname`, or `None` if the file holds none.
-fn parse_hostname(text: &str) -> Option<&str> {
+pub(crate) fn parse_hostname(text: &str) -> Option<&str> {
     Some(text.trim()).filter(|name| !name.is_empty())
 }
 
@@ -112,12 +112,12 @@ pub(super) fn read(paths: &Paths, buf: &mut Vec<u8>) -> Os {
 }
 
 /// os-release(5) `NAME` and `VERSION_ID`.
-pub(super) fn parse_os_release(text: &str) -> Option<(String, String)> {
+pub(crate) fn parse_os_release(text: &str) -> Option<(String, String)> {
     name_and_version(text, "NAME", "VERSION_ID")
 }
 
 /// OpenWrt's `DISTRIB_ID` and `DISTRIB_RELEASE` (`OpenWrt`, `23.05.3`).
-pub(super) fn parse_openwrt_release(text: &str) -> Option<(String, String)> {
+pub(crate) fn parse_openwrt_release(text: &str) -> Option<(String, String)> {
     name_and_version(text, "DISTRIB_ID", "DISTRIB_RELEASE")
 }
 

@@ -39,7 +39,7 @@ fn count(procfs: &Path) -> Option<u64> {
     Some(pids as u64)
 }
 
-pub(super) fn is_pid(name: &[u8]) -> bool {
+pub(crate) fn is_pid(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(u8::is_ascii_digit)
 }
 

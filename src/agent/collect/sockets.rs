@@ -7,16 +7,24 @@ use std::path::Path;
 
 /// `sockstat` and `sockstat6`: `procfs/net/sockstat` and `procfs/net/sockstat6`.
 pub(super) fn read(sockstat: &Path, sockstat6: &Path, buf: &mut Vec<u8>) -> Option<Sockets> {
-    let mut total = read_scanned(sockstat, buf, scan).and_then(sockets)?;
-    if let Some(v6) = read_scanned(sockstat6, buf, scan).and_then(sockets) {
-        total.tcp += v6.tcp;
-        total.udp += v6.udp;
-    }
-    Some(total)
+    let v4 = read_scanned(sockstat, buf, scan).and_then(sockets)?;
+    let v6 = read_scanned(sockstat6, buf, scan).and_then(sockets);
+    Some(both(v4, v6))
 }
 
-#[cfg(test)]
-fn parse(text: &[u8]) -> Option<Sockets> {
+/// The counts of `sockstat`, plus those of `sockstat6` when there is one.
+pub(crate) fn both(mut total: Sockets, v6: Option<Sockets>) -> Sockets {
+    if let Some(v6) = v6 {
+        // The counts are whatever the files say: a sum past u64 would
+        // panic in a debug build (and wrap in a release one).
+        total.tcp = total.tcp.saturating_add(v6.tcp);
+        total.udp = total.udp.saturating_add(v6.udp);
+    }
+    total
+}
+
+/// `sockstat` (or `sockstat6`) from its whole text.
+pub(crate) fn parse(text: &[u8]) -> Option<Sockets> {
     sockets(scan(text).0)
 }
 
@@ -69,6 +77,20 @@ mod tests {
         );
         assert_eq!(v4, Some(Sockets { tcp: 13, udp: 5 }));
         assert_eq!(v6, Some(Sockets { tcp: 15, udp: 3 }));
+    }
+
+    // fuzz/regressions/proc_files/sockstat-sum-overflow
+    #[test]
+    fn ipv4_and_ipv6_counts_past_u64_saturate() {
+        let v4 = parse(b"TCP: inuse 18446744073709551615\nUDP: inuse 1\n").unwrap();
+        let v6 = parse(b"TCP6: inuse 1\nUDP6: inuse 2\n");
+        assert_eq!(
+            both(v4, v6),
+            Sockets {
+                tcp: u64::MAX,
+                udp: 3
+            }
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(super) fn read(sensors: &[Sensor], buf: &mut Vec<u8>) -> Vec<Temperature> {
 
 /// Celsius from sysfs millidegrees; `None` for garbage and for readings no
 /// working sensor gives (disconnected probes report -273 °C or 255 °C).
-pub(super) fn parse_millidegrees(text: &str) -> Option<f64> {
+pub(crate) fn parse_millidegrees(text: &str) -> Option<f64> {
     let millidegrees = text.trim().parse::<i64>().ok()?;
     let celsius = millidegrees as f64 / 1000.0;
     if !(-50.0..=150.0).contains(&celsius) {
@@ -95,17 +95,20 @@ fn numbered(dir: &Path, prefix: &str, suffix: &str) -> Vec<(u32, PathBuf)> {
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let name = entry.file_name();
-            let index = name
-                .to_str()?
-                .strip_prefix(prefix)?
-                .strip_suffix(suffix)?
-                .parse()
-                .ok()?;
+            let index = numbered_index(name.to_str()?, prefix, suffix)?;
             Some((index, entry.path()))
         })
         .collect();
     found.sort_unstable();
     found
+}
+
+/// The number in a name such as `thermal_zone3` or `temp2_input`.
+pub(crate) fn numbered_index(name: &str, prefix: &str, suffix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

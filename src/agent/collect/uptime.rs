@@ -8,7 +8,7 @@ use super::Text;
 
 /// `2578790.61 1999230.98`: the seconds since boot, and the idle seconds
 /// of all CPUs, which must be there but are not used.
-pub(super) fn parse(text: &[u8]) -> Option<u64> {
+pub(crate) fn parse(text: &[u8]) -> Option<u64> {
     let mut text = Text::new(text);
     let mut line = text.line()?;
     let uptime = line.hundredths()?;
