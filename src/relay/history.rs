@@ -404,8 +404,13 @@ pub fn sparklines(server_id: &str, history: &History, unix_secs: u64) -> ServerH
         .zip(view.series)
         .map(|(name, values)| {
             let points = values.chunks(per_point).map(|steps| {
-                let known: Vec<f64> = steps.iter().flatten().copied().collect();
-                (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+                let (sum, count) = steps
+                    .iter()
+                    .flatten()
+                    .fold((0.0, 0.0), |(sum, count), value| (sum + value, count + 1.0));
+                // To what a card shows: a tenth of a percent, whole B/s.
+                let scale = if *name == "cpu" { 10.0 } else { 1.0 };
+                (count > 0.0).then(|| (sum / count * scale).round() / scale)
             });
             (name.to_string(), points.collect())
         })
