@@ -106,13 +106,15 @@ pub struct Relay {
     history_writer: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The history a previous run saved, if any. A missing file is a first
-/// start; a corrupt or unreadable one is logged and skipped: history is
-/// worth less than starting.
+/// The history a previous run saved, if any. A missing file (a first
+/// start, most likely) is said at info level; a corrupt or unreadable one is
+/// warned about and skipped: history is worth less than starting.
 fn load_history(engine: &mut Engine, path: &Path) {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return info!("no history in {} yet: starting without", path.display());
+        }
         Err(e) => {
             return warn!(
                 "history: cannot read {}: {e}; starting without",
