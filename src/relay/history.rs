@@ -22,10 +22,11 @@ pub const SERIES: [&str; 10] = [
     "load1",
     "temperature",
 ];
+/// Indexes into [`SERIES`]: the first four are percentages.
 const PERCENTS: usize = 4;
 const LOAD: usize = 8;
-const ALL_SERIES: [usize; SERIES.len()] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 const TEMPERATURE: usize = 9;
+const ALL_SERIES: [usize; SERIES.len()] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 /// One sample's values of the series; `None` where the sample lacks one.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
