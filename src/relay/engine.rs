@@ -992,11 +992,11 @@ impl Engine {
                 // Every patch is applied, or the next ones would not add
                 // up; only the forwarding is limited.
                 let allowed = agent.samples.allow(now);
-                let sample = allowed.then(|| rebuilt(&mut state));
-                let reading = Reading::of(&state.sample);
+                let sample = allowed
+                    .then(|| rebuilt(&mut state).map(|raw| (raw, Reading::of(&state.sample))));
                 agent.lean = Lean::Patching(state);
                 match sample {
-                    Some(Some(sample)) => self.fan_out(server_id, sample, &reading),
+                    Some(Some((sample, reading))) => self.fan_out(server_id, sample, &reading),
                     Some(None) => {}
                     None => self.counters.dropped_samples += 1,
                 }
