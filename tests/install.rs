@@ -39,14 +39,6 @@ fn which(program: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{program} is not installed: run scripts/setup-dev.sh"))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
@@ -64,7 +56,7 @@ fn write_dist(dir: &Path, binaries: &[(&str, &[u8])]) {
     for (arch, bytes) in binaries {
         let name = format!("vstats-agent-linux-{arch}");
         fs::write(dir.join(&name), bytes).unwrap();
-        sums += &format!("{}  {name}\n", sha256_hex(bytes));
+        sums += &format!("{}  {name}\n", common::sha256_hex(bytes));
     }
     fs::write(dir.join("SHA256SUMS"), sums).unwrap();
 }

@@ -41,14 +41,6 @@ fn describe(output: &Output) -> String {
     )
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 // ---- systemd ---------------------------------------------------------------
 
 /// A root for `systemd-analyze --root`: systemd's own units (for the targets
@@ -305,7 +297,7 @@ fn write_dist(dir: &Path, x86_64: &[u8]) {
     for (arch, bytes) in [("x86_64", x86_64)].into_iter().chain(stand_ins) {
         let name = format!("vstats-agent-linux-{arch}");
         fs::write(dir.join(&name), bytes).unwrap();
-        sums += &format!("{}  {name}\n", sha256_hex(bytes));
+        sums += &format!("{}  {name}\n", common::sha256_hex(bytes));
     }
     fs::write(dir.join("SHA256SUMS"), sums).unwrap();
 }
@@ -367,7 +359,7 @@ fn ipk_has_openwrt_layout_and_control_fields() {
     let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for (owrt, release) in OPENWRT_ARCHES {
         let ipk = fs::read(out.join(ipk_name(owrt))).unwrap();
-        let line = format!("{}  {}", sha256_hex(&ipk), ipk_name(owrt));
+        let line = format!("{}  {}", common::sha256_hex(&ipk), ipk_name(owrt));
         assert!(sums.lines().any(|l| l == line), "{line} not in\n{sums}");
         let outer = untar(&gunzip(&ipk));
         let data = untar(&gunzip(&member(&outer, "./data.tar.gz").data));
@@ -587,7 +579,7 @@ fn openwrt_makefile_fetches_the_binary_build_ipk_packs_for_each_arch() {
             String::from_utf8_lossy(&output.stdout),
             format!(
                 "{release} {} vstats-agent-linux-{release} {version}-r1\n",
-                sha256_hex(&binary)
+                common::sha256_hex(&binary)
             ),
             "{owrt}"
         );

@@ -98,14 +98,6 @@ fn base_root() -> PathBuf {
     root
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 fn copy_executable(from: &str, to: &Path) {
     fs::copy(from, to).unwrap();
     fs::set_permissions(to, fs::Permissions::from_mode(0o755)).unwrap();
@@ -142,7 +134,7 @@ fn stage(root: &Path, ca: &common::TestCa) {
     fs::write(dist.join(name), &agent).unwrap();
     fs::write(
         dist.join("SHA256SUMS"),
-        format!("{}  {name}\n", sha256_hex(&agent)),
+        format!("{}  {name}\n", common::sha256_hex(&agent)),
     )
     .unwrap();
 

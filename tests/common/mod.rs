@@ -542,3 +542,12 @@ pub fn read_timed_out(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(e)
         if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }
+
+/// Lowercase hex SHA-256, as `sha256sum` prints it (release SHA256SUMS).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
