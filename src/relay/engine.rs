@@ -13,6 +13,7 @@ use super::config::Config;
 use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, ConnId, Hub};
+use super::notify::{Deliveries, NotifyCounters};
 use super::outbox::Outbox;
 use super::rate::RateLimit;
 use super::registry::{self, Registry, RegistryError};
@@ -26,6 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tungstenite::Utf8Bytes;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -77,6 +79,11 @@ pub struct Counters {
     pub dropped_samples: u64,
     /// Connections closed (1002) for breaking the WebSocket protocol.
     pub protocol_errors: u64,
+    /// Dashboards closed (1013) for not keeping up.
+    pub slow_dashboards: u64,
+    /// Notification deliveries by result, copied from the delivery
+    /// threads' counters when `/metrics` is rendered.
+    pub notifications: Deliveries,
 }
 
 /// What the event loop must do. Carried out in order.
@@ -413,6 +420,8 @@ pub struct Engine {
     /// Large response bodies lately built, by route and HEAD-or-not.
     bodies: HashMap<(Route, bool), SharedBody>,
     effects: Vec<Effect>,
+    /// Shared with the notification threads, which count their deliveries.
+    notify_counters: Arc<NotifyCounters>,
 }
 
 impl Engine {
@@ -442,7 +451,13 @@ impl Engine {
             stopping: false,
             bodies: HashMap::new(),
             effects: Vec::new(),
+            notify_counters: Arc::default(),
         }
+    }
+
+    /// The counters the notification threads keep, for `/metrics`.
+    pub fn notify_counters(&self) -> Arc<NotifyCounters> {
+        self.notify_counters.clone()
     }
 
     /// The effects decided since the last call, in order.
@@ -622,8 +637,11 @@ impl Engine {
                 http::response(200, "application/json", &self.hub.servers_json(), head_only)
             }
             Route::Metrics => {
-                let text =
-                    prometheus::render(&self.hub.servers, &self.counters, self.connections());
+                let counters = Counters {
+                    notifications: self.notify_counters.snapshot(),
+                    ..self.counters.clone()
+                };
+                let text = prometheus::render(&self.hub.servers, &counters, self.connections());
                 http::response(200, prometheus::CONTENT_TYPE, text.as_bytes(), head_only)
             }
             _ => http::response(200, "text/plain", b"ok\n", head_only),
@@ -812,6 +830,7 @@ impl Engine {
             return self.close(id, CloseCode::Policy, "server removed", now);
         };
         let replaced = server.agent.replace(id);
+        server.connections += 1;
         server.last_frame = Some(now);
         server.last_seen = Some(SystemTime::now());
         let came_online = !server.online;
@@ -1088,6 +1107,7 @@ impl Engine {
             dashboard.stalled_since.get_or_insert(now);
         }
         if dashboard.outbox.over_limit() && dashboard.link.closing.is_none() {
+            self.counters.slow_dashboards += 1;
             let peer = conn_peer(&self.conns, id);
             self.log(
                 Level::Warn,
@@ -1257,6 +1277,7 @@ impl Engine {
                     if let Some(conn) = self.conns.get_mut(&id) {
                         conn.cause.get_or_insert(Cause::Timeout(timeout));
                     }
+                    self.counters.slow_dashboards += 1;
                     self.close(id, CloseCode::Again, "not reading", now);
                 }
                 _ => self.finish(id, Cause::Timeout(timeout), None, now),

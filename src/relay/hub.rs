@@ -26,6 +26,8 @@ pub struct ServerState {
     pub slot: Slot,
     /// The agent connection currently speaking for this server.
     pub agent: Option<ConnId>,
+    /// Agent connections admitted for it since the relay started.
+    pub connections: u64,
     pub online: bool,
     /// When its agent last sent any frame (for the agent timeout).
     pub last_frame: Option<Instant>,
@@ -78,6 +80,7 @@ impl Hub {
                         location: server.location.clone(),
                         slot: self.next_slot,
                         agent: None,
+                        connections: 0,
                         online: false,
                         last_frame: None,
                         last_seen: None,

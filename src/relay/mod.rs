@@ -16,6 +16,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod outbox;
+pub mod notify;
 pub mod poller;
 pub mod prometheus;
 pub mod rate;

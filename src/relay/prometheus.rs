@@ -213,6 +213,18 @@ pub fn render(servers: &[ServerState], counters: &Counters, connections: Connect
             seconds,
         );
     }
+    x.family(
+        "vstats_agent_connections_total",
+        "counter",
+        "Agent connections admitted for the server since the relay started: a fast rise is a flapping agent.",
+    );
+    for p in &parsed {
+        x.sample(
+            "vstats_agent_connections_total",
+            &server_labels(p),
+            p.server.connections as f64,
+        );
+    }
     for (kind, readings) in [("gauge", SERVER_GAUGES), ("counter", SERVER_COUNTERS)] {
         for (name, help, read) in readings {
             family(&mut x, &parsed, name, kind, help, |m, emit| {
@@ -475,10 +487,32 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
             "Connections closed (1002) for breaking the WebSocket protocol.",
             counters.protocol_errors,
         ),
+        (
+            "vstats_relay_slow_dashboards_total",
+            "Dashboards closed (1013) for not keeping up with the messages sent to them.",
+            counters.slow_dashboards,
+        ),
     ];
     for (name, help, value) in totals {
         x.family(name, "counter", help);
         x.sample(name, &[], value as f64);
+    }
+    x.family(
+        "vstats_relay_notifications_total",
+        "counter",
+        "Notifications by result: sent, failed (refused, or failing past the retries) or dropped (queue full).",
+    );
+    let delivered = counters.notifications;
+    for (result, count) in [
+        ("sent", delivered.sent),
+        ("failed", delivered.failed),
+        ("dropped", delivered.dropped),
+    ] {
+        x.sample(
+            "vstats_relay_notifications_total",
+            &[("result", result)],
+            count as f64,
+        );
     }
 }
 
