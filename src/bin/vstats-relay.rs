@@ -1,5 +1,5 @@
-//! Thin shell: parse flags, dispatch `server ...` to the registry CLI,
-//! otherwise serve.
+//! Thin shell: parse flags, dispatch `server ...` to the registry CLI and
+//! `notify test` to the notifier, otherwise serve.
 
 use std::process::ExitCode;
 use vstats::relay::config::{self, Command};
@@ -27,6 +27,15 @@ fn main() -> ExitCode {
                 args,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(code)
+        }
+        Command::NotifyTest(config) => {
+            vstats::init_logging(config.log_level);
+            let code = vstats::relay::notify::test_command(
+                &config.notify,
+                config.notify_ca_file.as_deref(),
+                &mut std::io::stdout().lock(),
             );
             ExitCode::from(code)
         }

@@ -1,6 +1,8 @@
 //! Relay flags and `VSTATS_*` environment variables. A flag wins over its
 //! variable; a wrong flag or value is a [`ConfigError`] (exit code 2).
 
+use super::alerts::{DEFAULT_RULES, Rule};
+use super::notify::Target;
 use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
 use std::fmt;
@@ -13,6 +15,7 @@ vstats-relay: admit vstats agents by token and stream their metrics to dashboard
 
 Usage: vstats-relay [options]
        vstats-relay server add|list|remove|rotate-token ...   (see: vstats-relay server --help)
+       vstats-relay notify test [options]   send a test notification to each --notify-url
 
 Options (each also read from the environment variable shown):
       --listen ADDR            address to serve on (default 0.0.0.0:3001)   [VSTATS_LISTEN]
@@ -35,6 +38,18 @@ Options (each also read from the environment variable shown):
       --dist-dir DIR           serve release files: DIR/install.sh at /install.sh and
                                DIR/NAME at /dl/NAME (a LAN's own install source)
                                                                           [VSTATS_DIST_DIR]
+      --notify-url URL         POST a notification here when a server goes offline, comes
+                               back, or holds a threshold (repeatable)  [VSTATS_NOTIFY_URL, comma-separated]
+      --notify-template TEXT   the body for the --notify-url in the same place (one for all
+                               if given once): {{message}}, {{event}}, {{server.name}}, ...;
+                               'json' for the default JSON body       [VSTATS_NOTIFY_TEMPLATE]
+      --notify-after SECONDS   notify a server offline this long (default 60; a shorter
+                               absence sends nothing)                   [VSTATS_NOTIFY_AFTER]
+      --notify-ca-file PEM     also trust this CA for https:// notification URLs
+                                                                          [VSTATS_NOTIFY_CA_FILE]
+      --alert RULE             a threshold that notifies, like 'disk>=90 for 5m' (repeatable;
+                               'off' for none; default: disk>=90, memory>=90 and cpu>=95,
+                               each for 5m)                          [VSTATS_ALERTS, comma-separated]
       --log-level LEVEL        error, warn, info (default), debug or trace [VSTATS_LOG_LEVEL]
   -h, --help                   print this help
   -V, --version                print the version
@@ -67,6 +82,16 @@ pub enum ConfigError {
     MaxConnections(String),
     /// `--log-level` names no level.
     LogLevel(String),
+    /// A `--notify-url` or `--notify-template` that does not parse.
+    Notify(super::notify::TargetError),
+    /// Templates neither one nor one per URL.
+    TemplateCount { urls: usize, templates: usize },
+    /// `--notify-after` is not 0 to 86400 seconds.
+    NotifyAfter(String),
+    /// An `--alert` rule that does not parse.
+    Alert(super::alerts::RuleError),
+    /// `notify` without `test`.
+    NotifyCommand,
 }
 
 impl fmt::Display for ConfigError {
@@ -95,6 +120,20 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::LogLevel(text) => {
                 write!(f, "--log-level: '{text}' is not one of {LOG_LEVELS}")
+            }
+            ConfigError::Notify(e) => write!(f, "{e}"),
+            ConfigError::TemplateCount { urls, templates } => write!(
+                f,
+                "--notify-template: {templates} given for {urls} --notify-url; give one for all, \
+                 or one per URL in the same order ('json' for the default body)"
+            ),
+            ConfigError::NotifyAfter(text) => write!(
+                f,
+                "--notify-after: '{text}' is not a number of seconds from 0 to 86400"
+            ),
+            ConfigError::Alert(e) => write!(f, "{e}"),
+            ConfigError::NotifyCommand => {
+                f.write_str("'notify' takes one command: test (vstats-relay notify test)")
             }
         }
     }
@@ -129,6 +168,11 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub dist_dir: Option<PathBuf>,
     pub log_level: log::LevelFilter,
+    /// Where notifications go; none means they are only logged.
+    pub notify: Vec<Target>,
+    pub notify_after: Duration,
+    pub notify_ca_file: Option<PathBuf>,
+    pub alert_rules: Vec<Rule>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -136,6 +180,8 @@ pub enum Command {
     Serve(Config),
     /// `server ...`: the registry subcommands, with their arguments.
     Registry(Vec<OsString>),
+    /// `notify test`, with the relay's configuration.
+    NotifyTest(Config),
     Help,
     Version,
 }
@@ -148,19 +194,21 @@ pub fn parse(
     if args.first().is_some_and(|first| first == "server") {
         return Ok(Command::Registry(args[1..].to_vec()));
     }
+    if args.first().is_some_and(|first| first == "notify") {
+        if args.get(1).is_none_or(|command| command != "test") {
+            return Err(ConfigError::NotifyCommand);
+        }
+        return match parse(args[2..].to_vec(), env)? {
+            Command::Serve(config) => Ok(Command::NotifyTest(config)),
+            other => Ok(other),
+        };
+    }
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
     let mut listen = env("VSTATS_LISTEN");
     let mut state = env("VSTATS_STATE");
     let mut cert = env("VSTATS_TLS_CERT");
     let mut key = env("VSTATS_TLS_KEY");
-    let mut origins: Vec<String> = env("VSTATS_ALLOW_ORIGIN")
-        .map(|list| {
-            list.split(',')
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut origins: Vec<String> = list(env("VSTATS_ALLOW_ORIGIN"));
     let mut viewer_token = env("VSTATS_VIEWER_TOKEN");
     let mut agent_timeout = env("VSTATS_AGENT_TIMEOUT");
     let mut agent_max_rate = env("VSTATS_AGENT_MAX_RATE");
@@ -168,6 +216,13 @@ pub fn parse(
     let mut log_level = env("VSTATS_LOG_LEVEL");
     let mut dist_dir = env("VSTATS_DIST_DIR");
     let mut origins_from_flags = Vec::new();
+    let mut notify_urls = list(env("VSTATS_NOTIFY_URL"));
+    let mut notify_templates: Vec<String> = env("VSTATS_NOTIFY_TEMPLATE").into_iter().collect();
+    let mut notify_after = env("VSTATS_NOTIFY_AFTER");
+    let mut notify_ca_file = env("VSTATS_NOTIFY_CA_FILE");
+    let mut alerts = env("VSTATS_ALERTS").map(|rules| list(Some(rules)));
+    let (mut urls_from_flags, mut templates_from_flags, mut alerts_from_flags) =
+        (Vec::new(), Vec::new(), Vec::new());
 
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
@@ -185,11 +240,26 @@ pub fn parse(
             Long("max-connections") => max_connections = Some(parser.value()?.string()?),
             Long("log-level") => log_level = Some(parser.value()?.string()?),
             Long("dist-dir") => dist_dir = Some(parser.value()?.string()?),
+            Long("notify-url") => urls_from_flags.push(parser.value()?.string()?),
+            Long("notify-template") => templates_from_flags.push(parser.value()?.string()?),
+            Long("notify-after") => notify_after = Some(parser.value()?.string()?),
+            Long("notify-ca-file") => notify_ca_file = Some(parser.value()?.string()?),
+            Long("alert") => alerts_from_flags.push(parser.value()?.string()?),
             _ => return Err(arg.unexpected().into()),
         }
     }
+    // Repeatable flags replace their variable's list; they do not add to it.
     if !origins_from_flags.is_empty() {
         origins = origins_from_flags;
+    }
+    if !urls_from_flags.is_empty() {
+        notify_urls = urls_from_flags;
+    }
+    if !templates_from_flags.is_empty() {
+        notify_templates = templates_from_flags;
+    }
+    if !alerts_from_flags.is_empty() {
+        alerts = Some(alerts_from_flags);
     }
     let listen = listen.as_deref().unwrap_or("0.0.0.0:3001");
     let listen = listen.parse().map_err(|source| ConfigError::Listen {
@@ -230,6 +300,33 @@ pub fn parse(
     };
     let log_level = parse_log_level(log_level.as_deref())
         .ok_or_else(|| ConfigError::LogLevel(log_level.unwrap_or_default()))?;
+    let templates = match (notify_urls.len(), notify_templates.len()) {
+        (_, 0) => vec![None; notify_urls.len()],
+        (urls, 1) => vec![Some(notify_templates[0].as_str()); urls],
+        (urls, templates) if urls == templates => {
+            notify_templates.iter().map(|t| Some(t.as_str())).collect()
+        }
+        (urls, templates) => return Err(ConfigError::TemplateCount { urls, templates }),
+    };
+    let notify = notify_urls
+        .iter()
+        .zip(templates)
+        .map(|(url, template)| Target::parse(url, template))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConfigError::Notify)?;
+    let notify_after = match notify_after {
+        None => Duration::from_secs(60),
+        Some(text) => match text.parse::<f64>() {
+            Ok(seconds) if (0.0..=86_400.0).contains(&seconds) => Duration::from_secs_f64(seconds),
+            _ => return Err(ConfigError::NotifyAfter(text)),
+        },
+    };
+    let alert_rules = match alerts {
+        None => DEFAULT_RULES.iter().map(|rule| Rule::parse(rule)).collect(),
+        Some(rules) if rules.iter().any(|rule| rule == "off") => Ok(Vec::new()),
+        Some(rules) => rules.iter().map(|rule| Rule::parse(rule)).collect(),
+    }
+    .map_err(ConfigError::Alert)?;
     Ok(Command::Serve(Config {
         listen,
         state: PathBuf::from(state.unwrap_or_else(|| "./vstats-relay.json".into())),
@@ -241,7 +338,21 @@ pub fn parse(
         max_connections,
         dist_dir: dist_dir.map(PathBuf::from),
         log_level,
+        notify,
+        notify_after,
+        notify_ca_file: notify_ca_file.map(PathBuf::from),
+        alert_rules,
     }))
+}
+
+/// A comma-separated variable's items, trimmed, the empty ones left out.
+fn list(variable: Option<String>) -> Vec<String> {
+    variable
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -303,6 +414,79 @@ mod tests {
     }
 
     #[test]
+    fn notify_urls_templates_and_rules_come_from_flags_or_the_environment() {
+        let env = [
+            ("VSTATS_NOTIFY_URL", "http://a/, https://b/x?t=1"),
+            ("VSTATS_NOTIFY_TEMPLATE", "{{message}}"),
+            ("VSTATS_ALERTS", "disk>=80 for 1m, load1>4"),
+            ("VSTATS_NOTIFY_AFTER", "0"),
+        ];
+        let Ok(Command::Serve(config)) = parse_with(&[], &env) else {
+            panic!()
+        };
+        let template = Some("{{message}}");
+        assert_eq!(
+            config.notify,
+            [
+                Target::parse("http://a/", template).unwrap(),
+                Target::parse("https://b/x?t=1", template).unwrap()
+            ]
+        );
+        let rules: Vec<&str> = config.alert_rules.iter().map(|r| r.text()).collect();
+        assert_eq!(rules, ["disk>=80 for 1m", "load1>4"]);
+        assert_eq!(config.notify_after, Duration::ZERO);
+
+        let flags = [
+            "--notify-url",
+            "http://c/",
+            "--notify-url",
+            "http://d/",
+            "--notify-template",
+            "json",
+            "--notify-template",
+            "{{event}}",
+            "--alert",
+            "off",
+        ];
+        let Ok(Command::Serve(config)) = parse_with(&flags, &env) else {
+            panic!()
+        };
+        assert_eq!(
+            config.notify,
+            [
+                Target::parse("http://c/", None).unwrap(),
+                Target::parse("http://d/", Some("{{event}}")).unwrap()
+            ]
+        );
+        assert!(config.alert_rules.is_empty());
+
+        let Ok(Command::Serve(config)) = parse_with(&[], &[]) else {
+            panic!()
+        };
+        let rules: Vec<&str> = config.alert_rules.iter().map(|r| r.text()).collect();
+        assert_eq!(rules, DEFAULT_RULES);
+        assert_eq!(config.notify_after, Duration::from_secs(60));
+        assert!(config.notify.is_empty());
+    }
+
+    #[test]
+    fn notify_test_takes_the_relay_flags() {
+        let Ok(Command::NotifyTest(config)) =
+            parse_with(&["notify", "test", "--notify-url", "http://a/"], &[])
+        else {
+            panic!()
+        };
+        assert_eq!(config.notify.len(), 1);
+        for args in [&["notify"][..], &["notify", "send"]] {
+            let error = parse_with(args, &[]).unwrap_err().to_string();
+            assert!(
+                error.contains("'notify' takes one command: test"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (args, expected) in [
             (&["--listen", "3001"][..], "--listen"),
@@ -313,6 +497,19 @@ mod tests {
             (&["--agent-max-rate", "fast"][..], "--agent-max-rate"),
             (&["--max-connections", "lots"][..], "--max-connections"),
             (&["--frobnicate"][..], "--frobnicate"),
+            (&["--notify-after", "86401"][..], "--notify-after"),
+            (&["--alert", "disk=90"][..], "--alert: 'disk=90'"),
+            (
+                &[
+                    "--notify-url",
+                    "http://a/",
+                    "--notify-template",
+                    "x",
+                    "--notify-template",
+                    "y",
+                ][..],
+                "2 given for 1 --notify-url",
+            ),
             (
                 &["--log-level", "loud"][..],
                 "--log-level: 'loud' is not one of",

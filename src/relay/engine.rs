@@ -9,11 +9,12 @@
 //! state machine never sees a socket, so it is tested with a fake clock in
 //! microseconds (see the tests at the end).
 
+use super::alerts::{self, Alerts, Change, Saved};
 use super::config::Config;
 use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, ConnId, Hub};
-use super::notify::{Deliveries, NotifyCounters};
+use super::notify::{Deliveries, Event, Notice, NotifyCounters};
 use super::outbox::Outbox;
 use super::rate::RateLimit;
 use super::registry::{self, Registry, RegistryError};
@@ -138,6 +139,14 @@ pub enum Effect {
         force: bool,
     },
     ReloadCertificate,
+    /// Queue this notification for every `--notify-url`; never waits.
+    Notify(Box<Notice>),
+    /// Write the open alerts to the alerts file: beside the loop, unless
+    /// `last` (at shutdown).
+    SaveAlerts {
+        bytes: Vec<u8>,
+        last: bool,
+    },
     /// Write this history file (see [`history::to_file`]) beside the state
     /// file, atomically; `last` at shutdown, when it must be done before
     /// the process exits.
@@ -422,6 +431,7 @@ pub struct Engine {
     effects: Vec<Effect>,
     /// Shared with the notification threads, which count their deliveries.
     notify_counters: Arc<NotifyCounters>,
+    alerts: Alerts,
 }
 
 impl Engine {
@@ -434,7 +444,6 @@ impl Engine {
     ) -> Engine {
         Engine {
             hub: Hub::new(&registry),
-            config,
             tls,
             max_connections,
             registry,
@@ -452,6 +461,8 @@ impl Engine {
             bodies: HashMap::new(),
             effects: Vec::new(),
             notify_counters: Arc::default(),
+            alerts: Alerts::new(config.alert_rules.clone(), config.notify_after),
+            config,
         }
     }
 
@@ -487,6 +498,11 @@ impl Engine {
             }
             _ => None,
         }
+    }
+
+    /// Whether a shutdown was ordered.
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// The configuration the relay runs with.
@@ -835,6 +851,9 @@ impl Engine {
         server.last_seen = Some(SystemTime::now());
         let came_online = !server.online;
         server.online = true;
+        // Seen at once: a connection shorter than a tick still counts, and
+        // a return closes an offline notified before.
+        let change = self.alerts.presence(&mut server.watch, true, now);
         let text = format!(
             "agent for {} ({}) connected from {peer}",
             server.name, server.id
@@ -851,6 +870,9 @@ impl Engine {
         }
         if came_online {
             self.broadcast(hub::status(&server_id, true));
+        }
+        if let Some(change) = change {
+            self.alert(&server_id, &change);
         }
     }
 
@@ -978,7 +1000,7 @@ impl Engine {
                     return;
                 }
                 agent.lean = Lean::Latest;
-                self.fan_out(server_id, sample, &reading);
+                self.fan_out(server_id, sample, &reading, now);
             }
             "patch" => {
                 let patch = match raw.data.map(check_patch) {
@@ -1015,7 +1037,7 @@ impl Engine {
                     .then(|| rebuilt(&mut state).map(|raw| (raw, Reading::of(&state.sample))));
                 agent.lean = Lean::Patching(state);
                 match sample {
-                    Some(Some((sample, reading))) => self.fan_out(server_id, sample, &reading),
+                    Some(Some((sample, reading))) => self.fan_out(server_id, sample, &reading, now),
                     Some(None) => {}
                     None => self.counters.dropped_samples += 1,
                 }
@@ -1050,7 +1072,7 @@ impl Engine {
 
     /// Stores a server's sample, adds it to its history and queues it to
     /// every dashboard.
-    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>, reading: &Reading) {
+    fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>, reading: &Reading, now: Instant) {
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
@@ -1058,6 +1080,7 @@ impl Engine {
             .history
             .get_or_insert_default()
             .record(unix_seconds(SystemTime::now()), reading);
+        let changes = self.alerts.reading(&mut server.watch, reading, now);
         let message = hub::metrics(server_id, &sample);
         server.latest_message = Some(message.clone());
         server.latest_data = Some(sample);
@@ -1069,6 +1092,27 @@ impl Engine {
             }
             wake(effects, id, dashboard);
         });
+        for change in changes {
+            self.alert(server_id, &change);
+        }
+    }
+
+    /// Logs a change and queues its notification.
+    fn alert(&mut self, server_id: &str, change: &Change) {
+        let Some(server) = self.hub.get(server_id) else {
+            return;
+        };
+        let notice = self.alerts.notice(
+            change,
+            (&server.id, &server.name, &server.location),
+            SystemTime::now(),
+        );
+        let level = match (notice.event, notice.resolved) {
+            (Event::Online, _) | (_, true) => Level::Info,
+            _ => Level::Warn,
+        };
+        self.log(level, format!("alert: {}", notice.message));
+        self.effects.push(Effect::Notify(Box::new(notice)));
     }
 
     /// Queues an event to every dashboard. One whose queue outgrows its
@@ -1287,6 +1331,7 @@ impl Engine {
             self.effects.push(Effect::Ping { id });
         }
         self.expire_agents(now);
+        self.watch_presence(now);
         if let Some(held) = self.refusals.summary_due(now) {
             self.log(
                 Level::Info,
@@ -1298,6 +1343,9 @@ impl Engine {
                 Level::Warn,
                 format!("{held} more malformed frames dropped in the last {LOG_TROUBLE_EVERY:?}"),
             );
+        }
+        if self.alerts.dirty {
+            self.save_alerts(false, now);
         }
         if now.saturating_duration_since(self.history_saved) >= HISTORY_SAVE_EVERY {
             self.history_saved = now;
@@ -1329,6 +1377,40 @@ impl Engine {
                 format!("server {id} offline: nothing heard for {timeout:?}"),
             );
             self.broadcast(hub::status(&id, false));
+        }
+    }
+
+    /// Servers offline past `--notify-after`, and back after that.
+    fn watch_presence(&mut self, now: Instant) {
+        let mut changes = Vec::new();
+        for server in &mut self.hub.servers {
+            if let Some(change) = self.alerts.presence(&mut server.watch, server.online, now) {
+                changes.push((server.id.clone(), change));
+            }
+        }
+        for (id, change) in changes {
+            self.alert(&id, &change);
+        }
+    }
+
+    fn save_alerts(&mut self, last: bool, now: Instant) {
+        self.alerts.dirty = false;
+        let watches = self
+            .hub
+            .servers
+            .iter()
+            .map(|server| (server.id.as_str(), &server.watch));
+        let bytes = alerts::to_file(&self.alerts, watches, now, unix_seconds(SystemTime::now()));
+        self.effects.push(Effect::SaveAlerts { bytes, last });
+    }
+
+    /// What the alerts file of a previous run holds (empty if none), once
+    /// history is restored: a server with a history was seen before.
+    pub fn restore_alerts(&mut self, saved: HashMap<String, Saved>, now: Instant) {
+        for server in &mut self.hub.servers {
+            let seen = server.history.is_some();
+            self.alerts
+                .restore(&mut server.watch, seen, saved.get(&server.id), now);
         }
     }
 
@@ -1390,6 +1472,8 @@ impl Engine {
             return;
         }
         let (added, removed) = self.hub.sync(&self.registry);
+        // What was open for them is closed without a word.
+        self.alerts.dirty |= !removed.is_empty();
         for server in removed {
             self.log(
                 Level::Info,
@@ -1438,6 +1522,7 @@ impl Engine {
     pub fn shut_down(&mut self, now: Instant) {
         self.stopping = true;
         self.save_history(true);
+        self.save_alerts(true, now);
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {

@@ -1158,3 +1158,163 @@ fn history_is_served_per_server_and_range_behind_the_viewer_token() {
         404
     );
 }
+
+/// The notifications among `effects`: `(event, message)`.
+fn notices(effects: &[Effect]) -> Vec<(&'static str, String)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Notify(notice) => Some((notice.event.as_str(), notice.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ticks every 500 ms from `from` to `to`: the notifications on the way.
+fn notices_between(bench: &mut Bench, from: u64, to: u64) -> Vec<(u64, &'static str)> {
+    (from..=to)
+        .step_by(500)
+        .flat_map(|ms| {
+            notices(&bench.tick(ms))
+                .into_iter()
+                .map(move |(event, _)| (ms, event))
+        })
+        .collect()
+}
+
+#[test]
+fn an_agent_gone_past_notify_after_is_notified_offline_then_online() {
+    let mut bench = Bench::with(&["pi"], &["--notify-after", "60"], 100);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 5.0, 100);
+    bench.engine.ended(agent, End::Closed, bench.at(1_000));
+    assert_eq!(
+        notices_between(&mut bench, 1_000, 61_000),
+        [(61_000, "offline")]
+    );
+    let effects = bench.tick(61_000);
+    assert_eq!(notices(&effects), [], "notified once");
+    let agent = bench.agent(0, 90_000);
+    let mut effects = bench.effects();
+    bench.sample(agent, 5.0, 90_100);
+    effects.extend(bench.tick(90_500));
+    let back = notices(&effects);
+    assert_eq!(back.len(), 1, "{effects:?}");
+    assert_eq!(back[0].0, "online");
+    assert!(
+        back[0].1.contains("pi is back online after 1m 29s"),
+        "{back:?}"
+    );
+    assert!(
+        logs(&effects)
+            .iter()
+            .any(|l| l.contains("alert: pi is back online")),
+        "{effects:?}"
+    );
+    // What is open was saved with the offline, and saved again when it closed.
+    let saves = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::SaveAlerts { .. }))
+        .count();
+    assert_eq!(saves, 1);
+}
+
+#[test]
+fn a_flap_shorter_than_notify_after_notifies_nothing() {
+    let mut bench = Bench::with(&["pi"], &["--notify-after", "5"], 100);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 5.0, 100);
+    bench.tick(500);
+    bench.engine.ended(agent, End::Closed, bench.at(1_000));
+    bench.tick(1_000);
+    let agent = bench.agent(0, 5_500);
+    bench.sample(agent, 5.0, 5_600);
+    assert_eq!(notices_between(&mut bench, 1_500, 60_000), []);
+}
+
+#[test]
+fn a_silent_agent_is_notified_after_the_agent_timeout_and_notify_after() {
+    let mut bench = Bench::with(
+        &["pi"],
+        &["--notify-after", "10", "--agent-timeout", "20"],
+        100,
+    );
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 5.0, 0);
+    // Pongs would keep it online; this one is silent from 0 s.
+    assert_eq!(
+        notices_between(&mut bench, 500, 40_000),
+        [(30_000, "offline")]
+    );
+}
+
+#[test]
+fn a_server_registered_but_never_seen_is_not_notified() {
+    let mut bench = Bench::with(&["pi"], &["--notify-after", "0"], 100);
+    assert_eq!(notices_between(&mut bench, 500, 600_000), []);
+}
+
+#[test]
+fn a_threshold_notifies_when_it_has_held_its_time_and_when_it_stops() {
+    let mut bench = Bench::with(&["pi"], &["--alert", "cpu>=90 for 10s"], 100);
+    let agent = bench.agent(0, 0);
+    let mut fired = Vec::new();
+    for second in 0..=40 {
+        let cpu = if second <= 15 { 97.0 } else { 10.0 };
+        bench.sample(agent, cpu, second * 1_000);
+        fired.extend(notices(&bench.effects()).into_iter().map(|n| (second, n)));
+    }
+    assert_eq!(
+        fired,
+        [
+            (
+                10,
+                (
+                    "threshold",
+                    "pi: CPU usage is 97 %, at or above 90 % for 10s.".to_owned()
+                )
+            ),
+            (
+                26,
+                (
+                    "threshold",
+                    "pi: CPU usage is back to 10 %, below 90 % for 10s.".to_owned()
+                )
+            ),
+        ]
+    );
+}
+
+#[test]
+fn alert_off_turns_the_thresholds_off() {
+    let mut bench = Bench::with(&["pi"], &["--alert", "off"], 100);
+    let agent = bench.agent(0, 0);
+    for second in 0..=400 {
+        bench.sample(agent, 100.0, second * 1_000);
+        assert_eq!(notices(&bench.effects()), []);
+    }
+}
+
+#[test]
+fn a_removed_server_leaves_no_open_alert_behind() {
+    let mut bench = Bench::with(&["pi", "nas"], &["--notify-after", "0"], 100);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 5.0, 0);
+    bench.engine.ended(agent, End::Closed, bench.at(100));
+    let effects = bench.tick(500);
+    assert_eq!(notices(&effects).len(), 1, "{effects:?}");
+    let saved = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::SaveAlerts { bytes, .. } => Some(alerts::from_file(bytes).unwrap()),
+            _ => None,
+        })
+    };
+    assert!(saved(&effects).unwrap().contains_key(&bench.ids[0]));
+    bench.registry.remove(&bench.ids[0].clone()).unwrap();
+    let registry = bench.registry.clone();
+    bench
+        .engine
+        .registry_read(RegistryRead::Loaded(registry), bench.at(1_000));
+    let effects = bench.tick(1_500);
+    assert_eq!(saved(&effects).unwrap().len(), 0, "{effects:?}");
+}

@@ -2,6 +2,7 @@
 //! messages it builds from that: each serialized once, its bytes shared by
 //! every dashboard (a `Utf8Bytes` clone only bumps a reference count).
 
+use super::alerts::Watch;
 use super::history::{History, Reading, sparklines};
 use super::outbox::Slot;
 use super::registry::Registry;
@@ -28,6 +29,8 @@ pub struct ServerState {
     pub agent: Option<ConnId>,
     /// Agent connections admitted for it since the relay started.
     pub connections: u64,
+    /// What alerts know of it: offline for how long, rules holding.
+    pub watch: Watch,
     pub online: bool,
     /// When its agent last sent any frame (for the agent timeout).
     pub last_frame: Option<Instant>,
@@ -81,6 +84,7 @@ impl Hub {
                         slot: self.next_slot,
                         agent: None,
                         connections: 0,
+                        watch: Watch::default(),
                         online: false,
                         last_frame: None,
                         last_seen: None,

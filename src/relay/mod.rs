@@ -8,6 +8,7 @@
 //! to dashboards, then the clock work; after each step it carries out the
 //! engine's effects.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -15,8 +16,8 @@ pub mod engine;
 pub mod history;
 pub mod http;
 pub mod hub;
-pub mod outbox;
 pub mod notify;
+pub mod outbox;
 pub mod poller;
 pub mod prometheus;
 pub mod rate;
@@ -30,6 +31,7 @@ use hub::ConnId;
 use log::{debug, error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use notify::Notifier;
 use poller::Poller;
 use registry::{FileStamp, Registry};
 use rustls::ServerConfig;
@@ -105,6 +107,39 @@ pub struct Relay {
     /// The thread writing the last history save, so that writing many
     /// megabytes never holds up the loop.
     history_writer: Option<std::thread::JoinHandle<()>>,
+    notifier: Option<Notifier>,
+    alerts_path: PathBuf,
+    /// The thread writing the alerts file, and what to write once it is
+    /// done: a slow disk delays the file, never the loop.
+    alerts_writer: Option<std::thread::JoinHandle<()>>,
+    alerts_pending: Option<Vec<u8>>,
+}
+
+/// The open alerts a previous run saved, if any; an unreadable file is
+/// warned about, and the relay starts as if none were open.
+fn load_alerts(engine: &mut Engine, path: &Path) {
+    let saved = match std::fs::read(path) {
+        Ok(bytes) => alerts::from_file(&bytes).unwrap_or_else(|e| {
+            warn!("alerts: {}: {e}; starting with none open", path.display());
+            Default::default()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+        Err(e) => {
+            warn!(
+                "alerts: cannot read {}: {e}; starting with none open",
+                path.display()
+            );
+            Default::default()
+        }
+    };
+    if !saved.is_empty() {
+        info!(
+            "{} server(s) with alerts open, from {}",
+            saved.len(),
+            path.display()
+        );
+    }
+    engine.restore_alerts(saved, Instant::now());
 }
 
 /// The history a previous run saved, if any. A missing file (a first
@@ -206,8 +241,16 @@ impl Relay {
         poller
             .add_readable(&signals, SIGNALS)
             .map_err(|e| RelayError::Io("epoll", e))?;
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            let tls = crate::tls::client_config(config.notify_ca_file.as_deref())
+                .map_err(RelayError::Tls)?;
+            Some((config.notify.clone(), Arc::new(tls)))
+        };
         let registry_stamp = registry::file_stamp(&config.state);
         let history_path = history::file_beside(&registry::resolve(&config.state));
+        let alerts_path = alerts::file_beside(&registry::resolve(&config.state));
         let mut engine = Engine::new(
             config,
             tls.is_some(),
@@ -216,7 +259,14 @@ impl Relay {
             Instant::now(),
         );
         load_history(&mut engine, &history_path);
+        load_alerts(&mut engine, &alerts_path);
+        let notifier =
+            notifier.map(|(targets, tls)| Notifier::start(targets, tls, engine.notify_counters()));
         Ok(Relay {
+            notifier,
+            alerts_path,
+            alerts_writer: None,
+            alerts_pending: None,
             registry_stamp,
             engine,
             history_path,
@@ -279,6 +329,7 @@ impl Relay {
             if self.engine.timeout(now).is_zero() {
                 self.engine.tick(now);
                 self.apply_effects();
+                self.write_alerts_pending();
             }
         }
     }
@@ -505,6 +556,20 @@ impl Relay {
             }
             Effect::ReloadCertificate => self.reload_certificate(),
             Effect::SaveHistory { bytes, last } => self.save_history(bytes, last),
+            Effect::Notify(notice) => {
+                if let Some(notifier) = &self.notifier {
+                    notifier.send(&notice);
+                }
+            }
+            Effect::SaveAlerts { bytes, last } => {
+                self.alerts_pending = Some(bytes);
+                if last {
+                    if let Some(writer) = self.alerts_writer.take() {
+                        let _ = writer.join();
+                    }
+                }
+                self.write_alerts_pending();
+            }
             Effect::PauseAccepting => {
                 if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, false) {
                     warn!("epoll: {e}");
@@ -568,6 +633,33 @@ impl Relay {
         }
     }
 
+    /// Starts writing the newest alerts not yet written, unless the last
+    /// write is still going (then the next tick tries again).
+    fn write_alerts_pending(&mut self) {
+        if self
+            .alerts_writer
+            .as_ref()
+            .is_some_and(|writer| !writer.is_finished())
+        {
+            return;
+        }
+        let Some(bytes) = self.alerts_pending.take() else {
+            return;
+        };
+        let path = self.alerts_path.clone();
+        let write = move || {
+            if let Err(e) = registry::write_atomically(&path, &bytes) {
+                warn!("alerts: cannot save {}: {e}", path.display());
+            }
+        };
+        // At shutdown (the loop is over) it is written here.
+        if self.engine.stopping() {
+            write();
+        } else {
+            self.alerts_writer = Some(std::thread::spawn(write));
+        }
+    }
+
     fn reload_certificate(&mut self) {
         let Some((cert, key)) = &self.engine.config().tls else {
             return;
@@ -605,6 +697,9 @@ impl Relay {
                     log::log!(level, "{text}");
                 }
             }
+        }
+        if let Some(notifier) = self.notifier.take() {
+            notifier.finish(SHUTDOWN_GRACE);
         }
         info!("stopped");
     }
