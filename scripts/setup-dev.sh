@@ -25,7 +25,7 @@ fi
 # Debian packages: valgrind (bench-agent.sh), busybox, dash, shellcheck and
 # systemd-analyze (installer and packaging tests), systemd-container and
 # mmdebstrap (a real systemd booted in systemd-nspawn: tests/systemd.rs),
-# prometheus (scrape test),
+# prometheus (scrape test; promtool for /metrics and the alerting rules),
 # qemu-user-static (cross tests), chromium and a CJK font (browser test).
 missing=""
 for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei; do

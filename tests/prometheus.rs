@@ -1,14 +1,17 @@
 //! `/metrics` as a real Prometheus sees it: `promtool check metrics` on the
-//! exposition, and a Prometheus server on loopback scraping a relay fed by
-//! a real agent.
+//! exposition, a Prometheus server on loopback scraping a relay fed by a
+//! real agent, and the alerting rules in `packaging/prometheus/` (promtool's
+//! checks and unit tests, and only metrics a relay exports).
 
 mod common;
 
 use common::relay::Relay;
 use common::{Agent, Process};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -188,4 +191,114 @@ fn up_value(body: &str, id: &str) -> Option<String> {
         .iter()
         .find(|r| r["metric"]["server_id"] == id)
         .and_then(|r| r["value"][1].as_str().map(str::to_owned))
+}
+
+/// `packaging/prometheus/`: the alerting rules and their unit tests.
+fn rules_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus")
+}
+
+/// `promtool ARGS...` in `packaging/prometheus/` succeeds.
+fn promtool_in_rules_dir(args: &[&str]) {
+    let output = Command::new(tool("promtool"))
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_alerting_rules_pass_promtool_and_their_unit_tests() {
+    promtool_in_rules_dir(&["check", "rules", "vstats-alerts.yml"]);
+    promtool_in_rules_dir(&["test", "rules", "vstats-alerts.test.yml"]);
+}
+
+/// The `vstats_*` names in the rules' expressions: each `expr:` line, and
+/// the lines indented under it (a block scalar).
+fn metrics_in_rules(rules: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut expr_indent = None;
+    for line in rules.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("expr:") {
+            expr_indent = Some(indent);
+        } else if expr_indent.is_some_and(|at| trimmed.is_empty() || indent <= at) {
+            expr_indent = None;
+        }
+        if expr_indent.is_none() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut rest = trimmed;
+        while let Some(at) = rest.find("vstats_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The rules can never read a metric the relay does not export: every
+/// `vstats_*` name in their expressions is a `# TYPE` family of a real
+/// relay's `/metrics`, with a series in it once a server has reported.
+#[test]
+fn the_alerting_rules_read_only_metrics_the_relay_exports() {
+    let rules = std::fs::read_to_string(rules_dir().join("vstats-alerts.yml")).unwrap();
+    let used = metrics_in_rules(&rules);
+    assert!(
+        used.contains("vstats_up") && used.len() >= 7,
+        "the scan missed the rules' metrics: {used:?}"
+    );
+
+    let relay = Relay::start(&[]);
+    let (id, token) = relay.add_server("pi", "");
+    let mut agent = relay.fake_agent(&token);
+    agent.send_metrics(json!({
+        "hostname": "pi",
+        "cpu": {"usage": 12.5, "cores": 4},
+        "memory": {"total": 1000, "used": 400, "available": 600, "swap_total": 10, "swap_used": 1},
+        "disks": [{"name": "/dev/root", "mount": "/", "fs_type": "ext4", "total": 100, "used": 50}],
+    }));
+    let disk = format!("vstats_filesystem_size_bytes{{server_id=\"{id}\",");
+    let deadline = Instant::now() + SOON;
+    let body = loop {
+        let (status, body) = relay.get("/metrics");
+        assert_eq!(status, 200);
+        if body.contains(&disk) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sample reached /metrics:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let families: BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for name in &used {
+        assert!(
+            families.contains(name.as_str()),
+            "the rules read {name}, which the relay does not export:\n{body}"
+        );
+        assert!(
+            body.lines().any(|l| l
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))),
+            "no {name} series once a server has reported:\n{body}"
+        );
+    }
 }
