@@ -6,12 +6,17 @@
 //! event loop one mutex push and nothing more.
 
 use crate::protocol::{rfc3339, to_json};
+use crate::tls::MaybeTls;
 use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tungstenite::http::Uri;
 use tungstenite::http::uri::InvalidUri;
 
@@ -346,6 +351,16 @@ impl Target {
         }
     }
 
+    /// The `Host` header: the port only when it is not the scheme's own.
+    fn host_header(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            self.bracketed_host().into_owned()
+        } else {
+            format!("{}:{}", self.bracketed_host(), self.port)
+        }
+    }
+
     /// The content type and body POSTed for `notice`.
     pub fn body(&self, notice: &Notice) -> (&'static str, Vec<u8>) {
         match &self.shape {
@@ -463,9 +478,370 @@ fn default_body(notice: &Notice) -> Vec<u8> {
     to_json(&body).unwrap_or_default().into_bytes()
 }
 
+/// The largest response head read; more is not a webhook answering.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// The longest `Retry-After` obeyed: a server asking for an hour would
+/// make every later notice wait behind this one.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Which wait of an attempt ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Connect,
+    /// The TLS handshake included.
+    Request,
+    Response,
+}
+
+/// Why one delivery attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The host name did not resolve (or resolved to nothing).
+    Resolve(io::Error),
+    /// No address took a connection (refused, unreachable).
+    Connect(io::Error),
+    /// The attempt's time ran out in this wait.
+    TimedOut(Wait),
+    /// The connection broke while sending or reading (reset, broken pipe).
+    Io(io::Error),
+    /// The server closed the connection without a whole response head.
+    Closed,
+    /// TLS failed for a reason other than the certificate (an alert, a
+    /// protocol error): possibly a server being restarted.
+    Tls(rustls::Error),
+    /// The server's certificate does not verify: retrying will not fix it.
+    Certificate(rustls::Error),
+    /// A status other than 2xx or 3xx.
+    Status {
+        code: u16,
+        /// `Retry-After` in seconds, on a 429 or 503 only, capped at
+        /// [`MAX_RETRY_AFTER`].
+        retry_after: Option<Duration>,
+    },
+    /// A 3xx: not followed, since a webhook that moved wants its new URL
+    /// configured; holds the host the `Location` names, if another.
+    Redirect { code: u16, to: Option<String> },
+    /// The answer does not parse as an HTTP response head.
+    NotHttp,
+    /// The response head is longer than [`MAX_RESPONSE_HEAD`].
+    HeadTooLarge,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Give the notice up: the same request would fail the same way.
+    No,
+    /// Try again after the backoff.
+    Later,
+    /// Try again after at least this long (the server's `Retry-After`).
+    After(Duration),
+}
+
+impl Failure {
+    pub fn retry(&self) -> Retry {
+        match self {
+            Failure::Resolve(_)
+            | Failure::Connect(_)
+            | Failure::TimedOut(_)
+            | Failure::Io(_)
+            | Failure::Closed
+            | Failure::Tls(_) => Retry::Later,
+            Failure::Status {
+                retry_after: Some(wait),
+                ..
+            } => Retry::After(*wait),
+            Failure::Status {
+                code: 408 | 425 | 429 | 500..=599,
+                ..
+            } => Retry::Later,
+            Failure::Status { .. }
+            | Failure::Certificate(_)
+            | Failure::Redirect { .. }
+            | Failure::NotHttp
+            | Failure::HeadTooLarge => Retry::No,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Resolve(e) => write!(f, "cannot resolve the host: {e}"),
+            Failure::Connect(e) => write!(f, "cannot connect: {e}"),
+            Failure::TimedOut(Wait::Connect) => f.write_str("timed out connecting"),
+            Failure::TimedOut(Wait::Request) => f.write_str("timed out sending the request"),
+            Failure::TimedOut(Wait::Response) => f.write_str("timed out waiting for the response"),
+            Failure::Io(e) => write!(f, "connection lost: {e}"),
+            Failure::Closed => f.write_str("the server closed the connection without answering"),
+            Failure::Tls(e) => write!(f, "tls: {e}"),
+            Failure::Certificate(e) => write!(
+                f,
+                "certificate not trusted ({e}): use --notify-ca-file for a private CA"
+            ),
+            Failure::Status { code, .. } => match code {
+                401 | 403 | 404 => write!(f, "answered HTTP {code}: check the URL and its token"),
+                _ => write!(f, "answered HTTP {code}"),
+            },
+            Failure::Redirect { code, to } => {
+                write!(f, "answered HTTP {code}, a redirect ")?;
+                match to {
+                    Some(host) => write!(f, "to {host}")?,
+                    None => f.write_str("on the same host")?,
+                }
+                f.write_str(": redirects are not followed; configure the new URL")
+            }
+            Failure::NotHttp => f.write_str("the answer is not HTTP"),
+            Failure::HeadTooLarge => write!(
+                f,
+                "the response head is longer than {} KiB",
+                MAX_RESPONSE_HEAD / 1024
+            ),
+        }
+    }
+}
+
+/// One failed attempt, naming its URL only as [`Target::redacted`].
+#[derive(Debug)]
+pub struct DeliveryError {
+    pub target: String,
+    pub failure: Failure,
+}
+
+impl DeliveryError {
+    pub fn retry(&self) -> Retry {
+        self.failure.retry()
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.target, self.failure)
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+/// What a final response head means: `Ok` with a 2xx status, or why not.
+/// 1xx heads are skipped before this is asked.
+fn judge(code: u16, retry_after: Option<&[u8]>, location: Option<&[u8]>) -> Result<u16, Failure> {
+    match code {
+        200..=299 => Ok(code),
+        300..=399 => Err(Failure::Redirect {
+            code,
+            to: location.and_then(location_host),
+        }),
+        _ => Err(Failure::Status {
+            code,
+            // Only in seconds: the HTTP-date form falls back to the backoff.
+            retry_after: retry_after
+                .filter(|_| matches!(code, 429 | 503))
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER)),
+        }),
+    }
+}
+
+/// The host a `Location` names, without user information or path (a
+/// redirect may carry the secret too); `None` for a relative one.
+fn location_host(value: &[u8]) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let rest = match value.split_once("://") {
+        Some((_, rest)) => rest,
+        None => value.strip_prefix("//")?,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// The time left before `deadline`, or the wait that ran out.
+fn remaining(deadline: Instant, wait: Wait) -> Result<Duration, Failure> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(Failure::TimedOut(wait))
+    } else {
+        Ok(left)
+    }
+}
+
+/// An I/O error of `wait`, sorted: a socket timeout, a certificate that
+/// does not verify, another TLS error, or a broken connection.
+fn io_failure(e: io::Error, wait: Wait) -> Failure {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        return Failure::TimedOut(wait);
+    }
+    // rustls reports its own errors as InvalidData with the rustls::Error
+    // inside.
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls @ rustls::Error::InvalidCertificate(_)) => Failure::Certificate(tls.clone()),
+        Some(tls) => Failure::Tls(tls.clone()),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => Failure::Closed,
+        None => Failure::Io(e),
+    }
+}
+
+/// One delivery attempt, blocking for at most `timeout` in all (name
+/// resolution aside: `getaddrinfo` takes no deadline). Returns the status
+/// of a 2xx answer. Only the response head is read.
+pub fn post(
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+    tls: &Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<u16, DeliveryError> {
+    attempt(target, content_type, body, tls, Instant::now() + timeout).map_err(|failure| {
+        DeliveryError {
+            target: target.redacted(),
+            failure,
+        }
+    })
+}
+
+fn attempt(
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+    tls: &Arc<ClientConfig>,
+    deadline: Instant,
+) -> Result<u16, Failure> {
+    let tcp = connect(target, deadline)?;
+    let mut stream = if target.tls {
+        // Fails only on a configuration rustls cannot use, never on input.
+        let connection =
+            ClientConnection::new(tls.clone(), target.server_name.clone()).map_err(Failure::Tls)?;
+        MaybeTls::Tls(Box::new(StreamOwned::new(connection, tcp)))
+    } else {
+        MaybeTls::Plain(tcp)
+    };
+    send_request(&mut stream, target, content_type, body, deadline)?;
+    read_response(&mut stream, deadline)
+}
+
+/// A connection to the first address that takes one, in the resolver's
+/// order.
+fn connect(target: &Target, deadline: Instant) -> Result<TcpStream, Failure> {
+    let addresses: Vec<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(Failure::Resolve)?
+        .collect();
+    let mut failure = Failure::Resolve(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the name has no address",
+    ));
+    for (index, address) in addresses.iter().enumerate() {
+        // An address that swallows SYNs (a broken IPv6 route, say) must not
+        // use up the whole attempt: each gets an equal share of what is left.
+        let untried = u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
+        let share = remaining(deadline, Wait::Connect)? / untried;
+        match TcpStream::connect_timeout(address, share) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                failure = Failure::TimedOut(Wait::Connect);
+            }
+            Err(e) => failure = Failure::Connect(e),
+        }
+    }
+    Err(failure)
+}
+
+fn send_request(
+    stream: &mut MaybeTls<ClientConnection>,
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+    deadline: Instant,
+) -> Result<(), Failure> {
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vstats-relay/{}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        target.path_and_query,
+        target.host_header(),
+        crate::VERSION,
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    // The TLS handshake reads as well as writes, all within this step.
+    let left = remaining(deadline, Wait::Request)?;
+    let tcp = stream.tcp();
+    tcp.set_write_timeout(Some(left))
+        .and_then(|()| tcp.set_read_timeout(Some(left)))
+        .map_err(Failure::Io)?;
+    stream
+        .write_all(&request)
+        .and_then(|()| stream.flush())
+        .map_err(|e| io_failure(e, Wait::Request))
+}
+
+/// Reads until a final response head has arrived, and judges it.
+fn read_response(
+    stream: &mut MaybeTls<ClientConnection>,
+    deadline: Instant,
+) -> Result<u16, Failure> {
+    let mut head = vec![0u8; MAX_RESPONSE_HEAD];
+    let mut filled = 0;
+    loop {
+        if filled == head.len() {
+            return Err(Failure::HeadTooLarge);
+        }
+        let left = remaining(deadline, Wait::Response)?;
+        stream
+            .tcp()
+            .set_read_timeout(Some(left))
+            .map_err(Failure::Io)?;
+        let read = match stream.read(&mut head[filled..]) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_failure(e, Wait::Response)),
+        };
+        filled += read;
+        // A server may send 1xx heads before the final one, even unasked
+        // (RFC 9110, 15.2): each is dropped and parsing starts over.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            let length = match response.parse(&head[..filled]) {
+                Ok(httparse::Status::Complete(length)) => length,
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return Err(Failure::NotHttp),
+            };
+            let code = response.code.unwrap_or_default();
+            if (100..200).contains(&code) {
+                head.copy_within(length..filled, 0);
+                filled -= length;
+                continue;
+            }
+            let header = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            return judge(code, header("retry-after"), header("location"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::{ServerConfig, ServerConnection};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::thread;
 
     fn notice(event: Event) -> Notice {
         Notice {
@@ -757,6 +1133,381 @@ mod tests {
         assert_eq!(
             json(&body),
             serde_json::json!({"chat_id": "123456789", "text": offline.message})
+        );
+    }
+
+    #[test]
+    fn the_host_header_has_the_port_only_when_not_the_default() {
+        assert_eq!(target("http://[::1]:8080/hook").host_header(), "[::1]:8080");
+        assert_eq!(target("https://h.example:443/").host_header(), "h.example");
+        assert_eq!(
+            target("http://h.example:443/").host_header(),
+            "h.example:443"
+        );
+    }
+
+    #[test]
+    fn statuses_are_judged() {
+        let retry = |code: u16, retry_after: Option<&str>| match judge(
+            code,
+            retry_after.map(str::as_bytes),
+            None,
+        ) {
+            Ok(_) => None,
+            Err(failure) => Some(failure.retry()),
+        };
+        assert_eq!(judge(204, None, None).unwrap(), 204);
+        assert_eq!(retry(200, None), None);
+        for code in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(retry(code, None), Some(Retry::Later), "{code}");
+        }
+        for code in [400, 401, 403, 404, 410, 413, 422] {
+            assert_eq!(retry(code, None), Some(Retry::No), "{code}");
+        }
+        assert_eq!(
+            retry(429, Some(" 7 ")),
+            Some(Retry::After(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            retry(503, Some("86400")),
+            Some(Retry::After(MAX_RETRY_AFTER))
+        );
+        assert_eq!(
+            retry(500, Some("7")),
+            Some(Retry::Later),
+            "only 429 and 503"
+        );
+        assert_eq!(
+            retry(503, Some("Wed, 21 Oct 2026 07:28:00 GMT")),
+            Some(Retry::Later)
+        );
+
+        let redirect = judge(
+            301,
+            None,
+            Some(b"https://user:pw@new.example:8443/hooks/SECRET?x=1"),
+        )
+        .unwrap_err();
+        assert_eq!(redirect.retry(), Retry::No);
+        let message = redirect.to_string();
+        assert!(
+            message.contains("to new.example:8443") && message.contains("not followed"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("SECRET") && !message.contains("pw"),
+            "{message}"
+        );
+        assert!(
+            judge(302, None, Some(b"/elsewhere/SECRET"))
+                .unwrap_err()
+                .to_string()
+                .contains("same host")
+        );
+        assert_eq!(
+            location_host(b"//cdn.example/x"),
+            Some("cdn.example".to_owned())
+        );
+    }
+
+    // Real deliveries over loopback from here on.
+
+    /// One request as the test server read it.
+    #[derive(Debug)]
+    struct Received {
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Received {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn read_request(stream: &mut dyn Read) -> io::Result<Received> {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut chunk)?;
+            if read == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            if let httparse::Status::Complete(length) = request.parse(&buffer).unwrap() {
+                let headers: Vec<(String, String)> = request
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let mut received = Received {
+                    method: request.method.unwrap().to_owned(),
+                    path: request.path.unwrap().to_owned(),
+                    headers,
+                    body: buffer[length..].to_vec(),
+                };
+                let wanted: usize = received.header("content-length").unwrap().parse().unwrap();
+                while received.body.len() < wanted {
+                    let read = stream.read(&mut chunk)?;
+                    if read == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    received.body.extend_from_slice(&chunk[..read]);
+                }
+                return Ok(received);
+            }
+        }
+    }
+
+    fn answer(code: u16, extra: &str) -> String {
+        format!("HTTP/1.1 {code} Whatever\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    trait Duplex: Read + Write {}
+    impl<T: Read + Write> Duplex for T {}
+
+    /// A loopback server: each connection gets the next of `answers`
+    /// after its request is read; returns the requests read (a connection
+    /// whose request could not be read, as when TLS fails, counts as
+    /// served but reads nothing).
+    fn serve(
+        answers: Vec<String>,
+        wrap: impl Fn(TcpStream) -> Box<dyn Duplex> + Send + 'static,
+    ) -> (u16, thread::JoinHandle<Vec<Received>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let mut received = Vec::new();
+            for answer in answers {
+                let (tcp, _) = listener.accept().unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut stream = wrap(tcp);
+                if let Ok(request) = read_request(&mut stream) {
+                    received.push(request);
+                    let _ = stream.write_all(answer.as_bytes());
+                    let _ = stream.flush();
+                }
+            }
+            received
+        });
+        (port, server)
+    }
+
+    fn plain(tcp: TcpStream) -> Box<dyn Duplex> {
+        Box::new(tcp)
+    }
+
+    fn no_tls() -> Arc<ClientConfig> {
+        Arc::new(crate::tls::client_config(None).unwrap())
+    }
+
+    #[test]
+    fn a_post_carries_the_headers_and_body_and_returns_the_status() {
+        let (port, server) = serve(vec![answer(204, "")], plain);
+        let t = Target::parse(
+            &format!("http://127.0.0.1:{port}/hook/SECRET?x=1#frag"),
+            Some("{{message}}"),
+        )
+        .unwrap();
+        let (content_type, body) = t.body(&notice(Event::Offline));
+        let status = post(&t, content_type, &body, &no_tls(), Duration::from_secs(5)).unwrap();
+        assert_eq!(status, 204);
+        let requests = server.join().unwrap();
+        let request = &requests[0];
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/hook/SECRET?x=1")
+        );
+        assert_eq!(
+            request.header("host"),
+            Some(format!("127.0.0.1:{port}").as_str())
+        );
+        assert_eq!(
+            request.header("user-agent"),
+            Some(format!("vstats-relay/{}", crate::VERSION).as_str())
+        );
+        assert_eq!(
+            request.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(request.header("content-length"), Some("16"));
+        assert_eq!(request.header("connection"), Some("close"));
+        assert_eq!(request.body, b"Web 1 is offline");
+    }
+
+    fn post_to(port: u16, timeout: Duration) -> Result<u16, DeliveryError> {
+        let t = target(&format!("http://127.0.0.1:{port}/hook"));
+        post(&t, "application/json", b"{}", &no_tls(), timeout)
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        let (port, server) = serve(
+            vec![
+                answer(503, "Retry-After: 7\r\n"),
+                answer(404, ""),
+                answer(301, "Location: https://elsewhere.example/hook\r\n"),
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    .to_owned(),
+                "SSH-2.0-OpenSSH_9.6\r\n".to_owned(),
+                String::new(),
+            ],
+            plain,
+        );
+        let timeout = Duration::from_secs(5);
+        let error = post_to(port, timeout).unwrap_err();
+        assert_eq!(error.retry(), Retry::After(Duration::from_secs(7)));
+        assert_eq!(
+            error.to_string(),
+            format!("http://127.0.0.1:{port}/…: answered HTTP 503")
+        );
+        let error = post_to(port, timeout).unwrap_err();
+        assert_eq!(error.retry(), Retry::No);
+        assert!(error.to_string().contains("404"), "{error}");
+        let error = post_to(port, timeout).unwrap_err();
+        assert_eq!(error.retry(), Retry::No);
+        assert!(error.to_string().contains("elsewhere.example"), "{error}");
+        assert_eq!(
+            post_to(port, timeout).unwrap(),
+            200,
+            "a 100 first is skipped"
+        );
+        let error = post_to(port, timeout).unwrap_err();
+        assert!(matches!(error.failure, Failure::NotHttp), "{error}");
+        assert_eq!(error.retry(), Retry::No);
+        let error = post_to(port, timeout).unwrap_err();
+        assert!(matches!(error.failure, Failure::Closed), "{error:?}");
+        assert_eq!(error.retry(), Retry::Later);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out_in_time() {
+        // The kernel completes connections a listener has not accepted, so
+        // the request is sent and the answer never comes.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let started = Instant::now();
+        let error = post_to(port, Duration::from_secs(1)).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(error.failure, Failure::TimedOut(Wait::Response)),
+            "{error:?}"
+        );
+        assert_eq!(error.retry(), Retry::Later);
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn a_closed_port_is_a_connection_error_to_retry() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = post_to(port, Duration::from_secs(2)).unwrap_err();
+        assert!(matches!(error.failure, Failure::Connect(_)), "{error:?}");
+        assert_eq!(error.retry(), Retry::Later);
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("http://127.0.0.1:{port}/…: cannot connect")),
+            "{error}"
+        );
+    }
+
+    /// A CA and a certificate it signed for 127.0.0.1 and localhost, as
+    /// tests/common's `TestCa` makes them.
+    struct TestCa {
+        _dir: tempfile::TempDir,
+        ca_pem: PathBuf,
+        server: Arc<ServerConfig>,
+    }
+
+    impl TestCa {
+        fn new() -> TestCa {
+            use rcgen::{
+                BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca_params
+                .distinguished_name
+                .push(DnType::CommonName, "vstats test CA");
+            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+            let leaf_key = KeyPair::generate().unwrap();
+            let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap()
+                .signed_by(&leaf_key, &ca)
+                .unwrap();
+            let ca_pem = dir.path().join("ca.pem");
+            let cert_pem = dir.path().join("cert.pem");
+            let key_pem = dir.path().join("key.pem");
+            std::fs::write(&ca_pem, ca.pem()).unwrap();
+            std::fs::write(&cert_pem, leaf.pem()).unwrap();
+            std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+            let server = Arc::new(crate::tls::server_config(&cert_pem, &key_pem).unwrap());
+            TestCa {
+                _dir: dir,
+                ca_pem,
+                server,
+            }
+        }
+
+        fn wrap(&self) -> impl Fn(TcpStream) -> Box<dyn Duplex> + Send + 'static {
+            let config = self.server.clone();
+            move |tcp| {
+                let connection = ServerConnection::new(config.clone()).unwrap();
+                Box::new(StreamOwned::new(connection, tcp))
+            }
+        }
+    }
+
+    #[test]
+    fn https_delivers_with_the_ca_and_refuses_an_untrusted_certificate() {
+        let ca = TestCa::new();
+        let (port, server) = serve(vec![answer(200, ""), answer(200, "")], ca.wrap());
+        let t = target(&format!("https://127.0.0.1:{port}/hook"));
+        let trusting = Arc::new(crate::tls::client_config(Some(&ca.ca_pem)).unwrap());
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            post(&t, "application/json", b"{}", &trusting, timeout).unwrap(),
+            200
+        );
+
+        let error = post(&t, "application/json", b"{}", &no_tls(), timeout).unwrap_err();
+        assert!(
+            matches!(error.failure, Failure::Certificate(_)),
+            "{error:?}"
+        );
+        assert_eq!(error.retry(), Retry::No);
+        assert!(
+            error.to_string().contains("certificate not trusted")
+                && error.to_string().contains("--notify-ca-file"),
+            "{error}"
+        );
+        let requests = server.join().unwrap();
+        assert_eq!(requests.len(), 1, "the untrusted attempt sent no request");
+        assert_eq!(
+            requests[0].header("host"),
+            Some(format!("127.0.0.1:{port}").as_str())
         );
     }
 }
