@@ -7,15 +7,19 @@
 
 use crate::protocol::{rfc3339, to_json};
 use crate::tls::MaybeTls;
+use log::{debug, error, warn};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 use tungstenite::http::Uri;
 use tungstenite::http::uri::InvalidUri;
@@ -835,13 +839,530 @@ fn read_response(
     }
 }
 
+/// The first wait before a retry; it doubles per failed attempt...
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// ...up to this.
+pub const LONGEST_RETRY: Duration = Duration::from_secs(60);
+/// A notice still undelivered this long after it was queued is given up:
+/// an `offline` ten minutes late is news no longer.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+/// The time one delivery attempt may take, connecting included.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Notices waiting per URL; past it, the oldest is dropped.
+pub const QUEUE_LIMIT: usize = 64;
+/// At most one line per this long about a full queue, per URL.
+const LOG_DROPS_EVERY: Duration = Duration::from_secs(10);
+/// The delivery threads do blocking I/O and one TLS handshake at a time.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// The wait before retry number `attempt + 1`: 1 s, 2 s, 4 s, ... 60 s.
+pub fn backoff(attempt: u32) -> Duration {
+    doubling(FIRST_RETRY, attempt)
+}
+
+fn doubling(first: Duration, attempt: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(LONGEST_RETRY)
+}
+
+/// Whether a notice queued `waited` ago is given up rather than retried
+/// after `wait` more: once [`GIVE_UP_AFTER`] has passed, or would have by
+/// the end of the wait.
+pub fn give_up(waited: Duration, wait: Duration) -> bool {
+    gives_up_after(GIVE_UP_AFTER, waited, wait)
+}
+
+fn gives_up_after(limit: Duration, waited: Duration, wait: Duration) -> bool {
+    waited >= limit || waited.saturating_add(wait) > limit
+}
+
+/// The delivery timing: the constants above in production; shorter in
+/// tests, which would otherwise sleep for seconds.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    first_retry: Duration,
+    give_up_after: Duration,
+    attempt_timeout: Duration,
+}
+
+impl Schedule {
+    const PRODUCTION: Schedule = Schedule {
+        first_retry: FIRST_RETRY,
+        give_up_after: GIVE_UP_AFTER,
+        attempt_timeout: ATTEMPT_TIMEOUT,
+    };
+
+    /// The wait before the next attempt, or `None` to give the notice up.
+    /// A `Retry-After` is obeyed, but never below the backoff: a server
+    /// answering `Retry-After: 0` to every attempt would otherwise be
+    /// hammered.
+    fn next_wait(&self, attempt: u32, retry: Retry, waited: Duration) -> Option<Duration> {
+        let backoff = doubling(self.first_retry, attempt);
+        let wait = match retry {
+            Retry::No => return None,
+            Retry::Later => backoff,
+            Retry::After(asked) => asked.max(backoff),
+        };
+        (!gives_up_after(self.give_up_after, waited, wait)).then_some(wait)
+    }
+}
+
+/// A notice rendered for one URL, waiting for its turn.
+#[derive(Debug, Clone, PartialEq)]
+struct Queued {
+    event: Event,
+    /// The server's name, for log lines.
+    server: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+    queued_at: Instant,
+}
+
+/// A FIFO of at most `limit` notices that, when full, makes room by
+/// dropping the oldest: the newest says most about the present.
+#[derive(Debug)]
+struct Backlog {
+    items: VecDeque<Queued>,
+    limit: usize,
+}
+
+impl Backlog {
+    fn new(limit: usize) -> Backlog {
+        Backlog {
+            items: VecDeque::new(),
+            limit,
+        }
+    }
+
+    /// Queues `item`; returns the notice dropped to make room, if any.
+    fn push(&mut self, item: Queued) -> Option<Queued> {
+        let dropped = if self.items.len() >= self.limit {
+            self.items.pop_front()
+        } else {
+            None
+        };
+        self.items.push_back(item);
+        dropped
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        self.items.pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// At most one log line per period, saying how many events it stands for.
+#[derive(Debug, Default)]
+struct Throttle {
+    last_line: Option<Instant>,
+    unreported: u64,
+}
+
+impl Throttle {
+    /// Counts one event; returns the count to report when a line is due.
+    fn count(&mut self, now: Instant, every: Duration) -> Option<u64> {
+        self.unreported += 1;
+        if self
+            .last_line
+            .is_some_and(|last| now.saturating_duration_since(last) < every)
+        {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
+/// One URL's queue and the state its delivery thread shares with
+/// [`Notifier::send`] and [`Notifier::finish`].
+struct Lane {
+    target: Target,
+    state: Mutex<LaneState>,
+    /// Signalled on a push, on shutdown, and when the worker exits.
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+struct LaneState {
+    backlog: Backlog,
+    drops: Throttle,
+    /// Set by shutdown: the worker sends what it can until then.
+    stop_at: Option<Instant>,
+    /// The worker holds a notice it has not delivered or given up yet.
+    in_flight: bool,
+    exited: bool,
+}
+
+impl Lane {
+    fn new(target: Target) -> Lane {
+        Lane {
+            target,
+            state: Mutex::new(LaneState {
+                backlog: Backlog::new(QUEUE_LIMIT),
+                drops: Throttle::default(),
+                stop_at: None,
+                in_flight: false,
+                exited: false,
+            }),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// The lock, even if a worker panicked holding it: the queue is still
+    /// consistent (every change is one call), and the event loop must not
+    /// panic for a notification.
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next notice to deliver, waiting for one; `None` once shutdown
+    /// has come and the queue is empty or the grace is over.
+    fn next(&self) -> Option<Queued> {
+        let mut state = self.lock();
+        loop {
+            if let Some(stop_at) = state.stop_at
+                && Instant::now() >= stop_at
+            {
+                return None;
+            }
+            if let Some(item) = state.backlog.pop() {
+                state.in_flight = true;
+                return Some(item);
+            }
+            if state.stop_at.is_some() {
+                return None;
+            }
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The in-flight notice is delivered or given up.
+    fn done(&self) {
+        self.lock().in_flight = false;
+    }
+
+    /// Waits `wait` before a retry; false if shutdown cuts it short (the
+    /// retry would come after the grace).
+    fn sleep(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut state = self.lock();
+        loop {
+            if state.stop_at.is_some_and(|stop_at| stop_at <= until) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            state = self
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn exit(&self) {
+        self.lock().exited = true;
+        self.wake.notify_all();
+    }
+
+    /// Asks the worker to stop by `stop_at`; an earlier request stands.
+    fn stop(&self, stop_at: Instant) {
+        let mut state = self.lock();
+        state.stop_at.get_or_insert(stop_at);
+        drop(state);
+        self.wake.notify_all();
+    }
+}
+
+/// The delivery threads, one per URL. Dropping it stops them at once;
+/// [`Notifier::finish`] gives them time to empty their queues first.
+pub struct Notifier {
+    lanes: Vec<Arc<Lane>>,
+    workers: Vec<Option<JoinHandle<()>>>,
+    counters: Arc<NotifyCounters>,
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.lanes.iter().map(|lane| lane.target.redacted()))
+            .finish()
+    }
+}
+
+impl Notifier {
+    /// One thread per target (`notify-0`, `notify-1`, ...); none without
+    /// targets. A thread that cannot be started is logged, and its URL
+    /// gets nothing.
+    pub fn start(
+        targets: Vec<Target>,
+        tls: Arc<ClientConfig>,
+        counters: Arc<NotifyCounters>,
+    ) -> Notifier {
+        Notifier::start_with(targets, tls, counters, Schedule::PRODUCTION)
+    }
+
+    fn start_with(
+        targets: Vec<Target>,
+        tls: Arc<ClientConfig>,
+        counters: Arc<NotifyCounters>,
+        schedule: Schedule,
+    ) -> Notifier {
+        let mut notifier = Notifier {
+            lanes: Vec::new(),
+            workers: Vec::new(),
+            counters,
+        };
+        for (index, target) in targets.into_iter().enumerate() {
+            let lane = Arc::new(Lane::new(target));
+            let (worker_lane, tls, counters) =
+                (lane.clone(), tls.clone(), notifier.counters.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("notify-{index}"))
+                .stack_size(WORKER_STACK)
+                .spawn(move || deliver_all(&worker_lane, &tls, &counters, schedule));
+            match spawned {
+                Ok(handle) => {
+                    notifier.lanes.push(lane);
+                    notifier.workers.push(Some(handle));
+                }
+                Err(e) => error!(
+                    "notifications to {}: cannot start a thread: {e}; none will be sent there",
+                    lane.target.redacted()
+                ),
+            }
+        }
+        notifier
+    }
+
+    /// Queues `notice` for every URL and returns: never waits on the
+    /// network, and holds each queue's lock only to push.
+    pub fn send(&self, notice: &Notice) {
+        let now = Instant::now();
+        for lane in &self.lanes {
+            let (content_type, body) = lane.target.body(notice);
+            let item = Queued {
+                event: notice.event,
+                server: if notice.server_name.is_empty() {
+                    notice.server_id.clone()
+                } else {
+                    notice.server_name.clone()
+                },
+                content_type,
+                body,
+                queued_at: now,
+            };
+            let mut state = lane.lock();
+            let report = match state.backlog.push(item) {
+                Some(_) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    state.drops.count(now, LOG_DROPS_EVERY)
+                }
+                None => None,
+            };
+            drop(state);
+            lane.wake.notify_all();
+            if let Some(dropped) = report {
+                warn!(
+                    "notifications to {}: queue full ({QUEUE_LIMIT}); dropped the oldest \
+                     ({dropped} since the last such line)",
+                    lane.target.redacted()
+                );
+            }
+        }
+    }
+
+    /// At shutdown: lets the threads send what is queued for up to `grace`,
+    /// then returns, leaving behind any thread still in a network call.
+    pub fn finish(mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        for lane in &self.lanes {
+            lane.stop(deadline);
+        }
+        let mut unsent = 0;
+        for (lane, worker) in self.lanes.iter().zip(&mut self.workers) {
+            let mut state = lane.lock();
+            while !state.exited {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = lane
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            unsent += state.backlog.len() + usize::from(state.in_flight);
+            if state.exited {
+                drop(state);
+                if let Some(handle) = worker.take() {
+                    let _ = handle.join();
+                }
+            }
+        }
+        if unsent > 0 {
+            warn!("notifications: {unsent} left unsent at shutdown");
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        // After finish this changes nothing; otherwise the threads stop now
+        // rather than wait on an empty queue for ever.
+        let now = Instant::now();
+        for lane in &self.lanes {
+            lane.stop(now);
+        }
+    }
+}
+
+/// A delivery thread: one notice at a time, in order, each retried until
+/// delivered or given up before the next is tried, so that an `online`
+/// never arrives before its `offline`.
+fn deliver_all(
+    lane: &Lane,
+    tls: &Arc<ClientConfig>,
+    counters: &NotifyCounters,
+    schedule: Schedule,
+) {
+    while let Some(item) = lane.next() {
+        let finished = deliver(lane, &item, tls, counters, schedule);
+        if !finished {
+            break; // shutdown came first: the notice stays in flight, unsent
+        }
+        lane.done();
+    }
+    lane.exit();
+}
+
+/// Attempts `item` until it is delivered or given up (true), or shutdown
+/// interrupts a wait (false). A retry is logged at each failed attempt:
+/// the backoff already spaces them, to one a minute after the first few.
+fn deliver(
+    lane: &Lane,
+    item: &Queued,
+    tls: &Arc<ClientConfig>,
+    counters: &NotifyCounters,
+    schedule: Schedule,
+) -> bool {
+    let target = &lane.target;
+    let (event, server) = (item.event.as_str(), &item.server);
+    let mut attempt = 0;
+    loop {
+        let error = match post(
+            target,
+            item.content_type,
+            &item.body,
+            tls,
+            schedule.attempt_timeout,
+        ) {
+            Ok(status) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    "notification {event} for {server} sent to {}: {status}",
+                    target.redacted()
+                );
+                return true;
+            }
+            Err(error) => error,
+        };
+        let waited = item.queued_at.elapsed();
+        let retry = error.retry();
+        let Some(wait) = schedule.next_wait(attempt, retry, waited) else {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            if retry == Retry::No {
+                warn!("notification {event} for {server} not sent: {error}");
+            } else {
+                warn!(
+                    "notification {event} for {server} given up after {} and {} attempt(s): {error}",
+                    humantime::format_duration(Duration::from_secs(waited.as_secs())),
+                    attempt + 1
+                );
+            }
+            return true;
+        };
+        warn!(
+            "notification {event} for {server} not sent yet: {error}; retrying in {}",
+            humantime::format_duration(wait)
+        );
+        if !lane.sleep(wait) {
+            return false;
+        }
+        attempt += 1;
+    }
+}
+
+/// `vstats-relay notify test`: one test notice to each URL, no retries,
+/// one line per URL on `out`. Returns the exit code: 0 if all were
+/// accepted, 1 if any failed, 2 without URLs.
+pub fn test_command(targets: &[Target], ca_file: Option<&Path>, out: &mut dyn Write) -> u8 {
+    if targets.is_empty() {
+        let _ = writeln!(
+            out,
+            "no --notify-url configured (flag or VSTATS_NOTIFY_URL)"
+        );
+        return 2;
+    }
+    let tls = match crate::tls::client_config(ca_file) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            let _ = writeln!(out, "{e}");
+            return 1;
+        }
+    };
+    let host = nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "this host".to_owned());
+    let notice = Notice {
+        event: Event::Test,
+        server_id: "test".to_owned(),
+        server_name: host.clone(),
+        server_location: String::new(),
+        at: SystemTime::now(),
+        message: format!(
+            "Test notification from vstats-relay on {host}: notifications reach this URL."
+        ),
+        rule: None,
+        value: None,
+        resolved: false,
+    };
+    let mut all_ok = true;
+    for target in targets {
+        let (content_type, body) = target.body(&notice);
+        let started = Instant::now();
+        let line = match post(target, content_type, &body, &tls, ATTEMPT_TIMEOUT) {
+            Ok(status) => format!(
+                "ok    {} {status} in {} ms",
+                target.redacted(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => {
+                all_ok = false;
+                format!("FAIL  {} {}", e.target, e.failure)
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if all_ok { 0 } else { 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls::{ServerConfig, ServerConnection};
     use std::net::TcpListener;
     use std::path::PathBuf;
-    use std::thread;
 
     fn notice(event: Event) -> Notice {
         Notice {
@@ -1508,6 +2029,307 @@ mod tests {
         assert_eq!(
             requests[0].header("host"),
             Some(format!("127.0.0.1:{port}").as_str())
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute_and_gives_up_at_ten() {
+        let waits: Vec<u64> = (0..9).map(|attempt| backoff(attempt).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), LONGEST_RETRY);
+        let secs = Duration::from_secs;
+        assert!(!give_up(secs(0), secs(1)));
+        assert!(!give_up(secs(540), secs(60)), "ends exactly at ten minutes");
+        assert!(give_up(secs(541), secs(60)), "would end past ten minutes");
+        assert!(give_up(secs(600), Duration::ZERO));
+        assert!(give_up(secs(700), secs(1)));
+
+        let schedule = Schedule::PRODUCTION;
+        assert_eq!(schedule.next_wait(0, Retry::Later, secs(0)), Some(secs(1)));
+        assert_eq!(
+            schedule.next_wait(3, Retry::After(secs(7)), secs(0)),
+            Some(secs(8))
+        );
+        assert_eq!(
+            schedule.next_wait(0, Retry::After(secs(7)), secs(0)),
+            Some(secs(7))
+        );
+        assert_eq!(
+            schedule.next_wait(0, Retry::After(secs(300)), secs(301)),
+            None
+        );
+        assert_eq!(schedule.next_wait(0, Retry::No, secs(0)), None);
+    }
+
+    fn queued(n: u8) -> Queued {
+        Queued {
+            event: Event::Offline,
+            server: format!("server {n}"),
+            content_type: "application/json",
+            body: vec![n],
+            queued_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest() {
+        let mut backlog = Backlog::new(3);
+        let dropped: Vec<Option<u8>> = (0..5)
+            .map(|n| backlog.push(queued(n)).map(|item| item.body[0]))
+            .collect();
+        assert_eq!(dropped, [None, None, None, Some(0), Some(1)]);
+        let left: Vec<u8> = std::iter::from_fn(|| backlog.pop())
+            .map(|item| item.body[0])
+            .collect();
+        assert_eq!(left, [2, 3, 4]);
+    }
+
+    #[test]
+    fn drop_lines_come_at_most_every_period_with_the_count() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(throttle.count(start, every), Some(1));
+        assert_eq!(throttle.count(start + Duration::from_secs(1), every), None);
+        assert_eq!(throttle.count(start + Duration::from_secs(9), every), None);
+        assert_eq!(
+            throttle.count(start + Duration::from_secs(10), every),
+            Some(3)
+        );
+        assert_eq!(throttle.count(start + Duration::from_secs(11), every), None);
+    }
+
+    /// Retries after 10 ms rather than 1 s.
+    fn quick() -> Schedule {
+        Schedule {
+            first_retry: Duration::from_millis(10),
+            give_up_after: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_notifier_retries_a_notice_until_it_arrives_once() {
+        let (port, server) = serve(
+            vec![answer(503, ""), answer(503, ""), answer(204, "")],
+            plain,
+        );
+        let counters = Arc::new(NotifyCounters::default());
+        let notifier = Notifier::start_with(
+            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
+            no_tls(),
+            counters.clone(),
+            quick(),
+        );
+        notifier.send(&notice(Event::Offline));
+        wait_for("sent", || counters.snapshot().sent == 1);
+        notifier.finish(Duration::from_secs(1));
+        let requests = server.join().unwrap();
+        assert_eq!(requests.len(), 3);
+        assert!(requests.iter().all(|r| json(&r.body)["event"] == "offline"));
+        assert_eq!(
+            counters.snapshot(),
+            Deliveries {
+                sent: 1,
+                failed: 0,
+                dropped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_notifier_keeps_order_while_retrying() {
+        let answers = vec![
+            answer(503, ""),
+            answer(429, ""),
+            answer(204, ""),
+            answer(204, ""),
+        ];
+        let (port, server) = serve(answers, plain);
+        let counters = Arc::new(NotifyCounters::default());
+        let notifier = Notifier::start_with(
+            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
+            no_tls(),
+            counters.clone(),
+            quick(),
+        );
+        notifier.send(&notice(Event::Offline));
+        notifier.send(&notice(Event::Online));
+        wait_for("both sent", || counters.snapshot().sent == 2);
+        notifier.finish(Duration::from_secs(1));
+        let events: Vec<String> = server
+            .join()
+            .unwrap()
+            .iter()
+            .map(|r| json(&r.body)["event"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(events, ["offline", "offline", "offline", "online"]);
+    }
+
+    #[test]
+    fn the_notifier_gives_up_on_a_refusal_and_delivers_over_https() {
+        let ca = TestCa::new();
+        let (port, server) = serve(vec![answer(400, ""), answer(201, "")], ca.wrap());
+        let counters = Arc::new(NotifyCounters::default());
+        let tls = Arc::new(crate::tls::client_config(Some(&ca.ca_pem)).unwrap());
+        // The worker's own small stack runs the TLS handshake here.
+        let notifier = Notifier::start_with(
+            vec![target(&format!("https://localhost:{port}/hook"))],
+            tls,
+            counters.clone(),
+            quick(),
+        );
+        notifier.send(&notice(Event::Offline));
+        notifier.send(&notice(Event::Online));
+        wait_for("one refused, one sent", || counters.snapshot().sent == 1);
+        notifier.finish(Duration::from_secs(1));
+        assert_eq!(server.join().unwrap().len(), 2);
+        assert_eq!(
+            counters.snapshot(),
+            Deliveries {
+                sent: 1,
+                failed: 1,
+                dropped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn finish_returns_after_the_grace_despite_a_stuck_delivery() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counters = Arc::new(NotifyCounters::default());
+        let notifier = Notifier::start_with(
+            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
+            no_tls(),
+            counters.clone(),
+            quick(),
+        );
+        for _ in 0..3 {
+            notifier.send(&notice(Event::Offline));
+        }
+        let started = Instant::now();
+        notifier.finish(Duration::from_millis(200));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(1),
+            "{took:?}"
+        );
+        assert_eq!(counters.snapshot(), Deliveries::default());
+    }
+
+    #[test]
+    fn a_retry_wait_past_the_grace_ends_the_worker_at_once() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let schedule = Schedule {
+            first_retry: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(120),
+            ..quick()
+        };
+        let notifier = Notifier::start_with(
+            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
+            no_tls(),
+            Arc::default(),
+            schedule,
+        );
+        notifier.send(&notice(Event::Offline));
+        let lane = notifier.lanes[0].clone();
+        wait_for("the first attempt failed", || lane.lock().in_flight);
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        notifier.finish(Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(lane.lock().exited);
+    }
+
+    #[test]
+    fn a_full_queue_is_counted() {
+        // No thread drains this lane: the notifier has none started.
+        let lane = Arc::new(Lane::new(target("http://127.0.0.1:9/hook")));
+        let counters = Arc::new(NotifyCounters::default());
+        let notifier = Notifier {
+            lanes: vec![lane.clone()],
+            workers: vec![None],
+            counters: counters.clone(),
+        };
+        for _ in 0..QUEUE_LIMIT + 5 {
+            notifier.send(&notice(Event::Offline));
+        }
+        assert_eq!(counters.snapshot().dropped, 5);
+        assert_eq!(lane.lock().backlog.len(), QUEUE_LIMIT);
+    }
+
+    #[test]
+    fn notify_test_prints_a_line_per_url() {
+        let mut out = Vec::new();
+        assert_eq!(test_command(&[], None, &mut out), 2);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "no --notify-url configured (flag or VSTATS_NOTIFY_URL)\n"
+        );
+
+        let (port, server) = serve(vec![answer(204, "")], plain);
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let targets = [
+            target(&format!("http://127.0.0.1:{port}/SECRET")),
+            target(&format!("http://127.0.0.1:{closed}/SECRET")),
+        ];
+        let mut out = Vec::new();
+        assert_eq!(test_command(&targets, None, &mut out), 1);
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with(&format!("ok    http://127.0.0.1:{port}/… 204 in ")),
+            "{out}"
+        );
+        assert!(lines[0].ends_with(" ms"), "{out}");
+        assert!(
+            lines[1].starts_with(&format!("FAIL  http://127.0.0.1:{closed}/… cannot connect")),
+            "{out}"
+        );
+        assert!(!out.contains("SECRET"));
+        let request = &server.join().unwrap()[0];
+        let body = json(&request.body);
+        assert_eq!(
+            (body["event"].as_str(), body["server"]["id"].as_str()),
+            (Some("test"), Some("test"))
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Test notification from vstats-relay on ")
+        );
+
+        let mut out = Vec::new();
+        assert_eq!(
+            test_command(&targets, Some(Path::new("/nonexistent/ca.pem")), &mut out),
+            1
+        );
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("/nonexistent/ca.pem")
         );
     }
 }
