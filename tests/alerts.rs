@@ -539,6 +539,22 @@ fn https_webhooks_are_verified_and_a_private_ca_can_be_trusted() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("certificate"), "{out}");
     assert_eq!(webhook.received().len(), 1);
+
+    // The relay's own delivery thread, not only `notify test`, speaks TLS.
+    let relay = Relay::start(&[
+        "--notify-after",
+        "0",
+        "--notify-url",
+        &url,
+        "--notify-ca-file",
+        ca_file,
+    ]);
+    let (_, token) = relay.add_server("pi", "");
+    let agent = relay.fake_agent(&token);
+    relay.process.wait_for_log(SOON, "agent for pi");
+    drop(agent);
+    let received = webhook.wait_for(2, SOON);
+    assert_eq!(received[1].json()["event"], "offline");
 }
 
 #[test]
