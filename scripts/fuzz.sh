@@ -20,7 +20,7 @@ work=$fuzz/work
 shared=${VSTATS_SHARED_FIXTURES:-$root/../shared/fixtures}
 jobs=${FUZZ_JOBS:-1}
 rss=${FUZZ_RSS_MB:-2048}
-targets=${FUZZ_TARGETS:-"proc_files http_head relay_frames registry agent_config"}
+targets=${FUZZ_TARGETS:-"proc_files http_head relay_frames registry agent_config relay_config"}
 # Release, with debug assertions and overflow checks; no sanitizer: the
 # crate forbids unsafe code.
 flags="-O -a -s none"
@@ -174,6 +174,16 @@ seed_agent_config() {
     printf -- '--full-samples\0\0VSTATS_SERVER=ws://relay:3001\0VSTATS_TOKEN= tok \0VSTATS_FULL_SAMPLES=yes\0VSTATS_INTERVAL=0.1' >"$out/env"
 }
 
+seed_relay_config() {
+    out=$work/relay_config
+    printf -- '--notify-url\0https://ntfy.sh/topic\0--notify-template\0{{event}}: {{message}}\0--alert\0disk>=90 for 5m' >"$out/ntfy"
+    printf -- '--notify-url\0https://discord.com/api/webhooks/1/x\0--notify-template\0{"content": "{{message}}", "v": "{{value}} {{server.location}}"}\0--notify-after\00' >"$out/discord"
+    printf -- 'notify\0test\0--notify-url\0http://[::1]:8080/hook?token=a#f\0--notify-ca-file\0ca.pem' >"$out/test"
+    printf -- '--alert\0net_rx > 1.5M for 1h 30m\0--alert\0temperature<=-5\0--alert\0load1>=4\0\0VSTATS_NOTIFY_URL=http://a/, http://b/x\0VSTATS_NOTIFY_TEMPLATE=[{"t": "{{rule}}"}]' >"$out/rules"
+    printf -- '--alert\0off\0\0VSTATS_ALERTS=cpu>=95%%, swap<1' >"$out/env"
+    printf '{"version":1,"servers":{"3f2a9c0b1d4e":{"offline_since":1764637384,"firing":["disk>=90 for 5m"]}}}' >"$out/alerts"
+}
+
 # ----- runs ----------------------------------------------------------------
 
 cd "$fuzz"
@@ -188,6 +198,7 @@ for target in $targets; do
         relay_frames) seed_relay_frames ;;
         registry) seed_registry ;;
         agent_config) seed_agent_config ;;
+        relay_config) seed_relay_config ;;
     esac
 done
 

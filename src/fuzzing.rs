@@ -18,7 +18,7 @@ use crate::relay::http::{self, Parsed, Request};
 use crate::relay::registry::Registry;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, Instant};
 
 /// The two readings of a collector that keeps state (rates, usage): the
@@ -513,30 +513,16 @@ pub fn registry(data: &[u8]) {
 /// agent can make its upgrade request of, and that parses back to the same
 /// endpoint.
 pub fn agent_config(data: &[u8]) {
-    let (args, env) = match data.windows(2).position(|w| w == b"\0\0") {
-        Some(at) => (&data[..at], &data[at + 2..]),
-        None => (data, &[][..]),
-    };
+    let (args, env) = command_line(data);
     let args: Vec<OsString> = args
-        .split(|&b| b == 0)
-        .filter(|arg| !arg.starts_with(b"--token-file"))
-        .map(|arg| OsString::from_vec(arg.to_vec()))
+        .into_iter()
+        .filter(|arg| !arg.as_bytes().starts_with(b"--token-file"))
         .collect();
     let env: Vec<(String, String)> = env
-        .split(|&b| b == 0)
-        .filter_map(|pair| {
-            let pair = String::from_utf8_lossy(pair);
-            let (name, value) = pair.split_once('=')?;
-            Some((name.to_owned(), value.to_owned()))
-        })
+        .into_iter()
         .filter(|(name, _)| name != "VSTATS_TOKEN_FILE")
         .collect();
-    let env = |name: &str| {
-        env.iter()
-            .rev()
-            .find(|(known, _)| known == name)
-            .map(|(_, value)| value.clone())
-    };
+    let env = environment(&env);
     let Ok(crate::agent::config::Command::Run(_, relay)) = crate::agent::config::parse(args, env)
     else {
         return;
@@ -549,6 +535,125 @@ pub fn agent_config(data: &[u8]) {
     if let Err(e) = crate::agent::session::upgrade_request(&relay) {
         panic!("accepted, but no request can be made of {url}: {e}");
     }
+}
+
+/// Arguments up to the first `\0\0`, split at `\0`; after it,
+/// `NAME=value` variables split at `\0`.
+fn command_line(data: &[u8]) -> (Vec<OsString>, Vec<(String, String)>) {
+    let (args, env) = match data.windows(2).position(|w| w == b"\0\0") {
+        Some(at) => (&data[..at], &data[at + 2..]),
+        None => (data, &[][..]),
+    };
+    let args = args
+        .split(|&b| b == 0)
+        .map(|arg| OsString::from_vec(arg.to_vec()))
+        .collect();
+    let env = env
+        .split(|&b| b == 0)
+        .filter_map(|pair| {
+            let pair = String::from_utf8_lossy(pair);
+            let (name, value) = pair.split_once('=')?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    (args, env)
+}
+
+/// The variables as a lookup: the last of a name wins.
+fn environment(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(known, _)| known == name)
+            .map(|(_, value)| value.clone())
+    }
+}
+
+/// `relay_config`: the relay's command line and environment, as
+/// `agent_config` reads them, and its alerts file (the whole input). An
+/// accepted rule prints back to text that parses to the same rule. A
+/// template that is valid JSON with each placeholder as an `x` (valid
+/// only inside a string) renders valid JSON whatever the values (here: the other arguments, so the
+/// fuzzer controls them), and the default body is always valid JSON.
+pub fn relay_config(data: &[u8]) {
+    use crate::relay::alerts::{self, Rule};
+    use crate::relay::config::{self, Command};
+    use crate::relay::notify::{Event, Notice, Target};
+    let _ = alerts::from_file(data);
+    let (args, env) = command_line(data);
+    let texts: Vec<String> = args
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let config = match config::parse(args, environment(&env)) {
+        Ok(Command::Serve(config) | Command::NotifyTest(config)) => config,
+        _ => return,
+    };
+    for rule in &config.alert_rules {
+        match Rule::parse(rule.text()) {
+            Ok(again) if again == *rule => {}
+            other => panic!("{} parses back as {other:?}", rule.text()),
+        }
+    }
+    let value = |i: usize| texts.get(i).cloned().unwrap_or_default();
+    let notice = Notice {
+        event: Event::Threshold,
+        server_id: value(0),
+        server_name: value(1),
+        server_location: value(2),
+        at: std::time::SystemTime::UNIX_EPOCH,
+        message: value(3),
+        rule: Some(value(4)),
+        value: Some(f64::from(data.len() as u32) / 7.0),
+        resolved: true,
+    };
+    for target in &config.notify {
+        let _ = target.redacted();
+        let (content_type, body) = target.body(&notice);
+        if content_type == "application/json" {
+            let _ = serde_json::from_slice::<serde_json::Value>(&body);
+        }
+    }
+    let default = Target::parse("http://relay.example/", None).expect("a plain URL parses");
+    let (_, body) = default.body(&notice);
+    serde_json::from_slice::<serde_json::Value>(&body).expect("the default body is JSON");
+    for pair in texts.windows(2) {
+        let [flag, template] = pair else { continue };
+        if flag != "--notify-template" {
+            continue;
+        }
+        let Ok(target) = Target::parse("http://relay.example/", Some(template)) else {
+            continue;
+        };
+        let blank = placeholders_as_x(template);
+        let (content_type, body) = target.body(&notice);
+        if content_type == "application/json"
+            && serde_json::from_str::<serde_json::Value>(&blank).is_ok()
+        {
+            if let Err(e) = serde_json::from_slice::<serde_json::Value>(&body) {
+                panic!(
+                    "{template:?} is JSON, but not once rendered: {e}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+    }
+}
+
+/// A template with every `{{...}}` as `x`.
+fn placeholders_as_x(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        out.push('x');
+        match rest[at..].find("}}") {
+            Some(end) => rest = &rest[at + end + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

@@ -61,3 +61,8 @@ fn registry() {
 fn agent_config() {
     corpus_and_regressions("agent_config", vstats::fuzzing::agent_config);
 }
+
+#[test]
+fn relay_config() {
+    corpus_and_regressions("relay_config", vstats::fuzzing::relay_config);
+}
