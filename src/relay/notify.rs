@@ -17,7 +17,6 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -63,31 +62,30 @@ pub struct Notice {
 }
 
 /// Deliveries by outcome, for `vstats_relay_notifications_total{result}`;
-/// shared by the delivery threads and the loop that renders `/metrics`.
+/// shared by the delivery threads and the loop that renders `/metrics`. A
+/// mutex, not atomics: 32-bit MIPS has no 64-bit atomic instructions, and
+/// a count taken once per notification costs nothing to lock.
 #[derive(Debug, Default)]
-pub struct NotifyCounters {
-    pub sent: AtomicU64,
-    /// Refused for good (a 4xx), or still failing after the retries.
-    pub failed: AtomicU64,
-    /// Pushed out of a full queue, oldest first.
-    pub dropped: AtomicU64,
-}
+pub struct NotifyCounters(Mutex<Deliveries>);
 
 /// The counts of [`NotifyCounters`] at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Deliveries {
     pub sent: u64,
+    /// Refused for good (a 4xx), or still failing after the retries.
     pub failed: u64,
+    /// Pushed out of a full queue, oldest first.
     pub dropped: u64,
 }
 
 impl NotifyCounters {
     pub fn snapshot(&self) -> Deliveries {
-        Deliveries {
-            sent: self.sent.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-        }
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, outcome: impl FnOnce(&mut Deliveries) -> &mut u64) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *outcome(&mut counts) += 1;
     }
 }
 
@@ -1164,7 +1162,7 @@ impl Notifier {
             let mut state = lane.lock();
             let report = match state.backlog.push(item) {
                 Some(_) => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.counters.count(|d| &mut d.dropped);
                     state.drops.count(now, LOG_DROPS_EVERY)
                 }
                 None => None,
@@ -1268,7 +1266,7 @@ fn deliver(
             schedule.attempt_timeout,
         ) {
             Ok(status) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counters.count(|d| &mut d.sent);
                 debug!(
                     "notification {event} for {server} sent to {}: {status}",
                     target.redacted()
@@ -1280,7 +1278,7 @@ fn deliver(
         let waited = item.queued_at.elapsed();
         let retry = error.retry();
         let Some(wait) = schedule.next_wait(attempt, retry, waited) else {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
+            counters.count(|d| &mut d.failed);
             if retry == Retry::No {
                 warn!("notification {event} for {server} not sent: {error}");
             } else {
