@@ -1332,6 +1332,8 @@ impl Engine {
         }
         self.expire_agents(now);
         self.watch_presence(now);
+        self.hub
+            .drop_stale_sparklines(unix_seconds(SystemTime::now()));
         if let Some(held) = self.refusals.summary_due(now) {
             self.log(
                 Level::Info,

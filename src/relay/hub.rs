@@ -3,7 +3,7 @@
 //! every dashboard (a `Utf8Bytes` clone only bumps a reference count).
 
 use super::alerts::Watch;
-use super::history::{History, Reading, sparklines};
+use super::history::{HOUR, History, Reading, sparklines};
 use super::outbox::Slot;
 use super::registry::Registry;
 use crate::protocol::{
@@ -51,6 +51,12 @@ pub struct Hub {
     pub servers: Vec<ServerState>,
     index: HashMap<String, usize>,
     next_slot: Slot,
+    /// Each server's `history` message as built for the dashboards that
+    /// connected during one step of the hour tier (`.0`): built once and
+    /// its bytes shared, so that ten dashboards opening at once (a relay
+    /// restarted, a shared link) cost one build and one copy, not ten.
+    /// Dropped when the step passes; live samples fill in the rest.
+    sparklines: (u64, HashMap<Slot, Utf8Bytes>),
 }
 
 impl Hub {
@@ -117,7 +123,8 @@ impl Hub {
     /// The snapshot a new dashboard starts with: `hello`, then per server
     /// `server_added`, `status`, its sparklines' `history` and its latest
     /// `metrics` if known.
-    pub fn snapshot(&self, unix_secs: u64) -> Vec<Utf8Bytes> {
+    pub fn snapshot(&mut self, unix_secs: u64) -> Vec<Utf8Bytes> {
+        self.drop_stale_sparklines(unix_secs);
         let mut messages = Vec::with_capacity(1 + self.servers.len() * 4);
         messages.push(message(DashboardMessage::<()>::Hello(Hello {
             version: crate::VERSION.to_owned(),
@@ -127,14 +134,25 @@ impl Hub {
             messages.push(server_added(server));
             messages.push(status(&server.id, server.online));
             if let Some(history) = &server.history {
-                let lines = sparklines(&server.id, history, unix_secs);
-                messages.push(message(DashboardMessage::<()>::History(lines)));
+                let built = self.sparklines.1.entry(server.slot).or_insert_with(|| {
+                    let lines = sparklines(&server.id, history, unix_secs);
+                    message(DashboardMessage::<()>::History(lines))
+                });
+                messages.push(built.clone());
             }
             if let Some(latest) = &server.latest_message {
                 messages.push(latest.clone());
             }
         }
         messages
+    }
+
+    /// Forgets the sparklines built in an earlier step of the hour tier.
+    pub fn drop_stale_sparklines(&mut self, unix_secs: u64) {
+        let step = unix_secs / HOUR.step_secs;
+        if self.sparklines.0 != step {
+            self.sparklines = (step, HashMap::new());
+        }
     }
 
     /// `GET /api/servers`: every server with its state and latest sample.
