@@ -113,6 +113,9 @@ tls_material
 # warn, not info: info logs a line per agent connection.
 start_relay() {
     state_file "$2"
+    # Fresh means no history and no open alerts either: the last run's
+    # relay saved them beside the state file at SIGTERM.
+    rm -f "$work/state.history" "$work/state.alerts"
     launch_relay "$1" --state "$work/state.json" --log-level warn
 }
 
