@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod conn;
 pub mod engine;
