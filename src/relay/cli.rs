@@ -266,6 +266,14 @@ fn execute(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
                 writeln!(out, "  {token}")?;
                 writeln!(out, "Start its agent with:")?;
                 writeln!(out, "  VSTATS_TOKEN={token} vstats-agent --server {url}")?;
+                writeln!(out, "Or, for a vStats agent, in its vstats-agent.json:")?;
+                writeln!(
+                    out,
+                    "  \"dashboard_url\": \"{}\",",
+                    vstats_dashboard_url(&url)
+                )?;
+                writeln!(out, "  \"server_id\": \"{}\",", server.id)?;
+                writeln!(out, "  \"agent_token\": \"{token}\"")?;
             }
         }
         Command::List => print_list(&Registry::load(&state)?, json, out)?,
@@ -295,6 +303,20 @@ fn default_url() -> String {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "RELAY-HOST".to_owned());
     format!("wss://{host}:3001")
+}
+
+/// The `dashboard_url` a vStats agent needs to reach this relay: the
+/// relay's URL as http(s), under `/compat` (the agent adds `/ws/agent`).
+fn vstats_dashboard_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let http = if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        url.to_owned()
+    };
+    format!("{http}/compat")
 }
 
 fn print_list(registry: &Registry, json: bool, out: &mut dyn Write) -> io::Result<()> {
@@ -402,6 +424,50 @@ mod tests {
         for args in [&["--help"][..], &["add", "-h"], &["frobnicate", "--help"]] {
             let (code, out, err) = run_with_env(args, None);
             assert_eq!((code, out.as_str(), err.as_str()), (0, USAGE, ""));
+        }
+    }
+
+    #[test]
+    fn add_prints_a_vstats_agents_settings_after_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let args = [
+            "add",
+            "--name",
+            "pi",
+            "--url",
+            "wss://relay.lan:3001/",
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        let (code, out, _) = run_with_env(&args, None);
+        assert_eq!(code, 0);
+        let registry = Registry::load(&state).unwrap();
+        let server = &registry.servers()[0];
+        let token = out.lines().nth(2).unwrap().trim();
+        let tail: Vec<&str> = out.lines().skip(5).collect();
+        assert_eq!(
+            tail,
+            [
+                "Or, for a vStats agent, in its vstats-agent.json:",
+                "  \"dashboard_url\": \"https://relay.lan:3001/compat\",",
+                &format!("  \"server_id\": \"{}\",", server.id),
+                &format!("  \"agent_token\": \"{token}\""),
+            ]
+        );
+    }
+
+    #[test]
+    fn vstats_dashboard_urls_are_http_under_compat() {
+        for (ours, theirs) in [
+            ("ws://10.0.0.2:3001", "http://10.0.0.2:3001/compat"),
+            ("wss://relay.lan:3001", "https://relay.lan:3001/compat"),
+            (
+                "https://relay.lan/vstats/",
+                "https://relay.lan/vstats/compat",
+            ),
+        ] {
+            assert_eq!(vstats_dashboard_url(ours), theirs);
         }
     }
 

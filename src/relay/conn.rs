@@ -30,16 +30,18 @@ pub const MAX_FRAME: usize = 64 * 1024;
 const WRITE_BATCH: usize = 16 * 1024;
 
 /// Sized for many idle peers: tungstenite's default 128 KiB read buffer per
-/// connection would cost over a gigabyte for 10,000 agents.
-fn websocket_config() -> WebSocketConfig {
+/// connection would cost over a gigabyte for 10,000 agents. `max_message`
+/// bounds what the peer may send: [`MAX_FRAME`] for ours, more for a vStats
+/// agent (only while such a message arrives is its buffer that large).
+fn websocket_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(WRITE_BATCH)
         // A batch, what a blocked flush left, and one message of the
-        // largest size: a full buffer would drop the connection.
+        // largest size we send: a full buffer would drop the connection.
         .max_write_buffer_size(2 * WRITE_BATCH + 2 * MAX_FRAME)
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// Frames one connection may read in one turn of the loop, before the
@@ -245,9 +247,10 @@ impl RespondPhase {
         }
     }
 
-    /// The WebSocket this connection becomes after a `101`.
-    pub fn into_websocket(self) -> Socket {
-        Socket::new(self.stream, self.rest)
+    /// The WebSocket this connection becomes after a `101`, taking
+    /// messages of up to `max_message` bytes.
+    pub fn into_websocket(self, max_message: usize) -> Socket {
+        Socket::with_limit(self.stream, self.rest, max_message)
     }
 }
 
@@ -262,13 +265,20 @@ pub struct Socket<S: Read + Write = Stream> {
 }
 
 impl<S: Read + Write> Socket<S> {
+    /// A socket taking messages of up to [`MAX_FRAME`] bytes.
     pub fn new(stream: S, rest: Vec<u8>) -> Socket<S> {
+        Socket::with_limit(stream, rest, MAX_FRAME)
+    }
+
+    /// A socket taking messages of up to `max_message` bytes (larger:
+    /// [`Fault::TooLarge`]).
+    pub fn with_limit(stream: S, rest: Vec<u8>, max_message: usize) -> Socket<S> {
         Socket {
             ws: WebSocket::from_partially_read(
                 stream,
                 rest,
                 Role::Server,
-                Some(websocket_config()),
+                Some(websocket_config(max_message)),
             ),
             discarding: false,
         }
@@ -346,6 +356,19 @@ impl<S: Read + Write> Socket<S> {
             reason: reason.into(),
         };
         let _ = self.ws.close(Some(frame));
+        self.flush().map(|_| ())
+    }
+
+    /// Queues one text message and pushes it out as far as the socket
+    /// takes; the rest goes with the next flush.
+    pub fn send(&mut self, text: &str) -> Result<(), End> {
+        match self.ws.write(Message::text(text)) {
+            // Buffered by tungstenite: the flush below, or a later one.
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if would_block(&e) => {}
+            Err(tungstenite::Error::Io(e)) => return Err(io_end(&e)),
+            Err(_) => return Err(End::Io(io::ErrorKind::Other)),
+        }
         self.flush().map(|_| ())
     }
 

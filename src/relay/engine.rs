@@ -10,14 +10,16 @@
 //! microseconds (see the tests at the end).
 
 use super::alerts::{self, Alerts, Change, Saved};
+use super::compat;
 use super::config::Config;
+use super::conn::MAX_FRAME;
 use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, ConnId, Hub};
 use super::notify::{Deliveries, Event, Notice, NotifyCounters};
 use super::outbox::Outbox;
 use super::rate::RateLimit;
-use super::registry::{self, Registry, RegistryError};
+use super::registry::{self, Refusal, Registry, RegistryError};
 use super::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP, prometheus};
 use crate::protocol::{LeanState, Metrics, MetricsPatch, SampleError, check_limits, rfc3339};
 use log::Level;
@@ -82,9 +84,19 @@ pub struct Counters {
     pub protocol_errors: u64,
     /// Dashboards closed (1013) for not keeping up.
     pub slow_dashboards: u64,
+    /// Frames of vStats agents read and dropped, by type.
+    pub compat_ignored: CompatIgnored,
     /// Notification deliveries by result, copied from the delivery
     /// threads' counters when `/metrics` is rendered.
     pub notifications: Deliveries,
+}
+
+/// vStats agents' frames that the relay reads and drops: their own
+/// aggregation and their offline buffer, which our history replaces.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CompatIgnored {
+    pub aggregated_metrics: u64,
+    pub batch_metrics: u64,
 }
 
 /// What the event loop must do. Carried out in order.
@@ -105,9 +117,17 @@ pub enum Effect {
         dir: PathBuf,
         name: String,
     },
-    /// The response is written: the connection becomes a WebSocket.
+    /// The response is written: the connection becomes a WebSocket that
+    /// takes messages of up to `max_message` bytes.
     Upgrade {
         id: ConnId,
+        max_message: usize,
+    },
+    /// Queue one text message on a WebSocket (the answer to a vStats
+    /// agent's `auth`).
+    Send {
+        id: ConnId,
+        text: &'static str,
     },
     /// Queue a WebSocket close frame; the peer has [`CLOSE_TIMEOUT`] to answer.
     Close {
@@ -166,6 +186,8 @@ pub enum After {
     /// The opened file follows the head.
     SendFile,
     Agent,
+    /// A vStats agent, which authenticates in its first frame.
+    CompatAgent,
     Dashboard,
 }
 
@@ -205,6 +227,8 @@ pub enum Timeout {
     Silence,
     CloseAnswer,
     Stalled,
+    /// A vStats agent sent no `auth` frame in [`compat::AUTH_TIMEOUT`].
+    Auth,
 }
 
 /// Why a connection ended: the first cause wins, and is logged at the end
@@ -236,6 +260,9 @@ impl fmt::Display for Cause {
                 write!(f, "close not answered in {CLOSE_TIMEOUT:?}")
             }
             Cause::Timeout(Timeout::Stalled) => write!(f, "not reading for {WRITE_STALL:?}"),
+            Cause::Timeout(Timeout::Auth) => {
+                write!(f, "no auth frame in {:?}", compat::AUTH_TIMEOUT)
+            }
             Cause::Fault(Fault::TooLarge) => write!(f, "frame too large (1009)"),
             Cause::Fault(Fault::NotUtf8) => write!(f, "text not UTF-8 (1007)"),
             Cause::Fault(Fault::Protocol(e)) => write!(f, "protocol violation (1002): {e}"),
@@ -335,6 +362,17 @@ struct AgentConn {
     malformed_in_a_row: u32,
     samples: RateLimit,
     lean: Lean,
+    /// A vStats agent's: its frames are theirs, mapped to our samples.
+    compat: Option<Box<compat::Session>>,
+}
+
+/// A vStats agent's WebSocket before its `auth` frame is accepted.
+#[derive(Debug)]
+struct CompatWait {
+    link: Link,
+    /// An `auth` the registry did not accept, kept while the state file
+    /// is checked for a server added a moment ago.
+    pending: Option<Box<compat::Auth>>,
 }
 
 /// What the relay keeps to apply this connection's patches
@@ -373,6 +411,9 @@ enum Phase {
         status: u16,
         next: Next,
     },
+    /// A vStats agent's WebSocket, until its `auth` frame is accepted
+    /// (then [`Phase::Agent`]); `Conn::deadline` is the auth deadline.
+    CompatAuth(Box<CompatWait>),
     Agent(AgentConn),
     Dashboard(Box<DashboardConn>),
 }
@@ -382,6 +423,7 @@ enum Phase {
 enum Next {
     Close,
     Agent(String),
+    CompatAgent,
     Dashboard,
 }
 
@@ -398,6 +440,7 @@ impl Conn {
     fn link(&mut self) -> Option<&mut Link> {
         match &mut self.phase {
             Phase::Agent(agent) => Some(&mut agent.link),
+            Phase::CompatAuth(wait) => Some(&mut wait.link),
             Phase::Dashboard(dashboard) => Some(&mut dashboard.link),
             _ => None,
         }
@@ -617,6 +660,13 @@ impl Engine {
             Route::NotFound => (404, http::text_response(404, "not found").into()),
             Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
             Route::AgentStream => return self.agent_request(id, head, false, now),
+            // No credential yet: it comes in the first frame.
+            Route::CompatAgentStream => {
+                return match http::upgrade_response(&head) {
+                    Ok(bytes) => self.respond(id, bytes, 101, Next::CompatAgent),
+                    Err(bytes) => self.respond(id, bytes, 400, Next::Close),
+                };
+            }
             Route::DashboardStream => {
                 if !head.origin_allowed(&self.config.allowed_origins) {
                     let peer = conn_peer(&self.conns, id);
@@ -706,6 +756,7 @@ impl Engine {
         let after = match next {
             Next::Close => After::Close,
             Next::Agent(_) => After::Agent,
+            Next::CompatAgent => After::CompatAgent,
             Next::Dashboard => After::Dashboard,
         };
         conn.phase = Phase::Respond { status, next };
@@ -819,23 +870,54 @@ impl Engine {
         match next {
             Next::Close => self.finish(id, Cause::Answered(status), None, now),
             Next::Agent(server_id) => {
-                self.effects.push(Effect::Upgrade { id });
-                self.admit_agent(id, server_id, now);
+                self.effects.push(Effect::Upgrade {
+                    id,
+                    max_message: MAX_FRAME,
+                });
+                self.admit_agent(id, server_id, None, now);
+            }
+            Next::CompatAgent => {
+                self.effects.push(Effect::Upgrade {
+                    id,
+                    max_message: compat::MAX_MESSAGE,
+                });
+                conn.deadline = now + compat::AUTH_TIMEOUT;
+                conn.phase = Phase::CompatAuth(Box::new(CompatWait {
+                    link: Link::new(now),
+                    pending: None,
+                }));
             }
             Next::Dashboard => {
-                self.effects.push(Effect::Upgrade { id });
+                self.effects.push(Effect::Upgrade {
+                    id,
+                    max_message: MAX_FRAME,
+                });
                 self.admit_dashboard(id, now);
             }
         }
     }
 
-    fn admit_agent(&mut self, id: ConnId, server_id: String, now: Instant) {
+    /// An agent admitted for `server_id`, ours or (with its `compat`
+    /// session) a vStats agent: the server's state is the same either way.
+    fn admit_agent(
+        &mut self,
+        id: ConnId,
+        server_id: String,
+        compat: Option<Box<compat::Session>>,
+        now: Instant,
+    ) {
+        let kind = if compat.is_some() {
+            "vStats agent"
+        } else {
+            "agent"
+        };
         let agent = AgentConn {
             link: Link::new(now),
             server_id: server_id.as_str().into(),
             malformed_in_a_row: 0,
             samples: RateLimit::new(self.config.agent_max_rate, now),
             lean: Lean::NoBase,
+            compat,
         };
         let peer = conn_peer(&self.conns, id);
         if let Some(conn) = self.conns.get_mut(&id) {
@@ -855,7 +937,7 @@ impl Engine {
         // a return closes an offline notified before.
         let change = self.alerts.presence(&mut server.watch, true, now);
         let text = format!(
-            "agent for {} ({}) connected from {peer}",
+            "{kind} for {} ({}) connected from {peer}",
             server.name, server.id
         );
         self.log(Level::Info, text);
@@ -935,6 +1017,13 @@ impl Engine {
             return;
         };
         link.last_heard = now;
+        if let Phase::CompatAuth(wait) = &conn.phase {
+            let waiting = wait.pending.is_some() || wait.link.closing.is_some();
+            if !waiting {
+                self.compat_first_frame(id, frame, now);
+            }
+            return;
+        }
         let Phase::Agent(agent) = &mut conn.phase else {
             return; // dashboards have nothing to say
         };
@@ -980,6 +1069,9 @@ impl Engine {
     }
 
     fn agent_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) {
+        if self.agent(id).is_some_and(|agent| agent.compat.is_some()) {
+            return self.compat_text(id, server_id, text, now);
+        }
         let raw = match crate::protocol::RawFrame::parse(text) {
             Ok(raw) => raw,
             Err(e) => return self.malformed(id, server_id, &e.to_string(), now),
@@ -1045,6 +1137,109 @@ impl Engine {
             // Heartbeats only keep the server online; unknown types are
             // ignored, as the protocol asks of every receiver.
             _ => {
+                if let Some(agent) = self.agent(id) {
+                    agent.malformed_in_a_row = 0;
+                }
+            }
+        }
+    }
+
+    // ----- vStats agents ----------------------------------------------------
+
+    /// A vStats agent's first frame, which must be its `auth`.
+    fn compat_first_frame(&mut self, id: ConnId, frame: Frame, now: Instant) {
+        let auth = match frame {
+            Frame::Text(text) => compat::auth(text),
+            Frame::Binary => Err("vStats agent whose first frame is binary"),
+            Frame::Control | Frame::Close(_) => return,
+        };
+        match auth {
+            Ok(auth) => self.compat_auth(id, Box::new(auth), false, now),
+            Err(why) => {
+                let peer = conn_peer(&self.conns, id);
+                self.refused(peer, why, now);
+                self.close(id, CloseCode::Policy, "expected auth first", now);
+            }
+        }
+    }
+
+    /// Admits a vStats agent by its server id and token, or refuses it in
+    /// vStats' words and closes it (1008). As for our agents, a refusal
+    /// first has the state file checked (`rechecked` once that is done):
+    /// an agent of a server added a moment ago is not left to back off.
+    fn compat_auth(&mut self, id: ConnId, auth: Box<compat::Auth>, rechecked: bool, now: Instant) {
+        let checked = self
+            .registry
+            .authenticate_server(&auth.server_id, &auth.token)
+            .map(|server| server.id.clone());
+        match checked {
+            Ok(server_id) => {
+                self.effects.push(Effect::Send {
+                    id,
+                    text: compat::AUTH_OK,
+                });
+                self.admit_agent(id, server_id, Some(Box::default()), now);
+            }
+            Err(_) if !rechecked => {
+                if let Some(Conn {
+                    phase: Phase::CompatAuth(wait),
+                    ..
+                }) = self.conns.get_mut(&id)
+                {
+                    wait.pending = Some(auth);
+                    self.effects.push(Effect::ReadRegistry { force: false });
+                }
+            }
+            Err(refusal) => self.compat_refuse(id, refusal, now),
+        }
+    }
+
+    fn compat_refuse(&mut self, id: ConnId, refusal: Refusal, now: Instant) {
+        // Neither the id nor the token offered is logged.
+        let peer = conn_peer(&self.conns, id);
+        self.refused(peer, refusal.describe(), now);
+        self.effects.push(Effect::Send {
+            id,
+            text: refusal.answer(),
+        });
+        self.close(id, CloseCode::Policy, "authentication failed", now);
+    }
+
+    /// A frame of an admitted vStats agent: `metrics` becomes our sample
+    /// and goes the way of our agents' samples; their aggregation and
+    /// offline batches are counted and dropped, recognised by the start
+    /// of the text without being parsed; other types are ignored.
+    fn compat_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) {
+        let Some(kind) = compat::kind(text) else {
+            return self.malformed(id, server_id, "not a vStats frame", now);
+        };
+        match kind.as_ref() {
+            "metrics" => {
+                let Some(agent) = self.agent(id) else { return };
+                let Some(session) = agent.compat.as_deref_mut() else {
+                    return;
+                };
+                let checked = compat::sample(text, session, SystemTime::now())
+                    .and_then(|json| Ok(RawValue::from_string(json)?))
+                    .and_then(|raw| hub::check_sample(&raw));
+                let (sample, reading) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => return self.malformed(id, server_id, &e.to_string(), now),
+                };
+                let Some(agent) = self.agent(id) else { return };
+                agent.malformed_in_a_row = 0;
+                if !agent.samples.allow(now) {
+                    self.counters.dropped_samples += 1;
+                    return;
+                }
+                self.fan_out(server_id, sample, &reading, now);
+            }
+            ignored => {
+                match ignored {
+                    "aggregated_metrics" => self.counters.compat_ignored.aggregated_metrics += 1,
+                    "batch_metrics" => self.counters.compat_ignored.batch_metrics += 1,
+                    _ => {}
+                }
                 if let Some(agent) = self.agent(id) {
                     agent.malformed_in_a_row = 0;
                 }
@@ -1172,15 +1367,38 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let (code, reason) = match &fault {
-            Fault::TooLarge => (CloseCode::Size, "frame larger than 64 KiB"),
-            Fault::NotUtf8 => (CloseCode::Invalid, "text frame is not UTF-8"),
-            Fault::Protocol(_) => {
+        // A vStats agent takes up to 1 MiB: past that, say what to change.
+        let compat = match &conn.phase {
+            Phase::CompatAuth(_) => Some("no server yet".to_owned()),
+            Phase::Agent(agent) if agent.compat.is_some() => {
+                Some(format!("server {}", agent.server_id))
+            }
+            _ => None,
+        };
+        let (code, reason) = match (&fault, &compat) {
+            (Fault::TooLarge, Some(_)) => (CloseCode::Size, "message larger than 1 MiB"),
+            (Fault::TooLarge, None) => (CloseCode::Size, "frame larger than 64 KiB"),
+            (Fault::NotUtf8, _) => (CloseCode::Invalid, "text frame is not UTF-8"),
+            (Fault::Protocol(_), _) => {
                 self.counters.protocol_errors += 1;
                 (CloseCode::Protocol, "protocol violation")
             }
         };
+        let peer = conn.peer;
+        let too_large = fault == Fault::TooLarge;
         conn.cause.get_or_insert(Cause::Fault(fault));
+        if let (true, Some(server)) = (too_large, compat) {
+            self.log(
+                Level::Warn,
+                format!(
+                    "vStats agent from {peer} ({server}) sent a message over 1 MiB, most \
+                     likely its aggregated_metrics, which grows with its local history: \
+                     closing it (1009). The relay keeps its own history; turn the agent's \
+                     local storage off: {}",
+                    compat::STORAGE_OFF
+                ),
+            );
+        }
         self.close(id, code, reason, now);
     }
 
@@ -1279,6 +1497,13 @@ impl Engine {
                 | Phase::AwaitingRegistry(_)
                 | Phase::OpeningFile { .. }
                 | Phase::Respond { .. } => {}
+                Phase::CompatAuth(wait) => {
+                    if let Some(timeout) = link_timeout(&wait.link, now) {
+                        expired.push((id, timeout));
+                    } else if now >= conn.deadline && wait.link.closing.is_none() {
+                        expired.push((id, Timeout::Auth));
+                    }
+                }
                 Phase::Agent(AgentConn { link, .. }) => {
                     if let Some(timeout) = link_timeout(link, now) {
                         expired.push((id, timeout));
@@ -1323,6 +1548,14 @@ impl Engine {
                     }
                     self.counters.slow_dashboards += 1;
                     self.close(id, CloseCode::Again, "not reading", now);
+                }
+                Timeout::Auth => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.cause.get_or_insert(Cause::Timeout(timeout));
+                    }
+                    let peer = conn_peer(&self.conns, id);
+                    self.refused(peer, "vStats agent sent no auth frame in time", now);
+                    self.close(id, CloseCode::Policy, "no auth within 10 s", now);
                 }
                 _ => self.finish(id, Cause::Timeout(timeout), None, now),
             }
@@ -1465,6 +1698,19 @@ impl Engine {
                 self.agent_request(id, head, true, now);
             }
         }
+        // And vStats agents whose auth waited for it.
+        let mut waiting: Vec<(ConnId, Box<compat::Auth>)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, conn)| match &mut conn.phase {
+                Phase::CompatAuth(wait) => Some((*id, wait.pending.take()?)),
+                _ => None,
+            })
+            .collect();
+        waiting.sort_unstable_by_key(|(id, _)| *id);
+        for (id, auth) in waiting {
+            self.compat_auth(id, auth, true, now);
+        }
     }
 
     fn registry_changed(&mut self, registry: Registry, now: Instant) {
@@ -1566,7 +1812,7 @@ impl Engine {
         let mut count = prometheus::Connections::default();
         for conn in self.conns.values() {
             match conn.phase {
-                Phase::Agent(_) => count.agents += 1,
+                Phase::Agent(_) | Phase::CompatAuth(_) => count.agents += 1,
                 Phase::Dashboard(_) => count.dashboards += 1,
                 _ => count.http += 1,
             }

@@ -1347,3 +1347,311 @@ fn dashboards_opening_in_one_step_share_one_build_of_the_sparklines() {
     }
     assert_eq!(first, second);
 }
+
+// ----- vStats agents (issue 14) ---------------------------------------------
+
+/// The real vStats agent's frames: auth, three metrics, aggregated_metrics.
+const VSTATS_FRAMES: &str = include_str!("../../tests/vstats-real/agent-frames.jsonl");
+
+fn vstats_frame(line: usize) -> &'static str {
+    VSTATS_FRAMES.lines().nth(line).unwrap()
+}
+
+fn vstats_auth(server_id: &str, token: &str) -> String {
+    json!({"type": "auth", "server_id": server_id, "token": token, "version": "v-src-9b1f52b"})
+        .to_string()
+}
+
+/// Texts the engine asked to send on `id`.
+fn sent(effects: &[Effect], to: ConnId) -> Vec<Value> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Send { id, text } if *id == to => Some(serde_json::from_str(text).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Bench {
+    /// A vStats agent through its `101`, not yet authenticated.
+    fn vstats_upgrade(&mut self, ms: u64) -> ConnId {
+        let id = self.request(upgrade("/compat/ws/agent", None), ms);
+        let effects = self.effects();
+        assert_eq!(
+            response(&effects, id),
+            (101, After::CompatAgent),
+            "{effects:?}"
+        );
+        self.engine.responded(id, self.at(ms));
+        let effects = self.effects();
+        assert!(
+            effects.contains(&Effect::Upgrade {
+                id,
+                max_message: 1 << 20
+            }),
+            "{effects:?}"
+        );
+        id
+    }
+
+    fn text(&mut self, id: ConnId, text: &str, ms: u64) {
+        self.engine.frame(id, Frame::Text(text), self.at(ms));
+    }
+
+    /// A vStats agent of `server`, authenticated.
+    fn vstats_agent(&mut self, server: usize, ms: u64) -> ConnId {
+        let id = self.vstats_upgrade(ms);
+        let auth = vstats_auth(&self.ids[server].clone(), &self.tokens[server].clone());
+        self.text(id, &auth, ms);
+        let effects = self.effects();
+        assert_eq!(
+            sent(&effects, id),
+            [json!({"type": "auth", "status": "ok"})],
+            "{effects:?}"
+        );
+        id
+    }
+}
+
+#[test]
+fn issue14_a_vstats_agents_auth_admits_it_like_ours_and_its_samples_reach_dashboards() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    let agent = bench.vstats_upgrade(10);
+    // Upgraded, but not the server's until it authenticates.
+    assert!(!bench.online(0));
+    bench.text(
+        agent,
+        &vstats_auth(&bench.ids[0].clone(), &bench.tokens[0].clone()),
+        20,
+    );
+    let effects = bench.effects();
+    assert_eq!(
+        sent(&effects, agent),
+        [json!({"type": "auth", "status": "ok"})]
+    );
+    assert!(
+        logs(&effects)
+            .iter()
+            .any(|l| l.starts_with("vStats agent for a (")),
+        "{effects:?}"
+    );
+    assert!(bench.online(0));
+    assert_eq!(
+        bench.received(dashboard, 20),
+        [status_message(&bench.ids[0], true)]
+    );
+    bench.text(agent, vstats_frame(1), 2000);
+    let seen = bench.received(dashboard, 2000);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let sample = &seen[0].1["metrics"];
+    assert_eq!(seen[0].1["server_id"], *bench.ids[0]);
+    assert_eq!(sample["cpu"]["usage"], 100);
+    assert_eq!(sample["memory"]["total"], 25276059648u64);
+    assert_eq!(sample["disks"][0]["mount"], "/");
+    assert_eq!(sample["network"]["rx_total"], 581235905);
+    // History and /api/servers see it too.
+    let server = bench.engine.hub.get(&bench.ids[0]).unwrap();
+    assert!(server.history.is_some());
+    bench.effects();
+    let (_, servers) = response_json(&mut bench, "/api/servers", 2100);
+    assert_eq!(servers[0]["metrics"]["hostname"], "vm");
+    assert_eq!(bench.engine.counters.malformed, 0);
+}
+
+#[test]
+fn issue14_a_wrong_token_and_an_unknown_id_get_vstats_errors_and_a_1008_close() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let (a, b_token) = (bench.ids[0].clone(), bench.tokens[1].clone());
+    for (server_id, message) in [
+        (a.as_str(), "Invalid token"),
+        ("0123456789ab", "Server not found"),
+    ] {
+        let agent = bench.vstats_upgrade(0);
+        bench.text(agent, &vstats_auth(server_id, &b_token), 10);
+        // The state file is checked first, for a server added a moment ago.
+        assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
+        bench
+            .engine
+            .registry_read(RegistryRead::Unchanged, bench.at(20));
+        let effects = bench.effects();
+        assert_eq!(
+            sent(&effects, agent),
+            [json!({"type": "auth", "status": "error", "message": message})]
+        );
+        assert_eq!(closes(&effects), [(agent, 1008)]);
+        // Frames after the refusal change nothing.
+        bench.text(agent, vstats_frame(1), 30);
+        assert!(bench.effects().is_empty());
+        bench.engine.ended(agent, End::Closed, bench.at(40));
+        bench.effects();
+    }
+    assert!(!bench.online(0) && !bench.online(1));
+}
+
+#[test]
+fn issue14_refused_vstats_agents_are_logged_like_other_refusals() {
+    let mut bench = Bench::new(&["a"]);
+    let mut logged = Vec::new();
+    for ms in 0..5 {
+        let agent = bench.vstats_upgrade(ms);
+        bench.text(agent, &vstats_auth("0123456789ab", "nope"), ms);
+        bench
+            .engine
+            .registry_read(RegistryRead::Unchanged, bench.at(ms));
+        logged.extend(logs(&bench.effects()));
+    }
+    // Neither the id nor the token offered.
+    assert_eq!(
+        logged,
+        ["refused 192.0.2.7:40000: vStats agent of an unknown server id"]
+    );
+    let summary = logs(&bench.tick(10_000));
+    assert!(
+        summary.contains(&"4 more connections refused in the last 10s".to_owned()),
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn issue14_a_vstats_agent_of_a_server_added_a_moment_ago_is_admitted() {
+    let mut bench = Bench::new(&["a"]);
+    let (new, token) = bench.registry.add("new", "").unwrap();
+    let agent = bench.vstats_upgrade(0);
+    bench.text(agent, &vstats_auth(&new.id, &token), 10);
+    assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
+    let registry = bench.registry.clone();
+    bench
+        .engine
+        .registry_read(RegistryRead::Loaded(registry), bench.at(20));
+    let effects = bench.effects();
+    assert_eq!(
+        sent(&effects, agent),
+        [json!({"type": "auth", "status": "ok"})]
+    );
+    assert!(bench.engine.hub.get(&new.id).unwrap().online);
+}
+
+#[test]
+fn issue14_a_vstats_agent_silent_for_ten_seconds_after_the_upgrade_is_closed_1008() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.vstats_upgrade(0);
+    // A ping is not an auth.
+    bench.engine.frame(agent, Frame::Control, bench.at(5_000));
+    assert!(closes(&bench.tick(9_999)).is_empty());
+    let effects = bench.tick(10_000);
+    assert_eq!(closes(&effects), [(agent, 1008)]);
+    assert_eq!(
+        logs(&effects),
+        ["refused 192.0.2.7:40000: vStats agent sent no auth frame in time"]
+    );
+    assert!(closes(&bench.tick(11_000)).is_empty(), "one close frame");
+    bench.engine.ended(agent, End::Closed, bench.at(11_500));
+    assert!(!bench.online(0));
+}
+
+#[test]
+fn issue14_a_vstats_agent_whose_first_frame_is_not_auth_is_closed_1008() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.vstats_upgrade(0);
+    bench.text(agent, vstats_frame(1), 10);
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(agent, 1008)]);
+    assert!(sent(&effects, agent).is_empty());
+    let binary = bench.vstats_upgrade(20);
+    bench.engine.frame(binary, Frame::Binary, bench.at(30));
+    assert_eq!(closes(&bench.effects()), [(binary, 1008)]);
+    assert!(!bench.online(0));
+}
+
+#[test]
+fn issue14_aggregated_and_batch_metrics_are_counted_and_ignored() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.vstats_agent(0, 0);
+    bench.received(dashboard, 0);
+    bench.text(agent, vstats_frame(4), 100);
+    bench.text(
+        agent,
+        r#"{"type":"batch_metrics","batch_id":"b","metrics":[]}"#,
+        200,
+    );
+    assert!(bench.received(dashboard, 300).is_empty());
+    let ignored = bench.engine.counters.compat_ignored;
+    assert_eq!((ignored.aggregated_metrics, ignored.batch_metrics), (1, 1));
+    assert_eq!(bench.engine.counters.malformed, 0);
+    bench.request(get("/metrics"), 400);
+    let body = match bench.effects().into_iter().next() {
+        Some(Effect::Respond { bytes, .. }) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        body.contains("vstats_relay_compat_ignored_frames_total{type=\"aggregated_metrics\"} 1\n"),
+        "{body}"
+    );
+    // Garbage is malformed, as from our agents.
+    bench.text(agent, "not json", 500);
+    assert_eq!(bench.engine.counters.malformed, 1);
+}
+
+#[test]
+fn issue14_a_second_vstats_connection_replaces_the_first() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let old = bench.vstats_agent(0, 0);
+    let new = bench.vstats_agent(0, 1000);
+    // (vstats_agent took the effects: the close came with the new auth.)
+    bench.received(dashboard, 1000);
+    bench.text(old, vstats_frame(1), 1100);
+    assert!(bench.received(dashboard, 1100).is_empty());
+    bench.engine.ended(old, End::Closed, bench.at(1200));
+    assert!(bench.online(0));
+    bench.text(new, vstats_frame(2), 1300);
+    assert_eq!(bench.kinds(dashboard, 1300), ["metrics"]);
+    assert_eq!(
+        bench.engine.hub.get(&bench.ids[0]).unwrap().agent,
+        Some(new)
+    );
+}
+
+#[test]
+fn issue14_the_old_vstats_connection_is_closed_1000_when_replaced() {
+    let mut bench = Bench::new(&["a"]);
+    let old = bench.vstats_agent(0, 0);
+    let new = bench.vstats_upgrade(1000);
+    bench.text(
+        new,
+        &vstats_auth(&bench.ids[0].clone(), &bench.tokens[0].clone()),
+        1000,
+    );
+    assert_eq!(closes(&bench.effects()), [(old, 1000)]);
+}
+
+#[test]
+fn issue14_a_vstats_agents_pings_keep_it_online() {
+    let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
+    let agent = bench.vstats_agent(0, 0);
+    for ms in [15_000, 30_000, 45_000] {
+        bench.engine.frame(agent, Frame::Control, bench.at(ms));
+        bench.tick(ms + 1);
+    }
+    assert!(bench.online(0));
+    bench.tick(66_000);
+    assert!(!bench.online(0));
+}
+
+#[test]
+fn issue14_a_vstats_message_over_1_mib_closes_1009_naming_the_agent_option() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.vstats_agent(0, 0);
+    bench.engine.fault(agent, Fault::TooLarge, bench.at(10));
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(agent, 1009)]);
+    let warned = effects.iter().any(|effect| {
+        matches!(effect, Effect::Log { level: Level::Warn, text }
+            if text.contains("over 1 MiB") && text.contains("\"enable_offline_storage\": false"))
+    });
+    assert!(warned, "{effects:?}");
+}

@@ -197,6 +197,9 @@ pub enum Route {
     Health,
     DashboardStream,
     AgentStream,
+    /// A vStats agent: upgraded without a token, it authenticates in its
+    /// first frame (see [`super::compat`]).
+    CompatAgentStream,
     /// A file of the release directory (`--dist-dir`): its name.
     Dist,
     NotFound,
@@ -212,13 +215,23 @@ pub fn route(head: &Head) -> Route {
         "/healthz" => Route::Health,
         "/ws" => Route::DashboardStream,
         "/ws/agent" => Route::AgentStream,
+        // A vStats agent's `dashboard_url` of `http(s)://relay:3001/compat`
+        // plus its fixed `/ws/agent`.
+        "/compat/ws/agent" => Route::CompatAgentStream,
         path if dist_file(path).is_some() => Route::Dist,
         _ => return Route::NotFound,
     };
     match head.method.as_str() {
         "GET" => route,
         // HEAD gets the same answer without a body; the caller drops it.
-        "HEAD" if !matches!(route, Route::DashboardStream | Route::AgentStream) => route,
+        "HEAD"
+            if !matches!(
+                route,
+                Route::DashboardStream | Route::AgentStream | Route::CompatAgentStream
+            ) =>
+        {
+            route
+        }
         _ => Route::MethodNotAllowed,
     }
 }
@@ -429,6 +442,14 @@ mod tests {
         );
         assert_eq!(route(&head("GET", "/nope")), Route::NotFound);
         assert_eq!(route(&head("HEAD", "/ws")), Route::MethodNotAllowed);
+        assert_eq!(
+            route(&head("GET", "/compat/ws/agent")),
+            Route::CompatAgentStream
+        );
+        assert_eq!(
+            route(&head("HEAD", "/compat/ws/agent")),
+            Route::MethodNotAllowed
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod conn;
 pub mod engine;
@@ -518,9 +519,10 @@ impl Relay {
                 });
                 self.engine.file_opened(id, &name, opened);
             }
-            Effect::Upgrade { id } => {
+            Effect::Upgrade { id, max_message } => {
                 if let Some(Io::Respond(respond)) = self.io.remove(&id) {
-                    self.io.insert(id, Io::WebSocket(respond.into_websocket()));
+                    let socket = respond.into_websocket(max_message);
+                    self.io.insert(id, Io::WebSocket(socket));
                     // Frames may have come with the request head.
                     self.unfinished.push(id);
                 }
@@ -528,6 +530,13 @@ impl Relay {
             Effect::Close { id, code, reason } => {
                 if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id)
                     && let Err(end) = socket.close(code, reason)
+                {
+                    self.end(id, end);
+                }
+            }
+            Effect::Send { id, text } => {
+                if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id)
+                    && let Err(end) = socket.send(text)
                 {
                     self.end(id, end);
                 }

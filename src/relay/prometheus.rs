@@ -498,6 +498,22 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
         x.sample(name, &[], value as f64);
     }
     x.family(
+        "vstats_relay_compat_ignored_frames_total",
+        "counter",
+        "Frames of vStats agents read and dropped, by type: their own aggregation and offline batches.",
+    );
+    let ignored = counters.compat_ignored;
+    for (kind, count) in [
+        ("aggregated_metrics", ignored.aggregated_metrics),
+        ("batch_metrics", ignored.batch_metrics),
+    ] {
+        x.sample(
+            "vstats_relay_compat_ignored_frames_total",
+            &[("type", kind)],
+            count as f64,
+        );
+    }
+    x.family(
         "vstats_relay_notifications_total",
         "counter",
         "Notifications by result: sent, failed (refused, or failing past the retries) or dropped (queue full).",

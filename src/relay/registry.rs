@@ -39,6 +39,7 @@
 //! killed mid-save leaves one behind, and the next writer removes it while
 //! holding the lock.
 
+pub use super::compat::Refusal;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -449,6 +450,25 @@ impl Registry {
         // constant-time all the same, as PROTOCOL.md promises.
         let server = &self.servers[*self.by_token.get(&presented)?];
         constant_time_eq(&server.token_sha256, &presented).then_some(server)
+    }
+
+    /// The server with this id, if `token` is its token: a vStats agent
+    /// names its server as well as presenting the token. An unknown id and
+    /// a wrong token take the same path, one hash and one constant-time
+    /// comparison (against a digest no token has, for an unknown id), so
+    /// the time taken tells nothing about the token; the answer says which
+    /// it was, as vStats' own server does (ids are not secret).
+    pub fn authenticate_server(&self, id: &str, token: &str) -> Result<&Server, Refusal> {
+        const NO_TOKEN: [u8; 32] = [0; 32];
+        let presented = sha256(token);
+        let server = self.get(id);
+        let expected = server.map_or(&NO_TOKEN, |server| &server.token_sha256);
+        let matches = constant_time_eq(expected, &presented);
+        match server {
+            Some(server) if matches => Ok(server),
+            Some(_) => Err(Refusal::WrongToken),
+            None => Err(Refusal::UnknownServer),
+        }
     }
 
     /// What changed from `old` to `self`, each list in file order. A running
@@ -899,6 +919,37 @@ mod tests {
             1,
             "temp file left"
         );
+    }
+
+    #[test]
+    fn a_server_id_and_its_token_authenticate_together() {
+        let mut registry = Registry::empty();
+        let (pi, pi_token) = registry.add("pi", "").unwrap();
+        let (nas, nas_token) = registry.add("nas", "").unwrap();
+        assert_eq!(
+            registry.authenticate_server(&pi.id, &pi_token).unwrap().id,
+            pi.id
+        );
+        // Another server's token is a wrong token, however valid.
+        assert_eq!(
+            registry
+                .authenticate_server(&pi.id, &nas_token)
+                .unwrap_err(),
+            Refusal::WrongToken
+        );
+        assert_eq!(
+            registry
+                .authenticate_server("000000000000", &pi_token)
+                .unwrap_err(),
+            Refusal::UnknownServer
+        );
+        assert_eq!(
+            registry.authenticate_server("", "").unwrap_err(),
+            Refusal::UnknownServer
+        );
+        let new_token = registry.rotate_token(&nas.id).unwrap();
+        assert!(registry.authenticate_server(&nas.id, &nas_token).is_err());
+        assert!(registry.authenticate_server(&nas.id, &new_token).is_ok());
     }
 
     #[test]
