@@ -33,11 +33,12 @@ grep -v '^#' cross/targets | while read -r triple name _runner_and_cpu; do
     esac
     bin_flags=""
     for bin in $bins; do bin_flags="$bin_flags --bin $bin"; done
-    # $bin_flags is split on purpose: one word per flag.
+    # $bin_flags is split on purpose: one word per flag. The release agent
+    # also speaks to vStats servers (`--protocol vstats`, Cargo.toml).
     # shellcheck disable=SC2086
     env "CFLAGS_$(echo "$triple" | tr - _)=-fno-asynchronous-unwind-tables -fno-unwind-tables" \
         RUSTC_BOOTSTRAP=1 cargo zigbuild --quiet --release --locked --target "$triple" \
-        $bin_flags -Z build-std=std,panic_abort \
+        $bin_flags --features vstats-compat -Z build-std=std,panic_abort \
         --config "target.$triple.rustflags = [$flags]"
     # What the linker's --strip-all keeps but nothing reads at run time:
     # MIPS's .pdr (procedure descriptors, about 120 KB, 10 % of the agent),

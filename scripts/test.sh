@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features vstats-compat -- -D warnings
 scripts/build-release.sh
 cargo test --locked
+# What the vstats-compat feature adds (the release builds have it).
+cargo test --locked --features vstats-compat --lib --test vstats_server

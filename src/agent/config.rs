@@ -13,15 +13,18 @@ use tungstenite::http::Uri;
 use tungstenite::http::uri::InvalidUri;
 
 pub const USAGE: &str = "\
-vstats-agent: stream this host's metrics to a vstats relay
+vstats-agent: stream this host's metrics to a vstats relay or a vStats server
 
 Usage: vstats-agent --server URL --token TOKEN [options]
+       vstats-agent --protocol vstats --server URL --server-id ID --token TOKEN
        vstats-agent --once [options]
 
 Options (each also read from the environment variable shown):
   -s, --server URL          relay: wss://host:3001 (the agent appends /ws/agent)
-                            or a full ws:// or wss:// URL        [VSTATS_SERVER]
-  -t, --token TOKEN         agent token issued by the relay      [VSTATS_TOKEN]
+                            or a full ws:// or wss:// URL; vStats: its
+                            dashboard URL, http(s)://host:port   [VSTATS_SERVER]
+  -t, --token TOKEN         agent token issued by the relay (or vStats)
+                                                                 [VSTATS_TOKEN]
       --token-file FILE     read the token from FILE (keeps it out of ps)
                                                                  [VSTATS_TOKEN_FILE]
       --token-in-query      also send the token as ?token= in the URL, for a
@@ -31,6 +34,10 @@ Options (each also read from the environment variable shown):
       --full-samples        send every sample whole, for a server that does
                             not take lean patches (by default only the first
                             on a connection is whole)      [VSTATS_FULL_SAMPLES=1]
+      --protocol NAME       relay (default): a vstats relay; vstats: a vStats
+                            server (zsai001/vstats)           [VSTATS_PROTOCOL]
+      --server-id ID        this host's server id in vStats (with --protocol
+                            vstats)                          [VSTATS_SERVER_ID]
       --ca-file PEM         also trust this CA (a private relay certificate);
                             Mozilla's roots are always trusted   [VSTATS_CA_FILE]
   -i, --interval SECONDS    seconds between samples, 0.1-3600 (default 1)
@@ -75,6 +82,21 @@ pub enum ConfigError {
     BadHost(String),
     /// `--server` has a port that is not a number from 1 to 65535.
     BadPort(String),
+    /// `--protocol vstats`, but `--server` is not an `http(s)://` or
+    /// `ws(s)://` URL.
+    NotDashboardUrl(String),
+    /// `--protocol` names no protocol.
+    Protocol(String),
+    /// `--protocol vstats` without `--server-id`.
+    NoServerId,
+    /// `--server-id` without `--protocol vstats`: our relay knows a host by
+    /// its token alone.
+    ServerIdWithoutVstats,
+    /// `--token-in-query` with `--protocol vstats`, whose token goes in the
+    /// `auth` frame and never in the URL.
+    TokenInQueryWithVstats,
+    /// `--protocol vstats` in a build without the `vstats-compat` feature.
+    VstatsNotBuilt,
     /// `--server` has user information (`user:password@`), likely the
     /// token; the message does not repeat it.
     CredentialsInUrl,
@@ -127,6 +149,25 @@ impl fmt::Display for ConfigError {
             ConfigError::BadPort(url) => write!(
                 f,
                 "--server: '{url}': the port is not a number from 1 to 65535"
+            ),
+            ConfigError::NotDashboardUrl(url) => write!(
+                f,
+                "--server: '{url}': a vStats dashboard URL starts with http://, https://, ws:// or wss://"
+            ),
+            ConfigError::Protocol(text) => {
+                write!(f, "--protocol: '{text}' is not relay or vstats")
+            }
+            ConfigError::NoServerId => f.write_str(
+                "--protocol vstats needs --server-id (or VSTATS_SERVER_ID): the id vStats gave this host",
+            ),
+            ConfigError::ServerIdWithoutVstats => f.write_str(
+                "--server-id is for --protocol vstats; a vstats relay knows the host by its token",
+            ),
+            ConfigError::TokenInQueryWithVstats => f.write_str(
+                "--token-in-query: with --protocol vstats the token goes in the auth frame, never in the URL",
+            ),
+            ConfigError::VstatsNotBuilt => f.write_str(
+                "--protocol vstats: this vstats-agent was built without it (cargo feature vstats-compat; the release builds have it)",
             ),
             ConfigError::CredentialsInUrl => {
                 f.write_str("--server: put the token in --token, not in the URL")
@@ -186,10 +227,25 @@ pub struct Config {
     pub log_level: log::LevelFilter,
 }
 
+/// Which kind of server the agent reports to, and so what it speaks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Protocol {
+    /// A vstats relay (docs/PROTOCOL.md): the token in the upgrade request,
+    /// then lean samples.
+    Relay,
+    /// A vStats server (zsai001/vstats): an `auth` frame with the server id
+    /// and token, then whole samples in vStats' own field names
+    /// (docs/PROTOCOL.md, "vStats compatibility"). Only in a build with the
+    /// `vstats-compat` feature, as the release builds are.
+    #[cfg(feature = "vstats-compat")]
+    Vstats { server_id: String },
+}
+
 /// Where to stream and how to prove who we are.
 #[derive(PartialEq)]
 pub struct Relay {
     pub endpoint: Endpoint,
+    pub protocol: Protocol,
     pub token: String,
     pub ca_file: Option<PathBuf>,
     /// Also send the token as the `token` query parameter, not only in the
@@ -217,6 +273,7 @@ impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Relay")
             .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
             .field("token", &"<redacted>")
             .field("ca_file", &self.ca_file)
             .field("token_in_query", &self.token_in_query)
@@ -239,6 +296,18 @@ impl Endpoint {
     /// Accepts `wss://host[:port]` (path `/ws/agent` appended) or a full
     /// `ws://`/`wss://` URL with its own path.
     pub fn parse(text: &str) -> Result<Endpoint, ConfigError> {
+        Endpoint::parse_as(text, false)
+    }
+
+    /// A vStats dashboard URL, as their agent's `dashboard_url` holds it:
+    /// `http://` becomes `ws://`, `https://` `wss://` (`ws(s)://` taken as
+    /// is), and `/ws/agent` goes after its path, as their agent puts it,
+    /// unless the path already ends so.
+    pub fn parse_vstats(text: &str) -> Result<Endpoint, ConfigError> {
+        Endpoint::parse_as(text, true)
+    }
+
+    fn parse_as(text: &str, vstats: bool) -> Result<Endpoint, ConfigError> {
         // User information may be the token: checked first, so that no
         // message repeats the URL that holds it.
         let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
@@ -253,10 +322,11 @@ impl Endpoint {
             url: text.to_owned(),
             source,
         })?;
-        let tls = match uri.scheme_str() {
-            Some("wss") => true,
-            Some("ws") => false,
-            _ => return Err(ConfigError::NotWebSocket(text.to_owned())),
+        let tls = match (uri.scheme_str(), vstats) {
+            (Some("wss"), _) | (Some("https"), true) => true,
+            (Some("ws"), _) | (Some("http"), true) => false,
+            (_, false) => return Err(ConfigError::NotWebSocket(text.to_owned())),
+            (_, true) => return Err(ConfigError::NotDashboardUrl(text.to_owned())),
         };
         // Without its brackets, as a socket address takes it; `[]` is no
         // host either.
@@ -282,9 +352,23 @@ impl Endpoint {
             ),
             _ => None,
         };
-        let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
-            None | Some("") | Some("/") => "/ws/agent".to_owned(),
-            Some(p) => p.to_owned(),
+        let given = uri.path_and_query();
+        let path_and_query = if vstats {
+            let path = given.map_or("", |p| p.path()).trim_end_matches('/');
+            let agent = if path.ends_with("/ws/agent") {
+                ""
+            } else {
+                "/ws/agent"
+            };
+            match given.and_then(|p| p.query()) {
+                Some(query) => format!("{path}{agent}?{query}"),
+                None => format!("{path}{agent}"),
+            }
+        } else {
+            match given.map(|p| p.as_str()) {
+                None | Some("") | Some("/") => "/ws/agent".to_owned(),
+                Some(p) => p.to_owned(),
+            }
         };
         Ok(Endpoint {
             tls,
@@ -351,6 +435,8 @@ struct Raw {
     log_level: Option<String>,
     token_in_query: Option<String>,
     full_samples: Option<String>,
+    protocol: Option<String>,
+    server_id: Option<String>,
 }
 
 /// Parses the arguments (without the program name) against an environment.
@@ -373,6 +459,8 @@ pub fn parse(
         log_level: env("VSTATS_LOG_LEVEL"),
         token_in_query: env("VSTATS_TOKEN_IN_QUERY"),
         full_samples: env("VSTATS_FULL_SAMPLES"),
+        protocol: env("VSTATS_PROTOCOL"),
+        server_id: env("VSTATS_SERVER_ID"),
     };
     let mut once = false;
     let mut parser = lexopt::Parser::from_args(args);
@@ -402,6 +490,8 @@ pub fn parse(
             Long("path-sysfs") => &mut raw.sysfs,
             Long("path-rootfs") => &mut raw.rootfs,
             Long("log-level") => &mut raw.log_level,
+            Long("protocol") => &mut raw.protocol,
+            Long("server-id") => &mut raw.server_id,
             _ => return Err(arg.unexpected().into()),
         };
         *slot = Some(parser.value()?.string()?);
@@ -455,8 +545,14 @@ fn parse_interval(text: &str) -> Result<Duration, ConfigError> {
 }
 
 fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
+    let protocol = validate_protocol(raw.protocol.as_deref(), raw.server_id.as_deref())?;
+    let vstats = protocol != Protocol::Relay;
     let server = raw.server.ok_or(ConfigError::NoServer)?;
-    let endpoint = Endpoint::parse(&server)?;
+    let endpoint = if vstats {
+        Endpoint::parse_vstats(&server)?
+    } else {
+        Endpoint::parse(&server)?
+    };
     let token = match (raw.token, raw.token_file) {
         (Some(token), _) => token,
         (None, Some(path)) => std::fs::read_to_string(&path)
@@ -467,17 +563,47 @@ fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
     if token.is_empty() {
         return Err(ConfigError::EmptyToken);
     }
-    // It goes in an `Authorization` header, which takes nothing else.
-    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+    // It goes in an `Authorization` header, which takes nothing else (a
+    // vStats token goes in a JSON string, which takes anything).
+    if !vstats && !token.bytes().all(|byte| byte.is_ascii_graphic()) {
         return Err(ConfigError::TokenNotPrintable);
+    }
+    let token_in_query = switch("VSTATS_TOKEN_IN_QUERY", raw.token_in_query.as_deref())?;
+    if vstats && token_in_query {
+        return Err(ConfigError::TokenInQueryWithVstats);
     }
     Ok(Relay {
         endpoint,
+        protocol,
         token,
         ca_file: raw.ca_file.map(PathBuf::from),
-        token_in_query: switch("VSTATS_TOKEN_IN_QUERY", raw.token_in_query.as_deref())?,
+        token_in_query,
         full_samples: switch("VSTATS_FULL_SAMPLES", raw.full_samples.as_deref())?,
     })
+}
+
+/// `--protocol` and `--server-id`, which come together or not at all.
+fn validate_protocol(name: Option<&str>, server_id: Option<&str>) -> Result<Protocol, ConfigError> {
+    let server_id = server_id.map(str::trim).filter(|id| !id.is_empty());
+    match name.map(str::trim) {
+        None | Some("relay") if server_id.is_some() => Err(ConfigError::ServerIdWithoutVstats),
+        None | Some("relay") => Ok(Protocol::Relay),
+        Some("vstats") => vstats(server_id),
+        Some(other) => Err(ConfigError::Protocol(other.to_owned())),
+    }
+}
+
+#[cfg(feature = "vstats-compat")]
+fn vstats(server_id: Option<&str>) -> Result<Protocol, ConfigError> {
+    let server_id = server_id.ok_or(ConfigError::NoServerId)?;
+    Ok(Protocol::Vstats {
+        server_id: server_id.to_owned(),
+    })
+}
+
+#[cfg(not(feature = "vstats-compat"))]
+fn vstats(_server_id: Option<&str>) -> Result<Protocol, ConfigError> {
+    Err(ConfigError::VstatsNotBuilt)
 }
 
 /// An on/off setting: off unless given; a flag gives it as `1`.
@@ -676,6 +802,192 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("VSTATS_FULL_SAMPLES: '2'"), "{err}");
+    }
+
+    fn relay_of(args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let (_, relay) = run_config(args, env);
+        relay
+    }
+
+    #[test]
+    fn the_relay_protocol_is_the_default() {
+        let relay = relay_of(&["-s", "ws://h:1", "-t", "t"], &[]);
+        assert_eq!(relay.protocol, Protocol::Relay);
+        let relay = relay_of(&["-s", "ws://h:1", "-t", "t", "--protocol", "relay"], &[]);
+        assert_eq!(relay.protocol, Protocol::Relay);
+    }
+
+    #[cfg(feature = "vstats-compat")]
+    #[test]
+    fn vstats_takes_a_server_id_from_a_flag_or_the_environment() {
+        let vstats = Protocol::Vstats {
+            server_id: "srv-1".to_owned(),
+        };
+        let relay = relay_of(
+            &["--protocol", "vstats", "--server-id", "srv-1"],
+            &[("VSTATS_SERVER", "http://dash:3001"), ("VSTATS_TOKEN", "t")],
+        );
+        assert_eq!(relay.protocol, vstats);
+        let relay = relay_of(
+            &[],
+            &[
+                ("VSTATS_PROTOCOL", "vstats"),
+                ("VSTATS_SERVER_ID", "srv-1"),
+                ("VSTATS_SERVER", "http://dash:3001"),
+                ("VSTATS_TOKEN", "t"),
+            ],
+        );
+        assert_eq!(relay.protocol, vstats);
+        assert_eq!(relay.request_url(), "ws://dash:3001/ws/agent");
+        assert!(format!("{relay:?}").contains("srv-1"));
+        // The token goes in a JSON string: a space is no problem there.
+        let relay = relay_of(
+            &[
+                "--protocol",
+                "vstats",
+                "--server-id",
+                "s",
+                "-s",
+                "http://d",
+                "-t",
+                "a b",
+            ],
+            &[],
+        );
+        assert_eq!(relay.token, "a b");
+    }
+
+    #[test]
+    fn a_dashboard_url_becomes_its_agent_websocket() {
+        for (dashboard, agent) in [
+            (
+                "http://dash.example:3001",
+                "ws://dash.example:3001/ws/agent",
+            ),
+            (
+                "http://dash.example:3001/",
+                "ws://dash.example:3001/ws/agent",
+            ),
+            ("https://dash.example", "wss://dash.example:443/ws/agent"),
+            (
+                "https://example.org/vstats/",
+                "wss://example.org:443/vstats/ws/agent",
+            ),
+            ("ws://10.0.0.2:3001", "ws://10.0.0.2:3001/ws/agent"),
+            (
+                "wss://dash.example/ws/agent",
+                "wss://dash.example:443/ws/agent",
+            ),
+            ("http://[::1]:3001/x?y=1", "ws://[::1]:3001/x/ws/agent?y=1"),
+        ] {
+            let endpoint = Endpoint::parse_vstats(dashboard).unwrap();
+            assert_eq!(endpoint.to_string(), agent, "{dashboard}");
+            // What the fuzzer checks: the URL parses back the same.
+            assert_eq!(Endpoint::parse(agent).unwrap(), endpoint, "{agent}");
+        }
+        assert_eq!(Endpoint::parse_vstats("http://d").unwrap().port, 80);
+        for (url, reason) in [
+            ("ftp://dash", "http://, https://, ws:// or wss://"),
+            ("dash:3001", "http://, https://, ws:// or wss://"),
+            ("http://tok@dash", "--token"),
+        ] {
+            let err = Endpoint::parse_vstats(url).unwrap_err().to_string();
+            assert!(err.contains(reason), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn protocol_mistakes_are_named() {
+        let server = ("VSTATS_SERVER", "http://dash:3001");
+        let token = ("VSTATS_TOKEN", "t");
+        for (args, env, expected) in [
+            (
+                &["--server-id", "srv-1"][..],
+                &[server, token][..],
+                "--server-id is for --protocol vstats",
+            ),
+            (
+                &["--protocol", "relay", "--server-id", "srv-1"],
+                &[server, token],
+                "--server-id is for",
+            ),
+            (
+                &[],
+                &[server, token, ("VSTATS_SERVER_ID", "srv-1")],
+                "--server-id is for",
+            ),
+            (
+                &["--protocol", "nezha"],
+                &[server, token],
+                "'nezha' is not relay or vstats",
+            ),
+            // Without vstats, an http:// URL is still refused.
+            (&[], &[server, token], "ws:// or wss://"),
+        ] {
+            let err = parse_with(args, env).unwrap_err();
+            assert!(
+                err.to_string().contains(expected),
+                "{args:?} {env:?}: {err}"
+            );
+        }
+    }
+
+    #[cfg(feature = "vstats-compat")]
+    #[test]
+    fn vstats_mistakes_are_named() {
+        let server = ("VSTATS_SERVER", "http://dash:3001");
+        let token = ("VSTATS_TOKEN", "t");
+        for (args, env, expected) in [
+            (
+                &["--protocol", "vstats"][..],
+                &[server, token][..],
+                "needs --server-id",
+            ),
+            (
+                &["--protocol", "vstats", "--server-id", " "],
+                &[server, token],
+                "needs --server-id",
+            ),
+            (
+                &[],
+                &[server, token, ("VSTATS_PROTOCOL", "vstats")],
+                "needs --server-id",
+            ),
+            (
+                &[
+                    "--protocol",
+                    "vstats",
+                    "--server-id",
+                    "s",
+                    "--token-in-query",
+                ],
+                &[server, token],
+                "never in the URL",
+            ),
+        ] {
+            let err = parse_with(args, env).unwrap_err();
+            assert!(
+                err.to_string().contains(expected),
+                "{args:?} {env:?}: {err}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "vstats-compat"))]
+    #[test]
+    fn a_build_without_vstats_says_so() {
+        let args = [
+            "--protocol",
+            "vstats",
+            "--server-id",
+            "s",
+            "-s",
+            "http://d",
+            "-t",
+            "t",
+        ];
+        let err = parse_with(&args, &[]).unwrap_err().to_string();
+        assert!(err.contains("feature vstats-compat"), "{err}");
     }
 
     #[test]

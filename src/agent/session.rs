@@ -1,5 +1,10 @@
 //! The agent's connection to the relay: connect, stream, reconnect.
 //!
+//! With `--protocol vstats` the same loop reports to a vStats server: the
+//! connect step ends with its `auth` exchange, samples go whole in its
+//! field names ([`super::vstats_wire`]), and a WebSocket ping every 30 s,
+//! as their agent sends, takes the place of our `heartbeat`.
+//!
 //! A single-threaded loop over one non-blocking socket and a signalfd:
 //! every wait, connecting included, is a `poll` with a deadline (the connect
 //! step's, the next sample, the heartbeat, the relay's silence limit) so a
@@ -9,9 +14,11 @@
 
 use super::backoff::Backoff;
 use super::collect::{self, Collector};
-use super::config::{Config, Endpoint, Relay};
+use super::config::{Config, Endpoint, Protocol, Relay};
 use super::lean::LeanWire;
-use crate::protocol::{AgentMessage, Frame, to_json};
+#[cfg(feature = "vstats-compat")]
+use super::vstats_wire::{self, FromServer};
+use crate::protocol::{AgentMessage, Frame, Metrics, to_json};
 use crate::tls::MaybeTls;
 use log::{debug, error, info, warn};
 use nix::errno::Errno;
@@ -37,7 +44,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{HandshakeError, Message, WebSocket};
 
-/// Send a heartbeat when nothing else went out for this long.
+/// Send a heartbeat when nothing else went out for this long; to a vStats
+/// server, a ping this often whatever else goes out, as their agent does.
 pub const HEARTBEAT_AFTER: Duration = Duration::from_secs(30);
 /// The relay pings every 30 s; this long without a byte means it is gone.
 pub const RELAY_SILENCE_LIMIT: Duration = Duration::from_secs(75);
@@ -58,6 +66,8 @@ pub enum Timeout {
     TlsHandshake,
     /// The WebSocket upgrade: our request, the relay's response.
     Handshake,
+    /// A vStats server's answer to our `auth` frame.
+    Auth,
     /// An open connection heard nothing from the relay.
     RelaySilence,
 }
@@ -78,6 +88,14 @@ pub enum ConnectError {
     Stopped,
     /// The relay answered `401`: our token is unknown or revoked.
     TokenRejected,
+    /// A vStats server answered our `auth` frame with an error; its message
+    /// (`Invalid token`, `Server not found`).
+    #[cfg(feature = "vstats-compat")]
+    AuthRefused(String),
+    /// A vStats server answered our `auth` frame with something that is not
+    /// a frame of theirs.
+    #[cfg(feature = "vstats-compat")]
+    AuthGarbled,
     /// The relay's host name cannot be a TLS server name.
     ServerName(String),
     /// rustls refused to start a client connection with our configuration.
@@ -101,6 +119,10 @@ impl fmt::Display for ConnectError {
             ConnectError::Timeout(which) => write!(f, "timed out: {which:?}"),
             ConnectError::Stopped => f.write_str("stopped by a signal"),
             ConnectError::TokenRejected => f.write_str("token rejected (HTTP 401)"),
+            #[cfg(feature = "vstats-compat")]
+            ConnectError::AuthRefused(message) => write!(f, "auth refused: {message:?}"),
+            #[cfg(feature = "vstats-compat")]
+            ConnectError::AuthGarbled => f.write_str("the answer to auth is not a vStats frame"),
             ConnectError::ServerName(host) => write!(f, "'{host}' is not a valid TLS name"),
             ConnectError::Tls(e) => write!(f, "handshake failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
@@ -123,6 +145,8 @@ impl std::error::Error for ConnectError {
             | ConnectError::TokenRejected
             | ConnectError::ServerName(_)
             | ConnectError::Closed => None,
+            #[cfg(feature = "vstats-compat")]
+            ConnectError::AuthRefused(_) | ConnectError::AuthGarbled => None,
         }
     }
 }
@@ -201,10 +225,15 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
     let mut backoff = Backoff::default();
     let mut rejected_before = false;
     info!(
-        "vstats-agent {} streaming to {} every {:?}",
+        "vstats-agent {} streaming to {} every {:?}{}",
         crate::VERSION,
         relay.endpoint,
-        config.interval
+        config.interval,
+        match &relay.protocol {
+            Protocol::Relay => String::new(),
+            #[cfg(feature = "vstats-compat")]
+            Protocol::Vstats { server_id } => format!(" as vStats server {server_id:?}"),
+        }
     );
     loop {
         let delay = match connect(relay, tls.clone(), signals) {
@@ -212,12 +241,13 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                 info!("connected to {}", relay.endpoint);
                 backoff.reset();
                 rejected_before = false;
+                let now = Instant::now();
                 let mut session = Session {
                     ws,
                     write_pending: false,
-                    last_sent: Instant::now(),
-                    last_heard: Instant::now(),
-                    lean: LeanWire::new(relay.full_samples),
+                    last_sent: now,
+                    last_heard: now,
+                    wire: Wire::new(relay, now),
                     last_sample: None,
                 };
                 match session.stream(&mut collector, &mut next_sample, config.interval, signals) {
@@ -233,6 +263,20 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                     error!(
                         "token rejected by {}: check the token, or register this host with \
                          `vstats-relay server add`; retrying slowly",
+                        relay.endpoint
+                    );
+                    rejected_before = true;
+                }
+                backoff.after_rejection(random())
+            }
+            #[cfg(feature = "vstats-compat")]
+            Err(ConnectError::AuthRefused(message)) => {
+                if rejected_before {
+                    debug!("vStats still refuses auth: {message:?}");
+                } else {
+                    error!(
+                        "{} refused auth: {message:?}: check --server-id and the token \
+                         against the server's settings; retrying slowly",
                         relay.endpoint
                     );
                     rejected_before = true;
@@ -275,7 +319,62 @@ pub fn connect(
     let addresses = resolve(&relay.endpoint, deadline, signals)?;
     let tcp = connect_tcp(&addresses, deadline, signals)?;
     tcp.set_nodelay(true).map_err(ConnectError::Connect)?;
-    upgrade(relay, tcp, tls, deadline, signals)
+    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_mut))]
+    let mut ws = upgrade(relay, tcp, tls, deadline, signals)?;
+    #[cfg(feature = "vstats-compat")]
+    if let Protocol::Vstats { server_id } = &relay.protocol {
+        authenticate(&mut ws, server_id, &relay.token, deadline, signals)?;
+    }
+    Ok(ws)
+}
+
+/// A vStats server's admission: our `auth` frame, then its answer, within
+/// the connect step's deadline. Frames of other types before the answer
+/// are skipped; their server sends none.
+#[cfg(feature = "vstats-compat")]
+fn authenticate(
+    ws: &mut WebSocket<Stream>,
+    server_id: &str,
+    token: &str,
+    deadline: Instant,
+    signals: &Signals,
+) -> Result<(), ConnectError> {
+    let auth =
+        vstats_wire::auth_frame(server_id, token, crate::VERSION).map_err(ConnectError::Encode)?;
+    match ws.write(Message::text(auth)) {
+        Ok(()) => {}
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(ConnectError::Lost(e)),
+    }
+    loop {
+        let flushed = match ws.flush() {
+            Ok(()) => true,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => return Err(ConnectError::Lost(e)),
+        };
+        match ws.read() {
+            Ok(Message::Text(text)) => match vstats_wire::parse_server_frame(&text) {
+                Some(FromServer::AuthOk) => return Ok(()),
+                Some(FromServer::AuthRefused(message)) => {
+                    return Err(ConnectError::AuthRefused(message));
+                }
+                Some(_) => {}
+                None => return Err(ConnectError::AuthGarbled),
+            },
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                let events = if flushed {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                };
+                let fd = ws.get_ref().tcp().as_fd();
+                wait_for(fd, events, deadline, signals, Timeout::Auth)?;
+            }
+            Err(tungstenite::Error::ConnectionClosed) => return Err(ConnectError::Closed),
+            Err(e) => return Err(ConnectError::Lost(e)),
+        }
+    }
 }
 
 /// The relay's addresses. `getaddrinfo` blocks and cannot be interrupted,
@@ -434,10 +533,13 @@ pub(crate) fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
         .into_client_request()
         .map_err(ConnectError::Handshake)?;
     let headers = request.headers_mut();
-    if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
-        // Keeps it out of a Debug print of the request.
-        value.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, value);
+    // A vStats server reads the token from the `auth` frame only.
+    if relay.protocol == Protocol::Relay {
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", relay.token)) {
+            // Keeps it out of a Debug print of the request.
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
     }
     headers.insert(
         header::USER_AGENT,
@@ -502,6 +604,116 @@ fn wait_for(
     }
 }
 
+/// What the agent sends, by the protocol of the server.
+// One per connection, inside its Session: boxing the larger variant would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Wire {
+    /// Our relay: a whole sample first, then patches against the relay's
+    /// view of it; a `heartbeat` after 30 s of nothing else.
+    Relay(LeanWire),
+    /// A vStats server: every sample whole, in its field names; a ping
+    /// every 30 s.
+    #[cfg(feature = "vstats-compat")]
+    Vstats {
+        last_ping: Instant,
+        /// A `command` frame was logged on this connection.
+        command_seen: bool,
+        /// An `error` frame was logged on this connection.
+        error_seen: bool,
+    },
+}
+
+impl Wire {
+    /// The wire of a connection opened at `opened`.
+    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
+    fn new(relay: &Relay, opened: Instant) -> Wire {
+        match relay.protocol {
+            Protocol::Relay => Wire::Relay(LeanWire::new(relay.full_samples)),
+            #[cfg(feature = "vstats-compat")]
+            Protocol::Vstats { .. } => Wire::Vstats {
+                last_ping: opened,
+                command_seen: false,
+                error_seen: false,
+            },
+        }
+    }
+
+    /// The frame that carries `sample`, taken `elapsed_ms` after the one
+    /// before.
+    fn sample(&mut self, sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
+        match self {
+            Wire::Relay(lean) => lean.frame(sample, elapsed_ms),
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats { .. } => {
+                vstats_wire::metrics_frame(&sample, std::time::SystemTime::now(), crate::VERSION)
+            }
+        }
+    }
+
+    /// A sample frame never left: a relay's next sample must go whole.
+    fn forget(&mut self) {
+        match self {
+            Wire::Relay(lean) => lean.forget(),
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats { .. } => {}
+        }
+    }
+
+    /// When the next keepalive is due, given when anything last went out.
+    /// The relay needs one only when the connection is otherwise quiet; a
+    /// vStats server never pings, so our ping every 30 s, however busy the
+    /// connection, is what brings back a pong and shows that it lives.
+    fn keepalive_due(&self, last_sent: Instant) -> Instant {
+        match self {
+            Wire::Relay(_) => last_sent + HEARTBEAT_AFTER,
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats { last_ping, .. } => *last_ping + HEARTBEAT_AFTER,
+        }
+    }
+
+    /// The keepalive to send `now`.
+    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
+    fn keepalive(&mut self, now: Instant) -> Result<Message, ConnectError> {
+        match self {
+            Wire::Relay(_) => to_json(&Frame::now(AgentMessage::Heartbeat))
+                .map(Message::text)
+                .map_err(ConnectError::Encode),
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats { last_ping, .. } => {
+                *last_ping = now;
+                Ok(Message::Ping(Default::default()))
+            }
+        }
+    }
+
+    /// A text frame from the server. The relay sends none an agent acts
+    /// on; a vStats server's `config` (ping targets) and `command` (self
+    /// update) are not for this agent, which never replaces itself.
+    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
+    fn heard(&mut self, text: &str) {
+        match self {
+            Wire::Relay(_) => {}
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats {
+                command_seen,
+                error_seen,
+                ..
+            } => match vstats_wire::parse_server_frame(text) {
+                Some(FromServer::Command) if !*command_seen => {
+                    debug!("vStats sent a command; this agent does not update itself");
+                    *command_seen = true;
+                }
+                Some(FromServer::Error(message)) if !*error_seen => {
+                    warn!("vStats server error: {message:?}");
+                    *error_seen = true;
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
 /// One open connection.
 struct Session {
     ws: WebSocket<Stream>,
@@ -509,8 +721,7 @@ struct Session {
     write_pending: bool,
     last_sent: Instant,
     last_heard: Instant,
-    /// Whole sample first, then patches against the relay's view of it.
-    lean: LeanWire,
+    wire: Wire,
     last_sample: Option<Instant>,
 }
 
@@ -534,24 +745,20 @@ impl Session {
                 self.last_sample = Some(now);
                 let elapsed_ms = collect::millis(elapsed);
                 let sent = self
-                    .lean
-                    .frame(collector.sample(), elapsed_ms)
+                    .wire
+                    .sample(collector.sample(), elapsed_ms)
                     .map_err(ConnectError::Encode)
-                    .and_then(|text| self.send(text));
+                    .and_then(|text| self.send(Message::text(text)));
                 match sent {
                     Ok(true) => {}
                     // The relay never sees that patch: the next sample
                     // goes whole, or the two views would part.
-                    Ok(false) => self.lean.forget(),
+                    Ok(false) => self.wire.forget(),
                     Err(reason) => return End::Lost(reason),
                 }
             }
-            if now.duration_since(self.last_sent) >= HEARTBEAT_AFTER {
-                let heartbeat = to_json(&Frame::now(AgentMessage::Heartbeat));
-                if let Err(reason) = heartbeat
-                    .map_err(ConnectError::Encode)
-                    .and_then(|text| self.send(text))
-                {
+            if now >= self.wire.keepalive_due(self.last_sent) {
+                if let Err(reason) = self.wire.keepalive(now).and_then(|frame| self.send(frame)) {
                     return End::Lost(reason);
                 }
             }
@@ -562,7 +769,7 @@ impl Session {
                 return End::Lost(reason);
             }
             let wake = (*next_sample)
-                .min(self.last_sent + HEARTBEAT_AFTER)
+                .min(self.wire.keepalive_due(self.last_sent))
                 .min(self.last_heard + RELAY_SILENCE_LIMIT);
             if self.wait(signals, wake.saturating_duration_since(Instant::now())) {
                 self.close();
@@ -578,11 +785,13 @@ impl Session {
             match self.ws.read() {
                 Ok(message) => {
                     self.last_heard = Instant::now();
-                    if let Message::Close(Some(frame)) = &message {
-                        info!(
+                    match &message {
+                        Message::Text(text) => self.wire.heard(text),
+                        Message::Close(Some(frame)) => info!(
                             "relay closes the connection: {} {}",
                             frame.code, frame.reason
-                        );
+                        ),
+                        _ => {}
                     }
                 }
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -597,8 +806,8 @@ impl Session {
     /// Queues one frame; `false` when it was dropped: a relay too slow to
     /// take it loses it rather than growing our memory, and the silence
     /// limit ends a dead one.
-    fn send(&mut self, text: String) -> Result<bool, ConnectError> {
-        match self.ws.write(Message::text(text)) {
+    fn send(&mut self, frame: Message) -> Result<bool, ConnectError> {
+        match self.ws.write(frame) {
             Ok(()) => {
                 self.last_sent = Instant::now();
                 self.write_pending = true;
@@ -710,6 +919,61 @@ mod tests {
         let source = lost.source().expect("tungstenite's error");
         assert!(source.is::<tungstenite::Error>(), "{source:?}");
         assert_eq!(lost.to_string(), source.to_string());
+    }
+
+    // A vStats server never pings: without our ping every 30 s, even
+    // while samples flow, nothing would come back and the silence limit
+    // would drop a healthy connection every 75 s.
+    #[cfg(feature = "vstats-compat")]
+    #[test]
+    fn a_vstats_server_gets_a_ping_every_30_s_however_busy() {
+        let opened = Instant::now();
+        let just_now = opened + Duration::from_secs(29);
+        let mut relay = Wire::Relay(LeanWire::new(false));
+        assert_eq!(relay.keepalive_due(just_now), just_now + HEARTBEAT_AFTER);
+        let Ok(Message::Text(heartbeat)) = relay.keepalive(just_now) else {
+            panic!("the relay gets a heartbeat frame");
+        };
+        assert!(heartbeat.contains(r#""type":"heartbeat""#), "{heartbeat}");
+        let mut vstats = Wire::Vstats {
+            last_ping: opened,
+            command_seen: false,
+            error_seen: false,
+        };
+        let due = vstats.keepalive_due(just_now);
+        assert_eq!(due, opened + HEARTBEAT_AFTER);
+        assert!(matches!(vstats.keepalive(due), Ok(Message::Ping(payload)) if payload.is_empty()));
+        assert_eq!(vstats.keepalive_due(due), due + HEARTBEAT_AFTER);
+        assert!(HEARTBEAT_AFTER * 2 < RELAY_SILENCE_LIMIT);
+    }
+
+    #[cfg(feature = "vstats-compat")]
+    #[test]
+    fn vstats_config_and_command_frames_change_nothing() {
+        let mut wire = Wire::Vstats {
+            last_ping: Instant::now(),
+            command_seen: false,
+            error_seen: false,
+        };
+        wire.heard(r#"{"type":"config","ping_targets":[{"name":"a","host":"b"}]}"#);
+        assert!(matches!(
+            wire,
+            Wire::Vstats {
+                command_seen: false,
+                error_seen: false,
+                ..
+            }
+        ));
+        for _ in 0..3 {
+            wire.heard(r#"{"type":"command","command":"update","force":true}"#);
+        }
+        assert!(matches!(
+            wire,
+            Wire::Vstats {
+                command_seen: true,
+                ..
+            }
+        ));
     }
 
     #[test]
