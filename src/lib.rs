@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod protocol;
 pub mod relay;
 pub mod tls;
+mod url;
 
 /// The version every binary reports, taken from `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

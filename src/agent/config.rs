@@ -3,6 +3,7 @@
 //! that the binary turns into exit code 2.
 
 use super::collect::Paths;
+use crate::url::{Authority, AuthorityError, authority};
 use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
 use std::fmt;
@@ -310,12 +311,7 @@ impl Endpoint {
     fn parse_as(text: &str, vstats: bool) -> Result<Endpoint, ConfigError> {
         // User information may be the token: checked first, so that no
         // message repeats the URL that holds it.
-        let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
-        if after_scheme
-            .split(['/', '?', '#'])
-            .next()
-            .is_some_and(|authority| authority.contains('@'))
-        {
+        if crate::url::has_credentials(text) {
             return Err(ConfigError::CredentialsInUrl);
         }
         let uri: Uri = text.parse().map_err(|source| ConfigError::NotAUrl {
@@ -328,30 +324,11 @@ impl Endpoint {
             (_, false) => return Err(ConfigError::NotWebSocket(text.to_owned())),
             (_, true) => return Err(ConfigError::NotDashboardUrl(text.to_owned())),
         };
-        // Without its brackets, as a socket address takes it; `[]` is no
-        // host either.
-        let host = uri
-            .host()
-            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
-            .filter(|host| !host.is_empty())
-            .ok_or_else(|| ConfigError::NoHost(text.to_owned()))?;
-        // What a TLS connection would be asked to verify; checked for plain
-        // `ws://` too, so a typo fails here and not at every connection.
-        if rustls::pki_types::ServerName::try_from(host).is_err() {
-            return Err(ConfigError::BadHost(text.to_owned()));
-        }
-        // `Uri::port_u16` is `None` for a port that does not parse, which
-        // would quietly become the default.
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        let port = match authority.rsplit_once(':') {
-            Some((_, port)) if !port.is_empty() && !port.contains(']') => Some(
-                port.parse::<u16>()
-                    .ok()
-                    .filter(|&port| port != 0)
-                    .ok_or_else(|| ConfigError::BadPort(text.to_owned()))?,
-            ),
-            _ => None,
-        };
+        let Authority { host, port, .. } = authority(&uri).map_err(|e| match e {
+            AuthorityError::NoHost => ConfigError::NoHost(text.to_owned()),
+            AuthorityError::BadHost => ConfigError::BadHost(text.to_owned()),
+            AuthorityError::BadPort => ConfigError::BadPort(text.to_owned()),
+        })?;
         let given = uri.path_and_query();
         let path_and_query = if vstats {
             let path = given.map_or("", |p| p.path()).trim_end_matches('/');

@@ -7,6 +7,7 @@
 
 use crate::protocol::{rfc3339, to_json};
 use crate::tls::MaybeTls;
+use crate::url::{Authority, AuthorityError, authority};
 use log::{debug, error, warn};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -281,12 +282,7 @@ impl Target {
     pub fn parse(url: &str, template: Option<&str>) -> Result<Target, TargetError> {
         // User information may be a secret: checked first, so that no
         // message repeats the URL that holds it.
-        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-        if after_scheme
-            .split(['/', '?', '#'])
-            .next()
-            .is_some_and(|authority| authority.contains('@'))
-        {
+        if crate::url::has_credentials(url) {
             return Err(TargetError::Credentials);
         }
         let shown = redact_text(url);
@@ -299,26 +295,16 @@ impl Target {
             Some("http") => false,
             _ => return Err(TargetError::NotHttp(shown)),
         };
-        let host = uri
-            .host()
-            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
-            .filter(|host| !host.is_empty())
-            .ok_or_else(|| TargetError::NoHost(shown.clone()))?;
-        let server_name = ServerName::try_from(host)
-            .map_err(|_| TargetError::BadHost(shown.clone()))?
-            .to_owned();
-        // `Uri::port_u16` is `None` for a port that does not parse, which
-        // would quietly become the default.
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        let port = match authority.rsplit_once(':') {
-            Some((_, port)) if !port.is_empty() && !port.contains(']') => port
-                .parse::<u16>()
-                .ok()
-                .filter(|&port| port != 0)
-                .ok_or(TargetError::BadPort(shown))?,
-            _ if tls => 443,
-            _ => 80,
-        };
+        let Authority {
+            host,
+            server_name,
+            port,
+        } = authority(&uri).map_err(|e| match e {
+            AuthorityError::NoHost => TargetError::NoHost(shown.clone()),
+            AuthorityError::BadHost => TargetError::BadHost(shown.clone()),
+            AuthorityError::BadPort => TargetError::BadPort(shown.clone()),
+        })?;
+        let port = port.unwrap_or(if tls { 443 } else { 80 });
         // The `http` crate leaves a fragment out of the path and query: a
         // fragment is the browser's, never sent.
         let path_and_query = match uri.path_and_query().map(|p| p.as_str()) {
