@@ -497,38 +497,42 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
         x.family(name, "counter", help);
         x.sample(name, &[], value as f64);
     }
-    x.family(
-        "vstats_relay_compat_ignored_frames_total",
-        "counter",
-        "Frames of vStats agents read and dropped, by type: their own aggregation and offline batches.",
-    );
     let ignored = counters.compat_ignored;
-    for (kind, count) in [
-        ("aggregated_metrics", ignored.aggregated_metrics),
-        ("batch_metrics", ignored.batch_metrics),
-    ] {
-        x.sample(
-            "vstats_relay_compat_ignored_frames_total",
-            &[("type", kind)],
-            count as f64,
-        );
-    }
-    x.family(
-        "vstats_relay_notifications_total",
-        "counter",
-        "Notifications by result: sent, failed (refused, or failing past the retries) or dropped (queue full).",
+    labelled_counter(
+        x,
+        "vstats_relay_compat_ignored_frames_total",
+        "Frames of vStats agents read and dropped, by type: their own aggregation and offline batches.",
+        "type",
+        &[
+            ("aggregated_metrics", ignored.aggregated_metrics),
+            ("batch_metrics", ignored.batch_metrics),
+        ],
     );
     let delivered = counters.notifications;
-    for (result, count) in [
-        ("sent", delivered.sent),
-        ("failed", delivered.failed),
-        ("dropped", delivered.dropped),
-    ] {
-        x.sample(
-            "vstats_relay_notifications_total",
-            &[("result", result)],
-            count as f64,
-        );
+    labelled_counter(
+        x,
+        "vstats_relay_notifications_total",
+        "Notifications by result: sent, failed (refused, or failing past the retries) or dropped (queue full).",
+        "result",
+        &[
+            ("sent", delivered.sent),
+            ("failed", delivered.failed),
+            ("dropped", delivered.dropped),
+        ],
+    );
+}
+
+/// A counter family of one label, a sample for each of its values.
+fn labelled_counter(
+    x: &mut Exposition,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    counts: &[(&str, u64)],
+) {
+    x.family(name, "counter", help);
+    for (value, count) in counts {
+        x.sample(name, &[(label, value)], *count as f64);
     }
 }
 
