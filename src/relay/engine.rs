@@ -543,11 +543,6 @@ impl Engine {
         }
     }
 
-    /// Whether a shutdown was ordered.
-    pub fn stopping(&self) -> bool {
-        self.stopping
-    }
-
     /// The configuration the relay runs with.
     pub fn config(&self) -> &Config {
         &self.config

@@ -330,7 +330,7 @@ impl Relay {
             if self.engine.timeout(now).is_zero() {
                 self.engine.tick(now);
                 self.apply_effects();
-                self.write_alerts_pending();
+                self.write_alerts_pending(false);
             }
         }
     }
@@ -572,12 +572,7 @@ impl Relay {
             }
             Effect::SaveAlerts { bytes, last } => {
                 self.alerts_pending = Some(bytes);
-                if last {
-                    if let Some(writer) = self.alerts_writer.take() {
-                        let _ = writer.join();
-                    }
-                }
-                self.write_alerts_pending();
+                self.write_alerts_pending(last);
             }
             Effect::PauseAccepting => {
                 if let Err(e) = self.poller.set_readable(&self.listener, LISTENER, false) {
@@ -643,13 +638,16 @@ impl Relay {
     }
 
     /// Starts writing the newest alerts not yet written, unless the last
-    /// write is still going (then the next tick tries again).
-    fn write_alerts_pending(&mut self) {
-        if self
+    /// write is still going (then the next tick tries again). The `last`
+    /// one, at shutdown, waits for that write and is written here.
+    fn write_alerts_pending(&mut self, last: bool) {
+        if let Some(writer) = self
             .alerts_writer
-            .as_ref()
-            .is_some_and(|writer| !writer.is_finished())
+            .take_if(|writer| last || writer.is_finished())
         {
+            let _ = writer.join();
+        }
+        if self.alerts_writer.is_some() {
             return;
         }
         let Some(bytes) = self.alerts_pending.take() else {
@@ -661,8 +659,7 @@ impl Relay {
                 warn!("alerts: cannot save {}: {e}", path.display());
             }
         };
-        // At shutdown (the loop is over) it is written here.
-        if self.engine.stopping() {
+        if last {
             write();
         } else {
             self.alerts_writer = Some(std::thread::spawn(write));
