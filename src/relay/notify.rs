@@ -1342,11 +1342,15 @@ pub fn test_command(targets: &[Target], ca_file: Option<&Path>, out: &mut dyn Wr
 }
 
 #[cfg(test)]
+#[path = "../../tests/common/test_ca.rs"]
+mod test_ca;
+
+#[cfg(test)]
 mod tests {
+    use super::test_ca::TestCa;
     use super::*;
-    use rustls::{ServerConfig, ServerConnection};
+    use rustls::ServerConnection;
     use std::net::TcpListener;
-    use std::path::PathBuf;
 
     fn notice(event: Event) -> Notice {
         Notice {
@@ -1937,58 +1941,19 @@ mod tests {
         );
     }
 
-    /// A CA and a certificate it signed for 127.0.0.1 and localhost, as
-    /// tests/common's `TestCa` makes them.
-    struct TestCa {
-        _dir: tempfile::TempDir,
-        ca_pem: PathBuf,
-        server: Arc<ServerConfig>,
-    }
-
-    impl TestCa {
-        fn new() -> TestCa {
-            use rcgen::{
-                BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-            };
-            let dir = tempfile::tempdir().unwrap();
-            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca_params
-                .distinguished_name
-                .push(DnType::CommonName, "vstats test CA");
-            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-            let leaf_key = KeyPair::generate().unwrap();
-            let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap()
-                .signed_by(&leaf_key, &ca)
-                .unwrap();
-            let ca_pem = dir.path().join("ca.pem");
-            let cert_pem = dir.path().join("cert.pem");
-            let key_pem = dir.path().join("key.pem");
-            std::fs::write(&ca_pem, ca.pem()).unwrap();
-            std::fs::write(&cert_pem, leaf.pem()).unwrap();
-            std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
-            let server = Arc::new(crate::tls::server_config(&cert_pem, &key_pem).unwrap());
-            TestCa {
-                _dir: dir,
-                ca_pem,
-                server,
-            }
-        }
-
-        fn wrap(&self) -> impl Fn(TcpStream) -> Box<dyn Duplex> + Send + 'static {
-            let config = self.server.clone();
-            move |tcp| {
-                let connection = ServerConnection::new(config.clone()).unwrap();
-                Box::new(StreamOwned::new(connection, tcp))
-            }
+    /// Wraps each accepted connection in a TLS server with `ca`'s certificate.
+    fn tls_wrap(ca: &TestCa) -> impl Fn(TcpStream) -> Box<dyn Duplex> + Send + 'static {
+        let config = Arc::new(crate::tls::server_config(&ca.cert_pem, &ca.key_pem).unwrap());
+        move |tcp| {
+            let connection = ServerConnection::new(config.clone()).unwrap();
+            Box::new(StreamOwned::new(connection, tcp))
         }
     }
 
     #[test]
     fn https_delivers_with_the_ca_and_refuses_an_untrusted_certificate() {
         let ca = TestCa::new();
-        let (port, server) = serve(vec![answer(200, ""), answer(200, "")], ca.wrap());
+        let (port, server) = serve(vec![answer(200, ""), answer(200, "")], tls_wrap(&ca));
         let t = target(&format!("https://127.0.0.1:{port}/hook"));
         let trusting = Arc::new(crate::tls::client_config(Some(&ca.ca_pem)).unwrap());
         let timeout = Duration::from_secs(5);
@@ -2161,7 +2126,7 @@ mod tests {
     #[test]
     fn the_notifier_gives_up_on_a_refusal_and_delivers_over_https() {
         let ca = TestCa::new();
-        let (port, server) = serve(vec![answer(400, ""), answer(201, "")], ca.wrap());
+        let (port, server) = serve(vec![answer(400, ""), answer(201, "")], tls_wrap(&ca));
         let counters = Arc::new(NotifyCounters::default());
         let tls = Arc::new(crate::tls::client_config(Some(&ca.ca_pem)).unwrap());
         // The worker's own small stack runs the TLS handshake here.
