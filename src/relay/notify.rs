@@ -2065,19 +2065,21 @@ mod tests {
         }
     }
 
+    /// A notifier of one URL on the quick schedule, and its counters.
+    fn quick_notifier(url: &str, tls: Arc<ClientConfig>) -> (Notifier, Arc<NotifyCounters>) {
+        let counters = Arc::new(NotifyCounters::default());
+        let notifier = Notifier::start_with(vec![target(url)], tls, counters.clone(), quick());
+        (notifier, counters)
+    }
+
     #[test]
     fn the_notifier_retries_a_notice_until_it_arrives_once() {
         let (port, server) = serve(
             vec![answer(503, ""), answer(503, ""), answer(204, "")],
             plain,
         );
-        let counters = Arc::new(NotifyCounters::default());
-        let notifier = Notifier::start_with(
-            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
-            no_tls(),
-            counters.clone(),
-            quick(),
-        );
+        let (notifier, counters) =
+            quick_notifier(&format!("http://127.0.0.1:{port}/hook"), no_tls());
         notifier.send(&notice(Event::Offline));
         wait_for("sent", || counters.snapshot().sent == 1);
         notifier.finish(Duration::from_secs(1));
@@ -2103,13 +2105,8 @@ mod tests {
             answer(204, ""),
         ];
         let (port, server) = serve(answers, plain);
-        let counters = Arc::new(NotifyCounters::default());
-        let notifier = Notifier::start_with(
-            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
-            no_tls(),
-            counters.clone(),
-            quick(),
-        );
+        let (notifier, counters) =
+            quick_notifier(&format!("http://127.0.0.1:{port}/hook"), no_tls());
         notifier.send(&notice(Event::Offline));
         notifier.send(&notice(Event::Online));
         wait_for("both sent", || counters.snapshot().sent == 2);
@@ -2127,15 +2124,9 @@ mod tests {
     fn the_notifier_gives_up_on_a_refusal_and_delivers_over_https() {
         let ca = TestCa::new();
         let (port, server) = serve(vec![answer(400, ""), answer(201, "")], tls_wrap(&ca));
-        let counters = Arc::new(NotifyCounters::default());
         let tls = Arc::new(crate::tls::client_config(Some(&ca.ca_pem)).unwrap());
         // The worker's own small stack runs the TLS handshake here.
-        let notifier = Notifier::start_with(
-            vec![target(&format!("https://localhost:{port}/hook"))],
-            tls,
-            counters.clone(),
-            quick(),
-        );
+        let (notifier, counters) = quick_notifier(&format!("https://localhost:{port}/hook"), tls);
         notifier.send(&notice(Event::Offline));
         notifier.send(&notice(Event::Online));
         wait_for("one refused, one sent", || counters.snapshot().sent == 1);
@@ -2155,13 +2146,8 @@ mod tests {
     fn finish_returns_after_the_grace_despite_a_stuck_delivery() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let counters = Arc::new(NotifyCounters::default());
-        let notifier = Notifier::start_with(
-            vec![target(&format!("http://127.0.0.1:{port}/hook"))],
-            no_tls(),
-            counters.clone(),
-            quick(),
-        );
+        let (notifier, counters) =
+            quick_notifier(&format!("http://127.0.0.1:{port}/hook"), no_tls());
         for _ in 0..3 {
             notifier.send(&notice(Event::Offline));
         }
