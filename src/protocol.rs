@@ -10,7 +10,8 @@ mod limits;
 mod patch;
 
 pub use limits::{
-    MAX_SAMPLE_DEPTH, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRING, SampleError, check_limits,
+    MAX_SAMPLE_BYTES, MAX_SAMPLE_DEPTH, MAX_SAMPLE_ENTRIES, MAX_SAMPLE_STRING, SampleError,
+    check_data, check_limits,
 };
 pub use patch::{
     CpuPatch, DiskIoPatch, DiskPatch, InterfacePatch, LeanState, MemoryPatch, MetricsPatch,

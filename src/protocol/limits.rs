@@ -28,6 +28,12 @@ pub const MAX_SAMPLE_ENTRIES: usize = 4096;
 /// `disks[].name`), and Linux caps a path at 4,096 bytes (`PATH_MAX`).
 pub const MAX_SAMPLE_STRING: usize = 4096;
 
+/// Longest sample, as JSON text. A whole sample cannot pass it (it comes in
+/// a frame of at most this size); a sample the relay builds itself (from
+/// patches, or a vStats agent's frame) is held to it too, so that what
+/// dashboards receive is never larger than what an agent may send.
+pub const MAX_SAMPLE_BYTES: usize = 64 * 1024;
+
 /// Why a sample was refused.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -38,6 +44,11 @@ pub enum SampleError {
     TooManyEntries,
     /// A string or object key longer than [`MAX_SAMPLE_STRING`] bytes.
     StringTooLong,
+    /// More than [`MAX_SAMPLE_BYTES`] of JSON.
+    TooLarge,
+    /// `data` that is not a JSON object (`[]`, say, which serde would
+    /// otherwise read as a struct of defaults).
+    NotObject,
     /// Within the limits, but not JSON or not the shape of
     /// [`Metrics`](super::Metrics) (a known field of the wrong type, say).
     Shape(serde_json::Error),
@@ -54,6 +65,8 @@ impl fmt::Display for SampleError {
             SampleError::StringTooLong => {
                 write!(f, "a string longer than {MAX_SAMPLE_STRING} bytes")
             }
+            SampleError::TooLarge => write!(f, "a sample larger than {MAX_SAMPLE_BYTES} bytes"),
+            SampleError::NotObject => f.write_str("data that is not a JSON object"),
             SampleError::Shape(e) => write!(f, "{e}"),
         }
     }
@@ -94,6 +107,18 @@ pub fn check_limits(json: &str) -> Result<(), SampleError> {
         (Ok(()), None) => Ok(()),
         (Err(e), None) => Err(SampleError::Shape(e)),
     }
+}
+
+/// [`check_limits`] for a sample's or a patch's `data`, which must also be
+/// an object of at most [`MAX_SAMPLE_BYTES`].
+pub fn check_data(json: &str) -> Result<(), SampleError> {
+    if json.len() > MAX_SAMPLE_BYTES {
+        return Err(SampleError::TooLarge);
+    }
+    if !json.trim_start().starts_with('{') {
+        return Err(SampleError::NotObject);
+    }
+    check_limits(json)
 }
 
 /// One value to walk, `depth` arrays and objects down; a limit passed is

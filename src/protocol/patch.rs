@@ -240,8 +240,10 @@ impl LeanState {
             for interface in base.interfaces.iter().filter(|i| i.counted) {
                 rx += interface.rx;
                 tx += interface.tx;
-                rx_total += interface.rx_total;
-                tx_total += interface.tx_total;
+                // Totals a hostile agent sets near u64::MAX must not wrap
+                // (or, in a debug build, panic and end the relay).
+                rx_total = u64::saturating_add(rx_total, interface.rx_total);
+                tx_total = u64::saturating_add(tx_total, interface.tx_total);
             }
             (base.rx, base.tx, base.rx_total, base.tx_total) = (rx, tx, rx_total, tx_total);
         }
@@ -430,6 +432,25 @@ mod tests {
         let network = state.sample.network.as_ref().unwrap();
         assert_eq!((network.rx, network.rx_total), (0.0, 14_500));
         assert_eq!(network.interfaces[0].rx, 0.0);
+    }
+
+    #[test]
+    fn interface_totals_near_the_top_saturate_instead_of_wrapping() {
+        let mut state = base();
+        state.apply(patch(&format!(
+            r#"{{"elapsed_ms":1000,"network":{{"interfaces":[
+                {{"rx_total":{max},"tx_total":{max}}},{{"rx_total":{max}}},{{}}]}}}}"#,
+            max = u64::MAX
+        )));
+        let network = state.sample.network.as_ref().unwrap();
+        assert_eq!((network.rx_total, network.tx_total), (u64::MAX, u64::MAX));
+        // And growth past the top stays there.
+        state.apply(patch(
+            r#"{"elapsed_ms":1000,"network":{"interfaces":[{"rx_bytes":5},{},{}]}}"#,
+        ));
+        let network = state.sample.network.as_ref().unwrap();
+        assert_eq!(network.interfaces[0].rx_total, u64::MAX);
+        assert_eq!(network.rx_total, u64::MAX);
     }
 
     #[test]
