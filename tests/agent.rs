@@ -283,6 +283,24 @@ fn agent_backs_off_while_the_relay_hangs_up() {
 }
 
 #[test]
+fn issue21_fault7_a_relay_that_refuses_the_sample_does_not_reset_the_backoff() {
+    let relay = FakeRelay::start(None);
+    relay.admit(Admission::CloseAfterFrame(1009));
+    let mut agent = agent_for(&relay, &[]);
+    let attempts = relay
+        .collect(Duration::from_secs(20))
+        .into_iter()
+        .filter(|(_, e)| *e == Event::Accepted)
+        .count();
+    // The connection worked, but the relay refused what came over it: a
+    // reset would retry within a second, some 30 times in 20 s.
+    assert!((2..=12).contains(&attempts), "{attempts} attempts in 20 s");
+    assert!(agent.is_running());
+    let log = agent.log();
+    assert!(log.contains("1009"), "{log}");
+}
+
+#[test]
 fn rejected_token_is_logged_once_and_does_not_kill_the_agent() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::Reject401);

@@ -9,21 +9,44 @@
 //! error can never add up over time. Pure: no sockets, no clock but the
 //! `elapsed_ms` it is given.
 
+use crate::agent::fit::{self, CAPS, Caps};
+use crate::protocol::MAX_SAMPLE_BYTES;
 use crate::protocol::{
     AgentMessage, Cpu, CpuPatch, Disk, DiskIo, DiskIoPatch, DiskPatch, Frame, Interface,
     InterfacePatch, LeanState, Memory, MemoryPatch, Metrics, MetricsPatch, Network, NetworkPatch,
     Sockets, SocketsPatch, Temperature, TemperaturePatch, rfc3339, to_json,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
+/// Whether a whole sample had to be cut below [`CAPS`] before.
+static HALVED_BEFORE: AtomicBool = AtomicBool::new(false);
+
+/// The largest whole frame sent. A relay takes frames of up to
+/// [`MAX_SAMPLE_BYTES`] and holds the samples it rebuilds from patches to
+/// that size; it writes numbers and its timestamp a little differently,
+/// so a kilobyte is left for that.
+pub const MAX_WHOLE_FRAME: usize = MAX_SAMPLE_BYTES - 1024;
+
 /// The lean sender of one connection: a new connection starts a new one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LeanWire {
     /// The relay's view, once a whole sample went out.
     mirror: Option<LeanState>,
     /// Every sample whole (`--full-samples`), for a server that takes no
     /// patches.
     whole_only: bool,
+    /// The lists' caps: [`CAPS`] (what the collector cut to already) until
+    /// a whole sample cut to them is still over [`MAX_WHOLE_FRAME`] (long
+    /// mount paths, say); then halved until one fits, for every sample
+    /// after, so that patches do not grow the lists back.
+    caps: Caps,
+}
+
+impl Default for LeanWire {
+    fn default() -> LeanWire {
+        LeanWire::new(false)
+    }
 }
 
 impl LeanWire {
@@ -31,6 +54,7 @@ impl LeanWire {
         LeanWire {
             mirror: None,
             whole_only,
+            caps: CAPS,
         }
     }
 
@@ -43,6 +67,9 @@ impl LeanWire {
     /// The frame, as JSON text, that tells the relay about `sample`, taken
     /// `elapsed_ms` after the previous one on this connection.
     pub fn frame(&mut self, mut sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
+        if self.caps != CAPS {
+            fit::fit(&mut sample, &self.caps);
+        }
         if let Some(mirror) = &mut self.mirror {
             if let Some(patch) = diff(mirror, &sample, elapsed_ms) {
                 // The relay stamps a patched sample with its own clock.
@@ -60,11 +87,34 @@ impl LeanWire {
         // One clock reading stamps the sample and its frame.
         let stamp = rfc3339(SystemTime::now());
         sample.timestamp.clone_from(&stamp);
-        let frame = Frame {
+        let mut frame = Frame {
             message: AgentMessage::Metrics(Box::new(sample)),
             timestamp: Some(stamp),
         };
-        let text = to_json(&frame)?;
+        let mut text = to_json(&frame)?;
+        while text.len() > MAX_WHOLE_FRAME && self.caps != self.caps.halved() {
+            let AgentMessage::Metrics(sample) = &mut frame.message else {
+                break;
+            };
+            self.caps = self.caps.halved();
+            fit::fit(sample, &self.caps);
+            // Once a process: each connection starts from the caps again.
+            let level = if HALVED_BEFORE.swap(true, Ordering::Relaxed) {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "a whole sample of {} bytes is over the {MAX_WHOLE_FRAME} a relay takes: \
+                 listing at most {} interfaces, {} filesystems and {} sensors",
+                text.len(),
+                self.caps.interfaces,
+                self.caps.disks,
+                self.caps.temperatures
+            );
+            text = to_json(&frame)?;
+        }
         if let AgentMessage::Metrics(sample) = frame.message {
             if !self.whole_only {
                 self.mirror = Some(LeanState::new(*sample));
@@ -591,6 +641,30 @@ mod tests {
         host.uptime += 60;
         let text = wire.frame(host.sample(), SECOND).unwrap();
         assert!(text.contains(r#""uptime":161"#), "{text}");
+    }
+
+    #[test]
+    fn issue21_a_whole_sample_over_the_frame_limit_is_cut_and_patches_keep_to_the_cut() {
+        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        // 64 filesystems (within the caps) at mount paths of 1,500 bytes.
+        host.disks = (0..64)
+            .map(|i| (format!("/{i}{}", "m".repeat(1500)), 1 << 30))
+            .collect();
+        host.disks[40].0 = "/".into();
+        let text = wire.frame(host.sample(), SECOND).unwrap();
+        assert!(text.len() <= MAX_WHOLE_FRAME, "{}", text.len());
+        assert_eq!(relay.receive(&text), "metrics");
+        let kept = relay.sample().disks;
+        assert_eq!(kept.len(), 32);
+        assert!(kept.iter().any(|disk| disk.mount == "/"));
+        // The next samples patch what was sent, not the whole list again.
+        for _ in 0..3 {
+            host.step(&[(10, 10), (0, 0)]);
+            let text = wire.frame(host.sample(), SECOND).unwrap();
+            assert_eq!(relay.receive(&text), "patch");
+            assert!(text.len() < 1024, "{text}");
+            assert_eq!(relay.sample().disks, kept);
+        }
     }
 
     #[test]

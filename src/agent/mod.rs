@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod collect;
 pub mod config;
+pub mod fit;
 pub mod lean;
 pub mod session;
 #[cfg(feature = "vstats-compat")]

@@ -239,7 +239,6 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
         let delay = match connect(relay, tls.clone(), signals) {
             Ok(ws) => {
                 info!("connected to {}", relay.endpoint);
-                backoff.reset();
                 rejected_before = false;
                 let now = Instant::now();
                 let mut session = Session {
@@ -249,10 +248,25 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                     last_heard: now,
                     wire: Wire::new(relay, now),
                     last_sample: None,
+                    closed_with: None,
                 };
                 match session.stream(&mut collector, &mut next_sample, config.interval, signals) {
                     End::Stopped => return,
                     End::Lost(reason) => warn!("connection lost: {reason}"),
+                }
+                // A connection that worked starts the delays over, unless
+                // the relay refused what this agent sent: that comes back
+                // on every connect, and retrying each second would flood
+                // both logs.
+                match session
+                    .closed_with
+                    .filter(|code| refuses_what_was_sent(*code))
+                {
+                    Some(code) => warn!(
+                        "the relay refused what this agent sent (close code {code}); \
+                         backing off as after a failure"
+                    ),
+                    None => backoff.reset(),
                 }
                 backoff.after_failure(random())
             }
@@ -723,6 +737,15 @@ struct Session {
     last_heard: Instant,
     wire: Wire,
     last_sample: Option<Instant>,
+    /// The code of the relay's close frame, if it sent one.
+    closed_with: Option<u16>,
+}
+
+/// Whether a relay's close code says it refused what the agent sent: a
+/// protocol error (1002), text it could not take (1007: malformed frames),
+/// a policy (1008: a token no longer valid) or a frame too large (1009).
+pub fn refuses_what_was_sent(code: u16) -> bool {
+    matches!(code, 1002 | 1007 | 1008 | 1009)
 }
 
 impl Session {
@@ -787,10 +810,13 @@ impl Session {
                     self.last_heard = Instant::now();
                     match &message {
                         Message::Text(text) => self.wire.heard(text),
-                        Message::Close(Some(frame)) => info!(
-                            "relay closes the connection: {} {}",
-                            frame.code, frame.reason
-                        ),
+                        Message::Close(Some(frame)) => {
+                            info!(
+                                "relay closes the connection: {} {}",
+                                frame.code, frame.reason
+                            );
+                            self.closed_with = Some(u16::from(frame.code));
+                        }
                         _ => {}
                     }
                 }
@@ -974,6 +1000,16 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn only_a_close_for_what_the_agent_sent_keeps_the_backoff() {
+        for code in [1002, 1007, 1008, 1009] {
+            assert!(refuses_what_was_sent(code), "{code}");
+        }
+        for code in [1000, 1001, 1006, 1011, 1012, 1013] {
+            assert!(!refuses_what_was_sent(code), "{code}");
+        }
     }
 
     #[test]

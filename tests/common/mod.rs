@@ -31,6 +31,9 @@ pub enum Admission {
     HangUp,
     /// Upgrade, then never read or write (a relay that froze).
     Mute,
+    /// Upgrade, read the first frame, then close with this code (a relay
+    /// that refuses what the agent sent: 1009 for a frame too large).
+    CloseAfterFrame(u16),
 }
 
 /// What the stand-in relay saw, in order.
@@ -347,6 +350,20 @@ fn serve(tcp: TcpStream, shared: &Shared, events: &Sender<(Instant, Event)>) {
     };
     if admission == Admission::Mute {
         thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    if let Admission::CloseAfterFrame(code) = admission {
+        if let Ok(Message::Text(text)) = ws.read() {
+            send(Event::Text(text.to_string()));
+        }
+        let frame = tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: "refused".into(),
+        };
+        let _ = ws.close(Some(frame));
+        // The agent answers the close; then the connection ends.
+        while ws.read().is_ok() {}
+        send(Event::Gone);
         return;
     }
     tcp.set_read_timeout(Some(Duration::from_millis(50)))

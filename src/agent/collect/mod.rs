@@ -29,6 +29,7 @@ pub(crate) mod sockets;
 pub(crate) mod thermal;
 pub(crate) mod uptime;
 
+use crate::agent::fit;
 use crate::protocol::{self, Metrics};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
@@ -92,6 +93,8 @@ pub struct Collector {
     network: network::NetworkCollector,
     sensors: Vec<thermal::Sensor>,
     processes: processes::ProcessCounter,
+    /// Lists were cut to the protocol's limits and the log said so: once.
+    trim_logged: bool,
 }
 
 impl Collector {
@@ -108,6 +111,7 @@ impl Collector {
             network: network::NetworkCollector::new(&paths, &mut buf, counted_interfaces),
             sensors: thermal::discover(&paths, &mut buf),
             processes: processes::ProcessCounter::default(),
+            trim_logged: false,
             files: Files::new(&paths),
             paths,
             buf,
@@ -117,7 +121,19 @@ impl Collector {
     /// One full sample. Never fails: what cannot be read is left out.
     /// Its `timestamp` is left empty for whoever sends it whole to stamp:
     /// a patch carries none, so most samples need no clock text.
+    /// Long lists are cut to [`fit::CAPS`], so that the sample keeps
+    /// within the protocol's limits; the log says so once.
     pub fn sample(&mut self) -> Metrics {
+        let mut sample = self.read_all();
+        let trimmed = fit::fit(&mut sample, &fit::CAPS);
+        if trimmed.any() && !self.trim_logged {
+            self.trim_logged = true;
+            log::warn!("{}", trimmed_text(&trimmed, &fit::CAPS));
+        }
+        sample
+    }
+
+    fn read_all(&mut self) -> Metrics {
         let (paths, files, buf) = (&self.paths, &self.files, &mut self.buf);
         Metrics {
             timestamp: String::new(),
@@ -135,6 +151,37 @@ impl Collector {
             processes: self.processes.sample(&paths.procfs),
         }
     }
+}
+
+/// What the log says, once, of lists cut to `caps`.
+pub fn trimmed_text(trimmed: &fit::Trimmed, caps: &fit::Caps) -> String {
+    let mut parts = Vec::new();
+    for (left_out, cap, what) in [
+        (
+            trimmed.interfaces,
+            caps.interfaces,
+            "network interfaces (counted ones kept first)",
+        ),
+        (
+            trimmed.disks,
+            caps.disks,
+            "filesystems (the one at / kept first)",
+        ),
+        (
+            trimmed.temperatures,
+            caps.temperatures,
+            "temperature sensors",
+        ),
+    ] {
+        if left_out > 0 {
+            parts.push(format!("{cap} of {} {what}", cap + left_out));
+        }
+    }
+    format!(
+        "this host has more than one sample may carry: each sample lists {}, to keep \
+         within the protocol's limits",
+        parts.join(", ")
+    )
 }
 
 /// The files that collectors without state of their own read every sample,
