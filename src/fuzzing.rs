@@ -231,6 +231,8 @@ impl Relay {
             "/nonexistent/vstats-fuzz.json",
             "--log-level",
             "off",
+            "--allowed-host",
+            "relay",
         ];
         let config = match crate::relay::config::parse(args.map(OsString::from).to_vec(), |_| None)
         {
@@ -324,6 +326,13 @@ impl Relay {
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&message) {
                 panic!("dashboard message is not JSON ({e}): {message}");
             }
+            // A sample (rebuilt from patches too) within the sample limit,
+            // in its envelope: never larger than what an agent may send.
+            assert!(
+                message.len() <= crate::protocol::MAX_SAMPLE_BYTES + 256,
+                "a dashboard message of {} bytes",
+                message.len()
+            );
             messages += 1;
             bytes += message.len() as u64;
         }

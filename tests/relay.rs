@@ -606,7 +606,7 @@ fn the_page_is_sent_gzipped_to_a_client_that_accepts_it() {
     let relay = Relay::start(&[]);
     let request = |encoding: &str| {
         relay.http_raw(&format!(
-            "GET / HTTP/1.1\r\nHost: x\r\n{encoding}Connection: close\r\n\r\n"
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{encoding}Connection: close\r\n\r\n"
         ))
     };
     let (plain_head, plain) = request("");

@@ -492,12 +492,27 @@ impl Alerts {
     /// At start, for a server seen before the relay stopped (it has a
     /// history) or notified offline then: offline until it reconnects, and
     /// notified if it has not within `--notify-after`, or [`START_GRACE`]
-    /// if longer. `saved` is what [`from_file`] read for it.
-    pub fn restore(&self, watch: &mut Watch, seen: bool, saved: Option<&Saved>, now: Instant) {
-        let notified = saved.is_some_and(|saved| saved.offline_since.is_some());
+    /// if longer. `saved` is what [`from_file`] read for it; a notified
+    /// offline keeps the time it began (`unix_secs` is the wall clock at
+    /// `now`), so its end says how long it really lasted.
+    pub fn restore(
+        &self,
+        watch: &mut Watch,
+        seen: bool,
+        saved: Option<&Saved>,
+        now: Instant,
+        unix_secs: u64,
+    ) {
+        let offline_since = saved.and_then(|saved| saved.offline_since);
+        let notified = offline_since.is_some();
         if seen || notified {
+            // A time ahead of the clock (set back since) counts from now.
+            let since = offline_since
+                .map(|at| Duration::from_secs(unix_secs.saturating_sub(at)))
+                .and_then(|ago| now.checked_sub(ago))
+                .unwrap_or(now);
             watch.presence = Presence::Offline {
-                since: now,
+                since,
                 due: now + self.notify_after.max(START_GRACE),
                 notified,
             };
@@ -895,7 +910,7 @@ mod tests {
         let mut after = alerts(&["cpu>=95", "disk>=90 for 5m"], 60);
         let restart = at(1000);
         let mut offline = Watch::default();
-        after.restore(&mut offline, true, saved.get("off"), restart);
+        after.restore(&mut offline, true, saved.get("off"), restart, 1_000_900);
         let later = |s: u64| restart + Duration::from_secs(s);
         assert_eq!(after.presence(&mut offline, false, later(3600)), None);
         assert!(matches!(
@@ -904,7 +919,7 @@ mod tests {
         ));
         // The firing rule is matched by its text, whatever its position now.
         let mut full = Watch::default();
-        after.restore(&mut full, true, saved.get("full"), restart);
+        after.restore(&mut full, true, saved.get("full"), restart, 1_000_900);
         let resolved = after.reading(&mut full, &reading("disk", 50.0), later(0));
         assert_eq!(resolved, []);
         let resolved = after.reading(&mut full, &reading("disk", 50.0), later(300));
@@ -926,8 +941,8 @@ mod tests {
         let start = Instant::now();
         let later = |s: u64| start + Duration::from_secs(s);
         let (mut seen, mut never) = (Watch::default(), Watch::default());
-        alerts.restore(&mut seen, true, None, start);
-        alerts.restore(&mut never, false, None, start);
+        alerts.restore(&mut seen, true, None, start, 1_000_000);
+        alerts.restore(&mut never, false, None, start, 1_000_000);
         assert_eq!(alerts.presence(&mut seen, false, later(44)), None);
         assert_eq!(
             alerts.presence(&mut seen, false, later(45)),
@@ -936,8 +951,45 @@ mod tests {
         assert_eq!(alerts.presence(&mut never, false, later(4500)), None);
         // One that reconnects in time is never notified.
         let mut back = Watch::default();
-        alerts.restore(&mut back, true, None, start);
+        alerts.restore(&mut back, true, None, start, 1_000_000);
         assert_eq!(alerts.presence(&mut back, true, later(20)), None);
         assert_eq!(alerts.presence(&mut back, true, later(100)), None);
+    }
+
+    #[test]
+    fn a_restored_offline_counts_from_when_it_began_not_from_the_restart() {
+        let mut alerts = alerts(&[], 10);
+        let restart = Instant::now() + Duration::from_secs(1000);
+        let later = |s: u64| restart + Duration::from_secs(s);
+        // Offline (and notified) 20 s before the relay restarted, back 4 s
+        // after: 24 s offline, not 4.
+        let saved = Saved {
+            offline_since: Some(1_000_000 - 20),
+            firing: Vec::new(),
+        };
+        let mut watch = Watch::default();
+        alerts.restore(&mut watch, true, Some(&saved), restart, 1_000_000);
+        assert_eq!(
+            alerts.presence(&mut watch, true, later(4)),
+            Some(Change::Online(24 * SECOND))
+        );
+        let notice = alerts.notice(
+            &Change::Online(24 * SECOND),
+            ("id", "pi", ""),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(notice.message, "pi is back online after 24s offline.");
+        // A saved time ahead of the clock (set back since) counts from the
+        // restart, never from the future.
+        let ahead = Saved {
+            offline_since: Some(1_000_000 + 3600),
+            firing: Vec::new(),
+        };
+        let mut watch = Watch::default();
+        alerts.restore(&mut watch, true, Some(&ahead), restart, 1_000_000);
+        assert_eq!(
+            alerts.presence(&mut watch, true, later(4)),
+            Some(Change::Online(4 * SECOND))
+        );
     }
 }

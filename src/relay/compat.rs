@@ -19,6 +19,7 @@ use crate::protocol::{
 };
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 /// Largest message a vStats agent may send (larger: close 1009).
@@ -28,6 +29,15 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// The first frame, `auth`, must come within this time of the upgrade
 /// (their agent gives the answer as long).
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message before `auth` is accepted: the `auth` frame itself,
+/// some 150 bytes. Until then a socket has shown no credential, so it may
+/// hold no more than this (larger: close 1009).
+pub const MAX_AUTH_MESSAGE: usize = 4 * 1024;
+/// Largest `metrics` frame mapped to a sample. Theirs spell more per
+/// interface than ours (MAC, packet counts), so a frame that maps within
+/// our [`MAX_SAMPLE_BYTES`](protocol::MAX_SAMPLE_BYTES) is at most about
+/// twice that; a larger one is malformed before any work on its content.
+pub const MAX_METRICS_TEXT: usize = 4 * protocol::MAX_SAMPLE_BYTES;
 /// The vStats agent's settings that stop `aggregated_metrics` and
 /// `batch_metrics` (its `server-go/cmd/agent/config.go`): without local
 /// storage it sends neither.
@@ -211,16 +221,22 @@ pub struct Session {
 #[derive(Debug)]
 struct Counters {
     at: SystemTime,
-    /// Name, rx bytes, tx bytes.
-    interfaces: Vec<(String, u64, u64)>,
+    /// Rx and tx bytes by interface name: one lookup per interface, so a
+    /// frame of thousands costs thousands of steps, not millions.
+    interfaces: HashMap<String, (u64, u64)>,
 }
 
 /// A `metrics` frame as our sample's JSON (the `data` of our `metrics`,
 /// docs/PROTOCOL.md "vStats compatibility" field by field). The frame is
-/// held to the sample limits first, so a hostile one is refused before it
-/// is built; the result still goes through the relay's usual check.
+/// held to [`MAX_METRICS_TEXT`] and to the sample limits first, so a
+/// hostile one is refused before it is built; the mapping is linear in the
+/// frame, and the result still goes through the relay's usual check
+/// (within [`MAX_SAMPLE_BYTES`](protocol::MAX_SAMPLE_BYTES) among them).
 /// `now` stamps a sample whose own time cannot be read.
 pub fn sample(text: &str, session: &mut Session, now: SystemTime) -> Result<String, SampleError> {
+    if text.len() > MAX_METRICS_TEXT {
+        return Err(SampleError::TooLarge);
+    }
     protocol::check_limits(text)?;
     let frame: TheirFrame = serde_json::from_str(text)?;
     let Some(theirs) = frame.metrics else {
@@ -310,9 +326,12 @@ fn disk_io(disks: &[TheirDisk]) -> Option<DiskIo> {
     let measured = disks
         .iter()
         .any(|d| d.read_speed.is_some() || d.write_speed.is_some());
+    // Saturating: speeds near u64::MAX must not wrap (or, in a debug
+    // build, panic and end the relay).
+    let sum = |speeds: &mut dyn Iterator<Item = u64>| speeds.fold(0, u64::saturating_add) as f64;
     measured.then(|| DiskIo {
-        read_rate: disks.iter().filter_map(|d| d.read_speed).sum::<u64>() as f64,
-        write_rate: disks.iter().filter_map(|d| d.write_speed).sum::<u64>() as f64,
+        read_rate: sum(&mut disks.iter().filter_map(|d| d.read_speed)),
+        write_rate: sum(&mut disks.iter().filter_map(|d| d.write_speed)),
     })
 }
 
@@ -337,12 +356,12 @@ fn network(theirs: TheirNetwork, at: Option<SystemTime>, session: &mut Session) 
         .map(|iface| {
             let before = previous
                 .as_ref()
-                .and_then(|p| p.interfaces.iter().find(|(name, ..)| *name == iface.name));
+                .and_then(|p| p.interfaces.get(&iface.name));
             Interface {
                 name: iface.name.clone(),
                 counted: true,
-                rx: rate(iface.rx_bytes, before.map(|b| b.1)),
-                tx: rate(iface.tx_bytes, before.map(|b| b.2)),
+                rx: rate(iface.rx_bytes, before.map(|b| b.0)),
+                tx: rate(iface.tx_bytes, before.map(|b| b.1)),
                 rx_total: iface.rx_bytes,
                 tx_total: iface.tx_bytes,
             }
@@ -354,7 +373,7 @@ fn network(theirs: TheirNetwork, at: Option<SystemTime>, session: &mut Session) 
             interfaces: theirs
                 .interfaces
                 .into_iter()
-                .map(|iface| (iface.name, iface.rx_bytes, iface.tx_bytes))
+                .map(|iface| (iface.name, (iface.rx_bytes, iface.tx_bytes)))
                 .collect(),
         });
     }
@@ -516,6 +535,18 @@ mod tests {
         let ours = mapped(&mut Session::default(), older);
         assert!(ours.get("disk_io").is_none());
         assert_eq!(ours["disks"][0]["mount"], "/");
+    }
+
+    #[test]
+    fn disk_speeds_near_the_top_saturate_instead_of_wrapping() {
+        let max = u64::MAX;
+        let frame = format!(
+            r#"{{"type":"metrics","metrics":{{"disks":[{{"name":"a","read_speed":{max}}},
+                {{"name":"b","read_speed":{max},"write_speed":{max}}}]}}}}"#
+        );
+        let ours = mapped(&mut Session::default(), &frame);
+        assert_eq!(ours["disk_io"]["read_rate"], max as f64);
+        assert_eq!(ours["disk_io"]["write_rate"], max as f64);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! variable; a wrong flag or value is a [`ConfigError`] (exit code 2).
 
 use super::alerts::{DEFAULT_RULES, Rule};
+use super::http::is_host_name;
 use super::notify::Target;
 use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
@@ -27,8 +28,11 @@ Options (each also read from the environment variable shown):
                                                                           [VSTATS_TLS_KEY]
       --allow-origin ORIGIN    a browser origin besides the relay's own that may open
                                /ws, e.g. https://grafana.lan (repeatable)  [VSTATS_ALLOW_ORIGIN, comma-separated]
-      --viewer-token TOKEN     require this token of dashboards (/ws?token=, Bearer)
-                                                                          [VSTATS_VIEWER_TOKEN]
+      --viewer-token TOKEN     require this token of dashboards (/ws?token=, Bearer), of
+                               /api/servers and of /metrics             [VSTATS_VIEWER_TOKEN]
+      --allowed-host NAME      without a viewer token, serve the page, /ws, /api and /metrics
+                               to requests for this host name too, besides IP addresses
+                               and localhost (repeatable)     [VSTATS_ALLOWED_HOSTS, comma-separated]
       --agent-timeout SECONDS  an agent silent this long is offline (default 90)
                                                                           [VSTATS_AGENT_TIMEOUT]
       --agent-max-rate N       samples a second one agent may send; more are dropped and
@@ -74,6 +78,8 @@ pub enum ConfigError {
     TlsPair,
     /// An `--allow-origin` that is not `http://` or `https://`.
     Origin(String),
+    /// An `--allowed-host` that is not a host name.
+    AllowedHost(String),
     /// `--agent-timeout` is not 1 to 86400 seconds.
     AgentTimeout(String),
     /// `--agent-max-rate` is not 1 to 100000 samples a second.
@@ -106,6 +112,11 @@ impl fmt::Display for ConfigError {
             ConfigError::Origin(origin) => write!(
                 f,
                 "--allow-origin: '{origin}' is not an origin like https://host[:port]"
+            ),
+            ConfigError::AllowedHost(host) => write!(
+                f,
+                "--allowed-host: '{host}' is not a host name like relay.example.com \
+                 (no scheme, no port)"
             ),
             ConfigError::AgentTimeout(text) => write!(
                 f,
@@ -161,6 +172,9 @@ pub struct Config {
     pub state: PathBuf,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub allowed_origins: Vec<String>,
+    /// Host names besides IP literals and `localhost` that may be served
+    /// the page, `/ws`, `/api` and `/metrics` without a viewer token.
+    pub allowed_hosts: Vec<String>,
     pub viewer_token: Option<String>,
     pub agent_timeout: Duration,
     /// Samples a second one agent may send on average (and at once).
@@ -209,6 +223,8 @@ pub fn parse(
     let mut cert = env("VSTATS_TLS_CERT");
     let mut key = env("VSTATS_TLS_KEY");
     let mut origins: Vec<String> = list(env("VSTATS_ALLOW_ORIGIN"));
+    let mut allowed_hosts: Vec<String> = list(env("VSTATS_ALLOWED_HOSTS"));
+    let mut hosts_from_flags = Vec::new();
     let mut viewer_token = env("VSTATS_VIEWER_TOKEN");
     let mut agent_timeout = env("VSTATS_AGENT_TIMEOUT");
     let mut agent_max_rate = env("VSTATS_AGENT_MAX_RATE");
@@ -230,6 +246,7 @@ pub fn parse(
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Long("allow-origin") => origins_from_flags.push(parser.value()?.string()?),
+            Long("allowed-host") => hosts_from_flags.push(parser.value()?.string()?),
             Long("listen") => listen = Some(parser.value()?.string()?),
             Long("state") => state = Some(parser.value()?.string()?),
             Long("tls-cert") => cert = Some(parser.value()?.string()?),
@@ -251,6 +268,18 @@ pub fn parse(
     // Repeatable flags replace their variable's list; they do not add to it.
     if !origins_from_flags.is_empty() {
         origins = origins_from_flags;
+    }
+    if !hosts_from_flags.is_empty() {
+        allowed_hosts = hosts_from_flags;
+    }
+    if let Some(host) = allowed_hosts.iter().find(|host| !is_host_name(host)) {
+        return Err(ConfigError::AllowedHost(host.clone()));
+    }
+    // Compared without the dot that may end a fully qualified name.
+    for host in &mut allowed_hosts {
+        if host.ends_with('.') {
+            host.pop();
+        }
     }
     if !urls_from_flags.is_empty() {
         notify_urls = urls_from_flags;
@@ -332,6 +361,7 @@ pub fn parse(
         state: PathBuf::from(state.unwrap_or_else(|| "./vstats-relay.json".into())),
         tls,
         allowed_origins: origins,
+        allowed_hosts,
         viewer_token,
         agent_timeout,
         agent_max_rate,
@@ -403,6 +433,39 @@ mod tests {
         assert_eq!(config.allowed_origins, ["https://a", "http://b:8"]);
         assert_eq!(config.agent_timeout, Duration::from_secs(5));
         assert_eq!(config.agent_max_rate, 2.5);
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_or_come_from_the_environment_and_are_host_names() {
+        let env = [("VSTATS_ALLOWED_HOSTS", "relay.lan, stats.example.com.")];
+        let Ok(Command::Serve(config)) = parse_with(&[], &env) else {
+            panic!()
+        };
+        assert_eq!(config.allowed_hosts, ["relay.lan", "stats.example.com"]);
+        let flags = ["--allowed-host", "a.lan", "--allowed-host", "b_1.lan"];
+        let Ok(Command::Serve(config)) = parse_with(&flags, &env) else {
+            panic!()
+        };
+        assert_eq!(config.allowed_hosts, ["a.lan", "b_1.lan"]);
+        // Hostile values: too long in all, a label too long, and many.
+        let long = format!("{}.lan", "a.".repeat(130));
+        let label = format!("{}.lan", "a".repeat(64));
+        for bad in [
+            long.as_str(),
+            label.as_str(),
+            "relay lan",
+            "relay.lan/x",
+            "é.lan",
+        ] {
+            assert!(parse_with(&["--allowed-host", bad], &[]).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..5000).map(|i| format!("host{i}.lan")).collect();
+        let env = [("VSTATS_ALLOWED_HOSTS", many.join(","))];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let Ok(Command::Serve(config)) = parse_with(&[], &env) else {
+            panic!()
+        };
+        assert_eq!(config.allowed_hosts.len(), 5000);
     }
 
     #[test]
@@ -492,6 +555,13 @@ mod tests {
             (&["--listen", "3001"][..], "--listen"),
             (&["--tls-cert", "c.pem"][..], "go together"),
             (&["--allow-origin", "grafana.lan"][..], "--allow-origin"),
+            (
+                &["--allowed-host", "http://relay.lan"][..],
+                "--allowed-host: 'http://relay.lan'",
+            ),
+            (&["--allowed-host", "relay.lan:3001"][..], "no port"),
+            (&["--allowed-host", ""][..], "--allowed-host: ''"),
+            (&["--allowed-host", "a..b"][..], "--allowed-host"),
             (&["--agent-timeout", "0"][..], "--agent-timeout"),
             (&["--agent-max-rate", "0.5"][..], "--agent-max-rate"),
             (&["--agent-max-rate", "fast"][..], "--agent-max-rate"),

@@ -287,9 +287,11 @@ impl<S: Read + Write> Socket<S> {
     /// Reads the frames that have arrived, up to one turn's budget
     /// ([`TURN_FRAMES`], [`TURN_BYTES`]), passing each to `each` as it is
     /// read, so frames read before a close or the end of the stream are
-    /// passed on too. Pings are answered (the pong waits for the next
+    /// passed on too. `each` returns the bytes of work the frame cost
+    /// beyond its own length (a sample built from it), which the byte
+    /// budget counts too. Pings are answered (the pong waits for the next
     /// flush).
-    pub fn read(&mut self, mut each: impl FnMut(Frame)) -> Result<Turn, Stop> {
+    pub fn read(&mut self, mut each: impl FnMut(Frame) -> usize) -> Result<Turn, Stop> {
         if self.discarding {
             return self.discard();
         }
@@ -299,16 +301,16 @@ impl<S: Read + Write> Socket<S> {
                 Ok(message) => {
                     frames += 1;
                     bytes += message.len();
-                    match message {
+                    bytes += match message {
                         Message::Text(text) => each(Frame::Text(&text)),
                         Message::Binary(_) => each(Frame::Binary),
                         Message::Close(frame) => {
-                            each(Frame::Close(frame.map(|f| u16::from(f.code))));
+                            each(Frame::Close(frame.map(|f| u16::from(f.code))))
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                            each(Frame::Control);
+                            each(Frame::Control)
                         }
-                    }
+                    };
                 }
                 Err(tungstenite::Error::Io(e)) if would_block(&e) => return Ok(Turn::Drained),
                 Err(tungstenite::Error::Io(e)) => return Err(Stop::Ended(io_end(&e))),
@@ -324,6 +326,15 @@ impl<S: Read + Write> Socket<S> {
             }
         }
         Ok(Turn::Yielded)
+    }
+
+    /// Takes messages of up to `max_message` bytes from now on (a vStats
+    /// agent, once its `auth` is accepted).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.ws.set_config(|config| {
+            config.max_message_size = Some(max_message);
+            config.max_frame_size = Some(max_message);
+        });
     }
 
     fn fault(&mut self, fault: Fault) -> Stop {

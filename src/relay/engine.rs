@@ -10,6 +10,7 @@
 //! microseconds (see the tests at the end).
 
 use super::alerts::{self, Alerts, Change, Saved};
+use super::budget::{self, Budget};
 use super::compat;
 use super::config::Config;
 use super::conn::MAX_FRAME;
@@ -21,7 +22,9 @@ use super::outbox::Outbox;
 use super::rate::RateLimit;
 use super::registry::{self, Refusal, Registry, RegistryError};
 use super::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP, prometheus};
-use crate::protocol::{LeanState, Metrics, MetricsPatch, SampleError, check_limits, rfc3339};
+use crate::protocol::{
+    LeanState, MAX_SAMPLE_BYTES, Metrics, MetricsPatch, SampleError, check_data, rfc3339,
+};
 use log::Level;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -128,6 +131,12 @@ pub enum Effect {
     Send {
         id: ConnId,
         text: &'static str,
+    },
+    /// From now on the WebSocket takes messages of up to `max_message`
+    /// bytes (a vStats agent, once admitted).
+    SetMessageLimit {
+        id: ConnId,
+        max_message: usize,
     },
     /// Queue a WebSocket close frame; the peer has [`CLOSE_TIMEOUT`] to answer.
     Close {
@@ -434,6 +443,9 @@ struct Conn {
     /// Head and response phases end by this time.
     deadline: Instant,
     cause: Option<Cause>,
+    /// Holds a place in [`Engine::unauthenticated`]: a vStats agent's
+    /// socket, upgraded and not yet admitted by its `auth`.
+    unauthenticated: bool,
 }
 
 impl Conn {
@@ -475,6 +487,9 @@ pub struct Engine {
     /// Shared with the notification threads, which count their deliveries.
     notify_counters: Arc<NotifyCounters>,
     alerts: Alerts,
+    /// Sockets that have shown no credential yet (vStats agents before
+    /// `auth`): a few per address, a fixed number in all.
+    unauthenticated: Budget,
 }
 
 impl Engine {
@@ -505,6 +520,7 @@ impl Engine {
             effects: Vec::new(),
             notify_counters: Arc::default(),
             alerts: Alerts::new(config.alert_rules.clone(), config.notify_after),
+            unauthenticated: Budget::default(),
             config,
         }
     }
@@ -578,6 +594,7 @@ impl Engine {
                 phase: Phase::Head,
                 deadline: now + HEAD_TIMEOUT,
                 cause: None,
+                unauthenticated: false,
             },
         );
         Admission::Admit
@@ -634,8 +651,28 @@ impl Engine {
         };
         let head_only = head.method == "HEAD";
         let route = http::route(&head);
+        let for_viewers = matches!(
+            route,
+            Route::Page | Route::Servers | Route::History | Route::Metrics | Route::DashboardStream
+        );
         let (status, bytes) = match route {
-            Route::Servers | Route::History if !self.viewer_allowed(&head) => (
+            _ if for_viewers && !self.host_allowed(&head) => {
+                let peer = conn_peer(&self.conns, id);
+                self.refused(peer, "a Host that is not allowed (see --allowed-host)", now);
+                let text = format!(
+                    "host not allowed: without a viewer token, this relay serves IP addresses, \
+                     localhost and the names given by --allowed-host; start it with \
+                     --allowed-host {}",
+                    // Echoed only when it is a name, not whatever was sent.
+                    head.host
+                        .as_deref()
+                        .map(http::host_name)
+                        .filter(|name| http::is_host_name(name))
+                        .unwrap_or("NAME")
+                );
+                (403, http::text_response(403, &text).into())
+            }
+            Route::Servers | Route::History | Route::Metrics if !self.viewer_allowed(&head) => (
                 401,
                 http::text_response(401, "viewer token required").into(),
             ),
@@ -656,12 +693,7 @@ impl Engine {
             Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
             Route::AgentStream => return self.agent_request(id, head, false, now),
             // No credential yet: it comes in the first frame.
-            Route::CompatAgentStream => {
-                return match http::upgrade_response(&head) {
-                    Ok(bytes) => self.respond(id, bytes, 101, Next::CompatAgent),
-                    Err(bytes) => self.respond(id, bytes, 400, Next::Close),
-                };
-            }
+            Route::CompatAgentStream => return self.compat_request(id, &head, now),
             Route::DashboardStream => {
                 if !head.origin_allowed(&self.config.allowed_origins) {
                     let peer = conn_peer(&self.conns, id);
@@ -792,6 +824,37 @@ impl Engine {
         }
     }
 
+    /// A vStats agent's upgrade, which carries no credential: it takes a
+    /// place in the budget of unauthenticated sockets, or gets `503`.
+    fn compat_request(&mut self, id: ConnId, head: &Head, now: Instant) {
+        let bytes = match http::upgrade_response(head) {
+            Ok(bytes) => bytes,
+            Err(bytes) => return self.respond(id, bytes, 400, Next::Close),
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let peer = conn.peer;
+        match self.unauthenticated.take(peer.ip()) {
+            Ok(()) => {
+                conn.unauthenticated = true;
+                self.respond(id, bytes, 101, Next::CompatAgent);
+            }
+            Err(full) => {
+                self.counters.refused_connections += 1;
+                let why = match full {
+                    budget::Full::Address => {
+                        "vStats agent: too many awaiting auth from its address"
+                    }
+                    budget::Full::Total => "vStats agent: too many awaiting auth",
+                };
+                self.refused(peer, why, now);
+                let text = http::text_response(503, "too many connections awaiting auth");
+                self.respond(id, text, 503, Next::Close);
+            }
+        }
+    }
+
     fn dist_file(&mut self, id: ConnId, path: &str, head_only: bool) {
         let (Some(dir), Some(name)) = (&self.config.dist_dir, http::dist_file(path)) else {
             return self.respond(id, http::text_response(404, "not found"), 404, Next::Close);
@@ -874,7 +937,7 @@ impl Engine {
             Next::CompatAgent => {
                 self.effects.push(Effect::Upgrade {
                     id,
-                    max_message: compat::MAX_MESSAGE,
+                    max_message: compat::MAX_AUTH_MESSAGE,
                 });
                 conn.deadline = now + compat::AUTH_TIMEOUT;
                 conn.phase = Phase::CompatAuth(Box::new(CompatWait {
@@ -1000,27 +1063,43 @@ impl Engine {
 
     // ----- WebSocket frames ----------------------------------------------
 
-    /// A frame read from a WebSocket.
-    pub fn frame(&mut self, id: ConnId, frame: Frame, now: Instant) {
+    /// A frame read from a WebSocket. Returns the bytes of work it cost
+    /// beyond reading it (a sample rebuilt from a patch, or mapped from a
+    /// vStats agent's frame), which count against the connection's turn
+    /// as the bytes read do: a 40-byte patch that rebuilds a 60 KiB sample
+    /// must not cost the loop 64 times that per turn for the price of one.
+    pub fn frame(&mut self, id: ConnId, frame: Frame, now: Instant) -> usize {
         let Some(conn) = self.conns.get_mut(&id) else {
-            return;
+            return 0;
         };
         if let Frame::Close(code) = frame {
             conn.cause.get_or_insert(Cause::ClosedByPeer(code));
         }
         let Some(link) = conn.link() else {
-            return;
+            return 0;
         };
         link.last_heard = now;
+        if link.closing.is_some() {
+            // Our close frame is out: what the peer sends until it answers
+            // is neither parsed nor counted (a peer closed for malformed
+            // frames would otherwise go on costing the loop as much).
+            return 0;
+        }
         if let Phase::CompatAuth(wait) = &conn.phase {
-            let waiting = wait.pending.is_some() || wait.link.closing.is_some();
-            if !waiting {
-                self.compat_first_frame(id, frame, now);
+            if wait.pending.is_some() {
+                // One frame before the answer: their agent waits for it.
+                if matches!(frame, Frame::Text(_) | Frame::Binary) {
+                    let peer = conn.peer;
+                    self.refused(peer, "vStats agent sent a second frame before auth", now);
+                    self.close(id, CloseCode::Policy, "one frame before auth", now);
+                }
+                return 0;
             }
-            return;
+            self.compat_first_frame(id, frame, now);
+            return 0;
         }
         let Phase::Agent(agent) = &mut conn.phase else {
-            return; // dashboards have nothing to say
+            return 0; // dashboards have nothing to say
         };
         let server_id = agent.server_id.clone();
         let speaks_for_server = self
@@ -1030,16 +1109,19 @@ impl Engine {
         if !speaks_for_server {
             // Replaced by a newer connection, or its server was removed:
             // what it still sends while closing is not the server's state.
-            return;
+            return 0;
         }
         self.agent_heard(&server_id, now);
         match frame {
             Frame::Text(text) => {
                 self.counters.frames_in += 1;
-                self.agent_text(id, &server_id, text, now);
+                self.agent_text(id, &server_id, text, now)
             }
-            Frame::Binary => self.malformed(id, &server_id, "binary frame", now),
-            Frame::Control | Frame::Close(_) => {}
+            Frame::Binary => {
+                self.malformed(id, &server_id, "binary frame", now);
+                0
+            }
+            Frame::Control | Frame::Close(_) => 0,
         }
     }
 
@@ -1063,80 +1145,121 @@ impl Engine {
         }
     }
 
-    fn agent_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) {
+    /// An agent's text frame; returns the bytes of sample it built.
+    fn agent_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) -> usize {
         if self.agent(id).is_some_and(|agent| agent.compat.is_some()) {
             return self.compat_text(id, server_id, text, now);
         }
         let raw = match crate::protocol::RawFrame::parse(text) {
             Ok(raw) => raw,
-            Err(e) => return self.malformed(id, server_id, &e.to_string(), now),
+            Err(e) => {
+                self.malformed(id, server_id, &e.to_string(), now);
+                return 0;
+            }
         };
         match raw.kind.as_ref() {
             "metrics" => {
                 let (sample, reading) = match raw.data.map(hub::check_sample) {
                     Some(Ok(checked)) => checked,
-                    Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
-                    None => return self.malformed(id, server_id, "metrics without data", now),
+                    Some(Err(e)) => {
+                        self.malformed(id, server_id, &e.to_string(), now);
+                        return 0;
+                    }
+                    None => {
+                        self.malformed(id, server_id, "metrics without data", now);
+                        return 0;
+                    }
                 };
-                let Some(agent) = self.agent(id) else { return };
+                let Some(agent) = self.agent(id) else {
+                    return 0;
+                };
                 agent.malformed_in_a_row = 0;
                 if !agent.samples.allow(now) {
                     // Kept as the base of the patches that may follow.
                     agent.lean = Lean::Held(sample);
                     self.counters.dropped_samples += 1;
-                    return;
+                    return 0;
                 }
                 agent.lean = Lean::Latest;
                 self.fan_out(server_id, sample, &reading, now);
+                0
             }
-            "patch" => {
-                let patch = match raw.data.map(check_patch) {
-                    Some(Ok(patch)) => patch,
-                    Some(Err(e)) => return self.malformed(id, server_id, &e.to_string(), now),
-                    None => return self.malformed(id, server_id, "patch without data", now),
-                };
-                let Some(Conn {
-                    phase: Phase::Agent(agent),
-                    ..
-                }) = self.conns.get_mut(&id)
-                else {
-                    return;
-                };
-                let state = match std::mem::replace(&mut agent.lean, Lean::NoBase) {
-                    Lean::Patching(state) => Some(state),
-                    Lean::Held(raw) => lean_state(&raw),
-                    Lean::Latest => self
-                        .hub
-                        .get(server_id)
-                        .and_then(|server| server.latest_data.as_deref())
-                        .and_then(lean_state),
-                    Lean::NoBase => None,
-                };
-                let Some(mut state) = state else {
-                    return self.malformed(id, server_id, "a patch before a full sample", now);
-                };
-                agent.malformed_in_a_row = 0;
-                state.apply(patch);
-                // Every patch is applied, or the next ones would not add
-                // up; only the forwarding is limited.
-                let allowed = agent.samples.allow(now);
-                let sample = allowed
-                    .then(|| rebuilt(&mut state).map(|raw| (raw, Reading::of(&state.sample))));
-                agent.lean = Lean::Patching(state);
-                match sample {
-                    Some(Some((sample, reading))) => self.fan_out(server_id, sample, &reading, now),
-                    Some(None) => {}
-                    None => self.counters.dropped_samples += 1,
+            "patch" => match raw.data.map(check_patch) {
+                Some(Ok(patch)) => self.patch(id, server_id, patch, now),
+                Some(Err(e)) => {
+                    self.malformed(id, server_id, &e.to_string(), now);
+                    0
                 }
-            }
+                None => {
+                    self.malformed(id, server_id, "patch without data", now);
+                    0
+                }
+            },
             // Heartbeats only keep the server online; unknown types are
             // ignored, as the protocol asks of every receiver.
             _ => {
                 if let Some(agent) = self.agent(id) {
                     agent.malformed_in_a_row = 0;
                 }
+                0
             }
         }
+    }
+
+    /// Applies a patch to the sample this connection's patches build, and
+    /// forwards the result within the rate limit. The result is held to
+    /// the sample limits as a whole sample is: one that would pass them is
+    /// malformed and the server keeps its last good sample. The relay's
+    /// view then differs from the agent's, which holds the patch applied,
+    /// so patches are refused until a full sample brings the two together
+    /// again (an agent that goes on patching is closed, 1007, and sends a
+    /// full sample when it reconnects). Returns the bytes of sample built.
+    fn patch(&mut self, id: ConnId, server_id: &str, patch: MetricsPatch, now: Instant) -> usize {
+        let Some(Conn {
+            phase: Phase::Agent(agent),
+            ..
+        }) = self.conns.get_mut(&id)
+        else {
+            return 0;
+        };
+        let state = match std::mem::replace(&mut agent.lean, Lean::NoBase) {
+            Lean::Patching(state) => Some(state),
+            Lean::Held(raw) => lean_state(&raw),
+            Lean::Latest => self
+                .hub
+                .get(server_id)
+                .and_then(|server| server.latest_data.as_deref())
+                .and_then(lean_state),
+            Lean::NoBase => None,
+        };
+        let Some(mut state) = state else {
+            self.malformed(
+                id,
+                server_id,
+                "a patch with no full sample to apply to",
+                now,
+            );
+            return 0;
+        };
+        state.apply(patch);
+        let sample = match rebuilt(&mut state, SystemTime::now()) {
+            Ok(sample) => sample,
+            Err(e) => {
+                self.malformed(id, server_id, &format!("patched, {e}"), now);
+                return MAX_SAMPLE_BYTES;
+            }
+        };
+        let built = sample.get().len();
+        agent.malformed_in_a_row = 0;
+        // Every patch is applied, or the next ones would not add up; only
+        // the forwarding is limited.
+        let reading = agent.samples.allow(now).then(|| Reading::of(&state.sample));
+        agent.lean = Lean::Patching(state);
+        match reading {
+            Some(reading) => self.fan_out(server_id, sample, &reading, now),
+            None => self.counters.dropped_samples += 1,
+        }
+        built
     }
 
     // ----- vStats agents ----------------------------------------------------
@@ -1173,6 +1296,11 @@ impl Engine {
                     id,
                     text: compat::AUTH_OK,
                 });
+                self.effects.push(Effect::SetMessageLimit {
+                    id,
+                    max_message: compat::MAX_MESSAGE,
+                });
+                self.leave_unauthenticated(id);
                 self.admit_agent(id, server_id, Some(Box::default()), now);
             }
             Err(_) if !rechecked => {
@@ -1186,6 +1314,16 @@ impl Engine {
                 }
             }
             Err(refusal) => self.compat_refuse(id, refusal, now),
+        }
+    }
+
+    /// Gives back the connection's place among the unauthenticated, if it
+    /// holds one.
+    fn leave_unauthenticated(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id)
+            && std::mem::take(&mut conn.unauthenticated)
+        {
+            self.unauthenticated.give_back(conn.peer.ip());
         }
     }
 
@@ -1204,30 +1342,40 @@ impl Engine {
     /// and goes the way of our agents' samples; their aggregation and
     /// offline batches are counted and dropped, recognised by the start
     /// of the text without being parsed; other types are ignored.
-    fn compat_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) {
+    fn compat_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) -> usize {
         let Some(kind) = compat::kind(text) else {
-            return self.malformed(id, server_id, "not a vStats frame", now);
+            self.malformed(id, server_id, "not a vStats frame", now);
+            return 0;
         };
         match kind.as_ref() {
             "metrics" => {
-                let Some(agent) = self.agent(id) else { return };
+                let Some(agent) = self.agent(id) else {
+                    return 0;
+                };
                 let Some(session) = agent.compat.as_deref_mut() else {
-                    return;
+                    return 0;
                 };
                 let checked = compat::sample(text, session, SystemTime::now())
                     .and_then(|json| Ok(RawValue::from_string(json)?))
                     .and_then(|raw| hub::check_sample(&raw));
                 let (sample, reading) = match checked {
                     Ok(checked) => checked,
-                    Err(e) => return self.malformed(id, server_id, &e.to_string(), now),
+                    Err(e) => {
+                        self.malformed(id, server_id, &e.to_string(), now);
+                        return 0;
+                    }
                 };
-                let Some(agent) = self.agent(id) else { return };
+                let built = sample.get().len();
+                let Some(agent) = self.agent(id) else {
+                    return 0;
+                };
                 agent.malformed_in_a_row = 0;
                 if !agent.samples.allow(now) {
                     self.counters.dropped_samples += 1;
-                    return;
+                    return built;
                 }
                 self.fan_out(server_id, sample, &reading, now);
+                built
             }
             ignored => {
                 match ignored {
@@ -1238,6 +1386,7 @@ impl Engine {
                 if let Some(agent) = self.agent(id) {
                     agent.malformed_in_a_row = 0;
                 }
+                0
             }
         }
     }
@@ -1364,13 +1513,14 @@ impl Engine {
         };
         // A vStats agent takes up to 1 MiB: past that, say what to change.
         let compat = match &conn.phase {
-            Phase::CompatAuth(_) => Some("no server yet".to_owned()),
             Phase::Agent(agent) if agent.compat.is_some() => {
                 Some(format!("server {}", agent.server_id))
             }
             _ => None,
         };
+        let before_auth = matches!(conn.phase, Phase::CompatAuth(_));
         let (code, reason) = match (&fault, &compat) {
+            (Fault::TooLarge, _) if before_auth => (CloseCode::Size, "more than 4 KiB before auth"),
             (Fault::TooLarge, Some(_)) => (CloseCode::Size, "message larger than 1 MiB"),
             (Fault::TooLarge, None) => (CloseCode::Size, "frame larger than 64 KiB"),
             (Fault::NotUtf8, _) => (CloseCode::Invalid, "text frame is not UTF-8"),
@@ -1412,6 +1562,7 @@ impl Engine {
     /// Drops a connection from the engine (the loop has dropped, or is
     /// told to drop, its socket) and undoes what it stood for.
     fn forget(&mut self, id: ConnId, now: Instant) {
+        self.leave_unauthenticated(id);
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
@@ -1636,11 +1787,18 @@ impl Engine {
 
     /// What the alerts file of a previous run holds (empty if none), once
     /// history is restored: a server with a history was seen before.
-    pub fn restore_alerts(&mut self, saved: HashMap<String, Saved>, now: Instant) {
+    /// `unix_secs` is the wall clock at `now`, which the file's times are
+    /// on.
+    pub fn restore_alerts(&mut self, saved: HashMap<String, Saved>, now: Instant, unix_secs: u64) {
         for server in &mut self.hub.servers {
             let seen = server.history.is_some();
-            self.alerts
-                .restore(&mut server.watch, seen, saved.get(&server.id), now);
+            self.alerts.restore(
+                &mut server.watch,
+                seen,
+                saved.get(&server.id),
+                now,
+                unix_secs,
+            );
         }
     }
 
@@ -1791,16 +1949,24 @@ impl Engine {
     }
 
     /// The history a previous run saved: kept for the servers still
-    /// registered, dropped for the others. Returns how many were kept.
-    pub fn restore_history(&mut self, saved: Vec<(String, history::History)>) -> usize {
-        let mut kept = 0;
-        for (id, history) in saved {
+    /// registered, dropped for the others, and without steps that are not
+    /// in the past at `unix_secs` (the clock went back since it was saved).
+    /// Returns how many were kept, and how many of those had steps from
+    /// the future.
+    pub fn restore_history(
+        &mut self,
+        saved: Vec<(String, history::History)>,
+        unix_secs: u64,
+    ) -> (usize, usize) {
+        let (mut kept, mut from_the_future) = (0, 0);
+        for (id, mut history) in saved {
             if let Some(server) = self.hub.get_mut(&id) {
+                from_the_future += usize::from(history.resume(unix_secs));
                 server.history = Some(Box::new(history));
                 kept += 1;
             }
         }
-        kept
+        (kept, from_the_future)
     }
 
     fn connections(&self) -> prometheus::Connections {
@@ -1813,6 +1979,13 @@ impl Engine {
             }
         }
         count
+    }
+
+    /// DNS rebinding: without a viewer token, a page on another name that
+    /// resolves to the relay could read the fleet (see
+    /// [`Head::host_allowed`]). With one, the token guards what it reads.
+    fn host_allowed(&self, head: &Head) -> bool {
+        self.config.viewer_token.is_some() || head.host_allowed(&self.config.allowed_hosts)
     }
 
     fn viewer_allowed(&self, head: &Head) -> bool {
@@ -1853,7 +2026,7 @@ fn unix_seconds(time: SystemTime) -> u64 {
 
 /// A patch's `data`, within the sample limits and of a patch's shape.
 fn check_patch(data: &RawValue) -> Result<MetricsPatch, SampleError> {
-    check_limits(data.get())?;
+    check_data(data.get())?;
     Ok(serde_json::from_str(data.get())?)
 }
 
@@ -1864,11 +2037,17 @@ fn lean_state(sample: &RawValue) -> Option<Box<LeanState>> {
 }
 
 /// The whole sample patches have built, as a dashboard receives it,
-/// stamped with the relay's clock (the agent sent no time of its own).
-fn rebuilt(state: &mut LeanState) -> Option<Box<RawValue>> {
-    state.sample.timestamp = rfc3339(SystemTime::now());
-    let text = crate::protocol::to_json(&state.sample).ok()?;
-    RawValue::from_string(text).ok()
+/// stamped with the relay's clock (the agent sent no time of its own);
+/// refused past [`MAX_SAMPLE_BYTES`]. It keeps the other sample limits by
+/// construction: [`Metrics`] nests 4 deep, and every list and string in it
+/// comes whole from a sample or a patch that was held to them.
+fn rebuilt(state: &mut LeanState, now: SystemTime) -> Result<Box<RawValue>, SampleError> {
+    state.sample.timestamp = rfc3339(now);
+    let text = crate::protocol::to_json(&state.sample)?;
+    if text.len() > MAX_SAMPLE_BYTES {
+        return Err(SampleError::TooLarge);
+    }
+    Ok(RawValue::from_string(text)?)
 }
 
 /// Calls `each` with every open dashboard, in the order they came.

@@ -17,9 +17,15 @@ struct Bench {
     next_id: ConnId,
 }
 
+/// The relay's configuration with these flags; requests name the relay
+/// `relay.example`, which is allowed as a host.
 fn config(extra: &[&str]) -> Config {
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["--state".into(), "/nonexistent/vstats-state.json".into()];
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--state".into(),
+        "/nonexistent/vstats-state.json".into(),
+        "--allowed-host".into(),
+        "relay.example".into(),
+    ];
     args.extend(extra.iter().map(Into::into));
     match super::super::config::parse(args, |_| None) {
         Ok(super::super::config::Command::Serve(config)) => config,
@@ -771,7 +777,8 @@ fn routes_answer_with_their_status() {
     let mut bench = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
     assert_eq!(bench.get("/healthz", 0).1, 200);
     assert_eq!(bench.get("/", 0).1, 200);
-    assert_eq!(bench.get("/metrics", 0).1, 200);
+    assert_eq!(bench.get("/metrics", 0).1, 401);
+    assert_eq!(bench.get("/metrics?token=secret", 0).1, 200);
     assert_eq!(bench.get("/api/servers", 0).1, 401);
     assert_eq!(bench.get("/api/servers?token=secret", 0).1, 200);
     assert_eq!(bench.get("/nothing", 0).1, 404);
@@ -1388,7 +1395,7 @@ impl Bench {
         assert!(
             effects.contains(&Effect::Upgrade {
                 id,
-                max_message: 1 << 20
+                max_message: compat::MAX_AUTH_MESSAGE
             }),
             "{effects:?}"
         );
@@ -1654,4 +1661,346 @@ fn issue14_a_vstats_message_over_1_mib_closes_1009_naming_the_agent_option() {
             if text.contains("over 1 MiB") && text.contains("\"enable_offline_storage\": false"))
     });
     assert!(warned, "{effects:?}");
+}
+
+// ----- issue 21: hostile input ------------------------------------------------
+
+/// A patch whose `network.interfaces` is `entries` of `entry` each.
+fn interfaces_patch(entries: usize, entry: &Value) -> Value {
+    json!({"type": "patch", "data": {"elapsed_ms": 1000,
+        "network": {"interfaces": vec![entry.clone(); entries]}}})
+}
+
+fn hub_sample(bench: &Bench, server: usize) -> String {
+    let server = bench.engine.hub.get(&bench.ids[server]).unwrap();
+    server.latest_data.as_ref().unwrap().get().to_owned()
+}
+
+#[test]
+fn issue21_fault1_a_patch_that_rebuilds_a_sample_past_64_kib_is_malformed_and_the_last_good_stays()
+{
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    bench.received(dashboard, 10);
+    let good = hub_sample(&bench, 0);
+    // 12 KB of `{}` that would rebuild 4096 empty interfaces: 214 KB.
+    let patch = interfaces_patch(4096, &json!({}));
+    assert!(patch.to_string().len() < 16 * 1024);
+    bench.send(agent, patch, 1010);
+    assert_eq!(bench.engine.counters.malformed, 1);
+    assert_eq!(bench.received(dashboard, 1010), [], "nothing forwarded");
+    assert_eq!(hub_sample(&bench, 0), good, "the last good sample stays");
+    // The relay no longer holds what the agent holds: patches wait for a
+    // full sample, and an agent that goes on patching is closed (1007).
+    for ms in 2..11 {
+        bench.send(
+            agent,
+            json!({"type": "patch", "data": {"elapsed_ms": 1000}}),
+            ms * 1000,
+        );
+    }
+    assert_eq!(closes(&bench.effects()), [(agent, 1007)]);
+    // A new dashboard still gets its snapshot, with the good sample.
+    let late = bench.dashboard(20_000);
+    let seen = bench.received(late, 20_000);
+    let metrics: Vec<_> = seen.iter().filter(|(kind, _)| kind == "metrics").collect();
+    assert_eq!(metrics[0].1["metrics"]["hostname"], "pi", "{seen:?}");
+}
+
+#[test]
+fn issue21_fault1_a_full_sample_after_a_refused_patch_is_a_base_again() {
+    let mut bench = Bench::new(&["a"]);
+    let dashboard = bench.dashboard(0);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    bench.send(agent, interfaces_patch(4096, &json!({})), 1010);
+    bench.send(agent, full_sample(), 2010);
+    bench.received(dashboard, 2010);
+    bench.send(
+        agent,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000, "cpu": {"usage": 9}}}),
+        3010,
+    );
+    let seen = bench.received(dashboard, 3010);
+    assert_eq!(seen[0].1["metrics"]["cpu"]["usage"], 9, "{seen:?}");
+    assert_eq!(bench.engine.counters.malformed, 1);
+}
+
+#[test]
+fn issue21_fault2_patches_cannot_grow_a_sample_past_64_kib() {
+    // The probe's attack: the same 4096 interfaces, each patch naming 12
+    // of them with 4,000 bytes. Unbounded, 341 patches made 16 MB.
+    let mut bench = Bench::with(&["a"], &["--agent-max-rate", "100000"], 100);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    let base = interfaces_patch(12, &json!({"name": "eth"}));
+    bench.send(agent, base, 20);
+    let mut largest = 0;
+    for k in 0..40u64 {
+        let name = "x".repeat(4000);
+        let entries: Vec<Value> = (0..12).map(|_| json!({"name": name})).collect();
+        let mut patch = json!({"type": "patch", "data": {"elapsed_ms": 1000,
+            "network": {"interfaces": entries}}});
+        // Each patch names a different interface: same length, so merged
+        // by position; the first is renamed over and over.
+        patch["data"]["network"]["interfaces"][(k % 12) as usize]["name"] =
+            json!(format!("{k}{name}"));
+        bench.send(agent, patch, 100 + k);
+        largest = largest.max(hub_sample(&bench, 0).len());
+        if bench.engine.counters.malformed > 0 {
+            break;
+        }
+    }
+    assert!(largest <= MAX_SAMPLE_BYTES, "{largest} bytes");
+    assert_eq!(bench.engine.counters.malformed, 0, "12 x 4 KB fit");
+    // Past the limit: 20 interfaces of 4,000 bytes are 80 KB.
+    let long = json!({"name": "y".repeat(4000)});
+    bench.send(agent, interfaces_patch(20, &long), 1000);
+    assert_eq!(bench.engine.counters.malformed, 1);
+    assert!(hub_sample(&bench, 0).len() <= MAX_SAMPLE_BYTES);
+}
+
+#[test]
+fn issue21_a_patch_costs_its_turn_the_sample_it_rebuilds() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    let text = json!({"type": "patch", "data": {"elapsed_ms": 1000}}).to_string();
+    let work = bench
+        .engine
+        .frame(agent, Frame::Text(&text), bench.at(1010));
+    assert_eq!(work, hub_sample(&bench, 0).len());
+    assert!(work > text.len());
+}
+
+#[test]
+fn issue21_fault12_data_that_is_not_an_object_is_malformed() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.send(agent, full_sample(), 10);
+    bench.send(agent, json!({"type": "patch", "data": []}), 1010);
+    bench.send(agent, json!({"type": "metrics", "data": []}), 2010);
+    bench.send(agent, json!({"type": "patch", "data": "x"}), 3010);
+    assert_eq!(bench.engine.counters.malformed, 3);
+    // The base is still there for a patch that is an object.
+    bench.send(
+        agent,
+        json!({"type": "patch", "data": {"elapsed_ms": 1000}}),
+        4010,
+    );
+    assert_eq!(bench.engine.counters.malformed, 3);
+}
+
+#[test]
+fn issue21_fault12_frames_after_our_close_are_neither_parsed_nor_counted() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    for i in 0..MALFORMED_LIMIT {
+        bench
+            .engine
+            .frame(agent, Frame::Text("{not json"), bench.at(u64::from(i)));
+    }
+    assert_eq!(closes(&bench.effects()), [(agent, 1007)]);
+    let (frames_in, malformed) = (
+        bench.engine.counters.frames_in,
+        bench.engine.counters.malformed,
+    );
+    for i in 0..1000 {
+        bench
+            .engine
+            .frame(agent, Frame::Text("{not json"), bench.at(100 + i));
+        bench.sample(agent, 1.0, 100 + i);
+    }
+    assert_eq!(bench.engine.counters.frames_in, frames_in);
+    assert_eq!(bench.engine.counters.malformed, malformed);
+    assert_eq!(bench.effects(), []);
+    // Its close answer still ends it.
+    bench
+        .engine
+        .frame(agent, Frame::Close(Some(1007)), bench.at(2000));
+    bench.engine.ended(agent, End::Closed, bench.at(2000));
+    assert!(!bench.online(0));
+}
+
+#[test]
+fn issue21_fault3_a_vstats_socket_takes_4_kib_until_admitted_then_1_mib() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.vstats_upgrade(0); // asserts the 4 KiB limit
+    let auth = vstats_auth(&bench.ids[0].clone(), &bench.tokens[0].clone());
+    bench.text(id, &auth, 10);
+    let effects = bench.effects();
+    assert!(
+        effects.contains(&Effect::SetMessageLimit {
+            id,
+            max_message: compat::MAX_MESSAGE
+        }),
+        "{effects:?}"
+    );
+    // Past 4 KiB before auth: 1009, and no word of local storage.
+    let other = bench.vstats_upgrade(20);
+    bench.engine.fault(other, Fault::TooLarge, bench.at(30));
+    let effects = bench.effects();
+    assert_eq!(closes(&effects), [(other, 1009)]);
+    assert!(
+        !logs(&effects).iter().any(|l| l.contains("1 MiB")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn issue21_fault3_a_second_frame_before_the_auth_answer_closes_1008() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.vstats_upgrade(0);
+    // An auth the registry does not know yet: the state file is checked
+    // before the answer, and meanwhile nothing more may come.
+    bench.text(id, &vstats_auth("not-yet", "token"), 10);
+    assert!(
+        bench
+            .effects()
+            .contains(&Effect::ReadRegistry { force: false })
+    );
+    bench.text(id, r#"{"type":"metrics","metrics":{}}"#, 11);
+    assert_eq!(closes(&bench.effects()), [(id, 1008)]);
+}
+
+#[test]
+fn issue21_fault3_unauthenticated_vstats_sockets_have_a_budget_per_address_and_in_all() {
+    let mut bench = Bench::new(&["a"]);
+    let mut waiting: Vec<ConnId> = (0..budget::UNAUTHENTICATED_PER_ADDRESS)
+        .map(|_| bench.vstats_upgrade(0))
+        .collect();
+    // One more from the same address: 503, counted, no upgrade.
+    let id = bench.request(upgrade("/compat/ws/agent", None), 0);
+    let effects = bench.effects();
+    assert_eq!(response(&effects, id), (503, After::Close));
+    assert_eq!(bench.engine.counters.refused_connections, 1);
+    // One admitted gives its place back, and so does one that ends.
+    let auth = vstats_auth(&bench.ids[0].clone(), &bench.tokens[0].clone());
+    bench.text(waiting[0], &auth, 10);
+    waiting.push(bench.vstats_upgrade(20));
+    let gone = waiting.pop().unwrap();
+    bench.engine.ended(gone, End::Closed, bench.at(30));
+    waiting.push(bench.vstats_upgrade(40));
+    assert_eq!(
+        bench.engine.unauthenticated.held(),
+        budget::UNAUTHENTICATED_PER_ADDRESS as usize
+    );
+    // The 10 s auth deadline and the close timeout end the rest.
+    bench.tick(10_100);
+    bench.tick(15_200);
+    assert_eq!(bench.engine.unauthenticated.held(), 0);
+    // Our agents are not counted: they show their token in the head.
+    for _ in 0..50 {
+        bench.agent(0, 16_000);
+    }
+    assert_eq!(bench.engine.unauthenticated.held(), 0);
+}
+
+#[test]
+fn issue21_fault4_a_vstats_sample_past_the_limits_is_malformed_before_mapping() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.vstats_agent(0, 0);
+    let interfaces: Vec<Value> = (0..3600)
+        .map(|i| json!({"name": format!("{i:0>230}"), "rx_bytes": i, "tx_bytes": i}))
+        .collect();
+    let frame = json!({"type": "metrics", "metrics": {"hostname": "h",
+        "network": {"interfaces": interfaces}}})
+    .to_string();
+    assert!(frame.len() > compat::MAX_METRICS_TEXT);
+    let work = bench.engine.frame(agent, Frame::Text(&frame), bench.at(10));
+    assert_eq!((work, bench.engine.counters.malformed), (0, 1));
+    // Within the text limit but mapped past 64 KiB: malformed too.
+    let interfaces: Vec<Value> = (0..1200)
+        .map(|i| json!({"name": format!("{i:0>40}"), "rx_bytes": i}))
+        .collect();
+    let frame =
+        json!({"type": "metrics", "metrics": {"network": {"interfaces": interfaces}}}).to_string();
+    assert!(frame.len() < compat::MAX_METRICS_TEXT);
+    bench.engine.frame(agent, Frame::Text(&frame), bench.at(20));
+    assert_eq!(bench.engine.counters.malformed, 2);
+}
+
+#[test]
+fn issue21_fault6_metrics_needs_the_viewer_token_when_one_is_set() {
+    let mut bench = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
+    assert_eq!(bench.get("/metrics", 0).1, 401);
+    let mut bearer = get("/metrics");
+    bearer.authorization = Some("Bearer secret".into());
+    let id = bench.request(bearer, 0);
+    assert_eq!(response(&bench.effects(), id), (200, After::Close));
+    // Without a viewer token it stays open, as before.
+    let mut open = Bench::new(&["a"]);
+    assert_eq!(open.get("/metrics", 0).1, 200);
+}
+
+#[test]
+fn issue21_fault8_without_a_viewer_token_only_ip_localhost_and_allowed_hosts_read_the_fleet() {
+    let mut bench = Bench::new(&["a"]);
+    let token = bench.tokens[0].clone();
+    let at = |host: &str, head: Head| Head {
+        host: Some(host.into()),
+        ..head
+    };
+    for host in [
+        "evil.example",
+        "evil.example:3001",
+        "relay.example.evil.example",
+    ] {
+        for head in [
+            get("/"),
+            get("/api/servers"),
+            get("/metrics"),
+            get(&format!("/api/servers/{}/history", bench.ids[0])),
+            upgrade("/ws", None),
+        ] {
+            let path = head.path.clone();
+            let id = bench.request(at(host, head), 0);
+            let effects = bench.effects();
+            assert_eq!(response(&effects, id), (403, After::Close), "{host} {path}");
+        }
+    }
+    // The page says how to allow the name.
+    let id = bench.request(at("evil.example:3001", get("/")), 0);
+    let effects = bench.effects();
+    let Some(Effect::Respond { bytes, .. }) =
+        effects.iter().find(|e| matches!(e, Effect::Respond { .. }))
+    else {
+        panic!("{effects:?}");
+    };
+    assert!(
+        String::from_utf8_lossy(bytes).contains("--allowed-host evil.example"),
+        "{id}"
+    );
+    for host in [
+        "127.0.0.1:3001",
+        "[::1]:3001",
+        "localhost:3001",
+        "relay.example",
+    ] {
+        let id = bench.request(at(host, upgrade("/ws", None)), 0);
+        assert_eq!(
+            response(&bench.effects(), id),
+            (101, After::Dashboard),
+            "{host}"
+        );
+        let id = bench.request(at(host, get("/api/servers")), 0);
+        assert_eq!(
+            response(&bench.effects(), id),
+            (200, After::Close),
+            "{host}"
+        );
+    }
+    // Agents, /healthz and release files need no such name.
+    let id = bench.request(at("evil.example", upgrade("/ws/agent", Some(&token))), 0);
+    assert_eq!(response(&bench.effects(), id), (101, After::Agent));
+    let id = bench.request(at("evil.example", get("/healthz")), 0);
+    assert_eq!(response(&bench.effects(), id), (200, After::Close));
+    let id = bench.request(at("evil.example", upgrade("/compat/ws/agent", None)), 0);
+    assert_eq!(response(&bench.effects(), id), (101, After::CompatAgent));
+    // With a viewer token, the token guards the fleet, whatever the name.
+    let mut guarded = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
+    let id = guarded.request(at("evil.example", upgrade("/ws?token=secret", None)), 0);
+    assert_eq!(response(&guarded.effects(), id), (101, After::Dashboard));
 }

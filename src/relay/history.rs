@@ -157,6 +157,21 @@ struct Accumulator {
 }
 
 impl Accumulator {
+    /// Step `step` again, from its saved point: each value counts as one
+    /// sample (the point keeps no count).
+    fn resumed(step: u64, point: &Point) -> Accumulator {
+        let mut open = Accumulator {
+            step,
+            ..Accumulator::default()
+        };
+        let mut saved = Reading::default();
+        for (index, value) in saved.values.iter_mut().enumerate() {
+            *value = decode(index, point);
+        }
+        open.add(&saved);
+        open
+    }
+
     fn add(&mut self, reading: &Reading) {
         for (index, value) in reading.values.iter().enumerate() {
             let Some(value) = value.filter(|v| v.is_finite()) else {
@@ -293,6 +308,30 @@ impl Tier {
         }
     }
 
+    /// Makes a loaded tier ready to record from `unix_secs` on. The step
+    /// in progress was saved as if finished: it is taken up again, so the
+    /// samples after a restart join it rather than being dropped as older
+    /// than the newest step. Steps after it are forgotten: a history saved
+    /// while the clock was ahead (and since set back) would otherwise hold
+    /// a newest step in the future, and every sample until then would be
+    /// recorded nowhere. Returns whether there were any.
+    fn resume(&mut self, unix_secs: u64) -> bool {
+        let current = unix_secs / self.span.step_secs;
+        let Some(newest) = self.newest.filter(|newest| *newest >= current) else {
+            return false;
+        };
+        let in_progress = self.finished_step(current).copied();
+        let steps = self.span.steps as u64;
+        for step in current.max(newest.saturating_sub(steps - 1))..=newest {
+            self.points[(step % steps) as usize] = GAP;
+        }
+        self.newest = current.checked_sub(1);
+        self.open = in_progress
+            .filter(|point| *point != GAP)
+            .map(|point| Accumulator::resumed(current, &point));
+        newest > current
+    }
+
     /// Heap bytes the points take once the ring is full.
     pub const fn full_bytes(span: Span) -> usize {
         span.steps * POINT_BYTES
@@ -328,6 +367,13 @@ impl History {
     pub fn record(&mut self, unix_secs: u64, reading: &Reading) {
         self.hour.record(unix_secs, reading);
         self.day.record(unix_secs, reading);
+    }
+
+    /// Makes a loaded history ready to record from `unix_secs` on (see
+    /// [`Tier::resume`]); whether it held steps from the future.
+    pub fn resume(&mut self, unix_secs: u64) -> bool {
+        let hour = self.hour.resume(unix_secs);
+        self.day.resume(unix_secs) | hour
     }
 }
 
@@ -772,6 +818,58 @@ mod tests {
             assert_eq!(loaded[0].1.day.view(at), history.day.view(at));
         }
         assert_eq!(loaded[1].1.hour.view(T), History::default().hour.view(T));
+    }
+
+    #[test]
+    fn a_history_saved_with_steps_from_the_future_records_again_once_they_are_dropped() {
+        // Saved while the clock was a day ahead; loaded once it is right.
+        let mut ahead = History::default();
+        ahead.record(T + 86_400, &Reading::of(&sample(90.0)));
+        ahead.record(T + 86_410, &Reading::of(&sample(90.0)));
+        let mut loaded = from_file(&to_file([("a", &ahead)])).unwrap().remove(0).1;
+        let mut kept = loaded.clone();
+        assert!(loaded.resume(T + 100));
+        for history in [&mut loaded, &mut kept] {
+            history.record(T + 100, &Reading::of(&sample(10.0)));
+            history.record(T + 110, &Reading::of(&sample(20.0)));
+            history.record(T + 120, &Reading::of(&sample(30.0)));
+        }
+        let n = HOUR.steps;
+        let view = loaded.hour.view(T + 125);
+        assert_eq!(
+            view.series[CPU][n - 3..],
+            [Some(10.0), Some(20.0), Some(30.0)]
+        );
+        assert!(view.series[CPU][..n - 3].iter().all(Option::is_none));
+        assert_eq!(
+            loaded.day.view(T + 125).series[CPU][DAY.steps - 1],
+            Some(20.0)
+        );
+        // Kept as saved, the history lost every step it finished: each was
+        // older than its newest step.
+        let view = kept.hour.view(T + 125);
+        assert_eq!(view.series[CPU][n - 3..], [None, None, Some(30.0)]);
+    }
+
+    #[test]
+    fn a_restart_within_a_step_takes_that_step_up_again() {
+        // T is a whole 5 min: a relay stopped 100 s into a day step and
+        // back 50 s later, in the same step.
+        let mut before = History::default();
+        before.record(T + 90, &Reading::of(&sample(10.0)));
+        before.record(T + 100, &Reading::of(&sample(20.0)));
+        let mut loaded = from_file(&to_file([("a", &before)])).unwrap().remove(0).1;
+        assert!(!loaded.resume(T + 150), "nothing from the future");
+        loaded.record(T + 150, &Reading::of(&sample(60.0)));
+        loaded.record(T + 301, &Reading::of(&sample(0.0)));
+        // The day's step: the saved mean (15) and the new sample (60).
+        let day = loaded.day.view(T + 301);
+        assert_eq!(day.series[CPU][DAY.steps - 2], Some(37.5));
+        // The hour's: the saved step stays, the new ones follow.
+        let hour = loaded.hour.view(T + 155);
+        let n = HOUR.steps;
+        assert_eq!(hour.series[CPU][n - 7..n - 5], [Some(10.0), Some(20.0)]);
+        assert_eq!(hour.series[CPU][n - 1], Some(60.0));
     }
 
     #[test]

@@ -158,6 +158,59 @@ impl Head {
     }
 }
 
+impl Head {
+    /// Whether the `Host` the client asked for may be served the fleet's
+    /// data without a viewer token: an IP literal, `localhost` (or a name
+    /// under it), or a name the operator allowed (`--allowed-host`). A
+    /// page on an attacker's domain that resolves to the relay (DNS
+    /// rebinding) is same-origin to its own name, so the `Origin` check
+    /// passes; its `Host` is that name, which this refuses. No `Host` at
+    /// all is not a browser.
+    pub fn host_allowed(&self, allowed: &[String]) -> bool {
+        let Some(host) = &self.host else {
+            return true;
+        };
+        let name = host_name(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        let localhost = name.eq_ignore_ascii_case("localhost")
+            || name.len() > ".localhost".len()
+                && name[name.len() - ".localhost".len()..].eq_ignore_ascii_case(".localhost");
+        localhost || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A DNS name as a `Host` header carries it: labels of letters, digits,
+/// `-` and `_`, 1 to 63 bytes each, 253 in all, and an optional final dot.
+pub fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A `Host` value without its port: `relay.lan:3001` -> `relay.lan`,
+/// `[::1]:3001` -> `::1`.
+pub fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(inside, _)| inside);
+    }
+    match host.rsplit_once(':') {
+        // One colon: a port. More (a bare IPv6 literal) are left whole.
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
 fn percent_decode(text: &str) -> Cow<'_, str> {
     if !text.contains(['%', '+']) {
         return Cow::Borrowed(text);
@@ -425,6 +478,49 @@ mod tests {
         assert!(!head(Some("http://relay.lan:3002")).origin_allowed(&[]));
         assert!(head(Some("https://grafana.lan")).origin_allowed(&allowed));
         assert!(!head(Some("null")).origin_allowed(&[]));
+    }
+
+    #[test]
+    fn hosts_without_a_viewer_token_are_ip_literals_localhost_or_allowed_names() {
+        let head = |host: Option<&str>| Head {
+            host: host.map(str::to_owned),
+            ..Head::default()
+        };
+        let allowed = ["relay.lan".to_owned(), "stats.example.com".to_owned()];
+        for yes in [
+            None,
+            Some("127.0.0.1"),
+            Some("127.0.0.1:3001"),
+            Some("192.168.1.5:3001"),
+            Some("[::1]:3001"),
+            Some("[fe80::1]"),
+            Some("::1"),
+            Some("localhost:3001"),
+            Some("LOCALHOST"),
+            Some("localhost."),
+            Some("pi.localhost:3001"),
+            Some("relay.lan:3001"),
+            Some("RELAY.LAN"),
+            Some("relay.lan.:3001"),
+            Some("stats.example.com"),
+        ] {
+            assert!(head(yes).host_allowed(&allowed), "{yes:?}");
+        }
+        for no in [
+            Some("evil.example"),
+            Some("evil.example:3001"),
+            Some("relay.lan.evil.example"),
+            Some("evil-relay.lan"),
+            Some("localhost.evil.example"),
+            Some("notlocalhost"),
+            Some("127.0.0.1.evil.example"),
+            Some(""),
+            Some("[::1"),
+            Some("relay.lan:notaport"),
+        ] {
+            assert!(!head(no).host_allowed(&allowed), "{no:?}");
+        }
+        assert!(!head(Some("relay.lan")).host_allowed(&[]));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::outbox::Slot;
 use super::registry::Registry;
 use crate::protocol::{
     DashboardMessage, Frame, Hello, Metrics, SampleError, ServerInfo, ServerMetrics, ServerRef,
-    Status, check_limits, rfc3339,
+    Status, check_data, rfc3339,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -184,11 +184,12 @@ impl Hub {
 }
 
 /// Validates an agent's `data`, first against the sample limits
-/// ([`check_limits`]: depth, entries, string length), then by parsing it as
+/// ([`check_data`]: an object, its size, depth, entries, string length),
+/// then by parsing it as
 /// [`Metrics`], but keeps the agent's own bytes, unknown fields included, to
 /// store and forward; with the values history keeps, read in the same parse.
 pub fn check_sample(data: &RawValue) -> Result<(Box<RawValue>, Reading), SampleError> {
-    check_limits(data.get())?;
+    check_data(data.get())?;
     let sample = serde_json::from_str::<Metrics>(data.get())?;
     Ok((data.to_owned(), Reading::of(&sample)))
 }

@@ -9,6 +9,7 @@
 //! engine's effects.
 
 pub mod alerts;
+pub mod budget;
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -140,7 +141,7 @@ fn load_alerts(engine: &mut Engine, path: &Path) {
             path.display()
         );
     }
-    engine.restore_alerts(saved, Instant::now());
+    engine.restore_alerts(saved, Instant::now(), unix_now());
 }
 
 /// The history a previous run saved, if any. A missing file (a first
@@ -162,7 +163,13 @@ fn load_history(engine: &mut Engine, path: &Path) {
     match history::from_file(&bytes) {
         Ok(saved) => {
             let saved_count = saved.len();
-            let kept = engine.restore_history(saved);
+            let (kept, from_the_future) = engine.restore_history(saved, unix_now());
+            if from_the_future > 0 {
+                warn!(
+                    "history: {from_the_future} server(s) had steps later than the clock's time \
+                     (was the clock set back?): those steps are dropped"
+                );
+            }
             info!(
                 "history of {kept} server(s) loaded from {}{}",
                 path.display(),
@@ -174,6 +181,13 @@ fn load_history(engine: &mut Engine, path: &Path) {
         }
         Err(e) => warn!("history: {}: {e}; starting without", path.display()),
     }
+}
+
+/// The wall clock in unix seconds, for files whose times are on it.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A regular file in `dir`, and its length. A link may point within the
@@ -309,6 +323,7 @@ impl Relay {
                 .wait(timeout)
                 .map_err(|e| RelayError::Io("epoll", e))?
                 .collect();
+            let mut turns = Vec::with_capacity(ready.len() + self.unfinished.len());
             for key in ready {
                 match key {
                     LISTENER => self.accept(),
@@ -318,11 +333,11 @@ impl Relay {
                             return Ok(());
                         }
                     }
-                    id => self.drive(id),
+                    id => turns.push(id),
                 }
             }
-            // After the ready ones: each connection gets one turn a round.
-            for id in std::mem::take(&mut self.unfinished) {
+            turns.append(&mut self.unfinished);
+            for id in one_turn_each(turns) {
                 self.drive(id);
             }
             self.pump_dashboards();
@@ -534,6 +549,11 @@ impl Relay {
                     self.end(id, end);
                 }
             }
+            Effect::SetMessageLimit { id, max_message } => {
+                if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id) {
+                    socket.set_max_message(max_message);
+                }
+            }
             Effect::Send { id, text } => {
                 if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id)
                     && let Err(end) = socket.send(text)
@@ -692,7 +712,7 @@ impl Relay {
             };
             for id in ready.into_iter().filter(|k| *k > SIGNALS) {
                 if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id)
-                    && let Err(Stop::Ended(end)) = socket.read(|_| {})
+                    && let Err(Stop::Ended(end)) = socket.read(|_| 0)
                 {
                     self.end(id, end);
                 }
@@ -709,6 +729,18 @@ impl Relay {
         }
         info!("stopped");
     }
+}
+
+/// The connections to drive this round, each once, in the order given:
+/// those the poller reported ready, then those left unfinished last round.
+/// A connection can be both (its budget ran out and more data came), and
+/// one that had two turns a round would push itself back twice, gaining a
+/// turn every round: a flooding peer's share of the loop would grow
+/// without bound.
+fn one_turn_each(mut ids: Vec<ConnId>) -> Vec<ConnId> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| seen.insert(*id));
+    ids
 }
 
 /// Raises the open-files soft limit to the hard limit; returns the limit
@@ -731,4 +763,17 @@ const DASHBOARD_PAGE_GZIP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/das
 /// Starts a relay with this configuration and serves until stopped.
 pub fn run(config: Config) -> Result<(), RelayError> {
     Relay::bind(config)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_turn_each;
+
+    #[test]
+    fn a_connection_both_ready_and_unfinished_gets_one_turn_a_round() {
+        // Ready 7 and 9; 9 and 4 unfinished from the last round, 4 twice
+        // (its budget ran out, then an effect asked for another turn).
+        assert_eq!(one_turn_each(vec![7, 9, 9, 4, 4]), [7, 9, 4]);
+        assert_eq!(one_turn_each(Vec::new()), [] as [u64; 0]);
+    }
 }
