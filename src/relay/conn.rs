@@ -47,8 +47,11 @@ fn websocket_config(max_message: usize) -> WebSocketConfig {
 /// Frames one connection may read in one turn of the loop, before the
 /// others get theirs.
 pub const TURN_FRAMES: u32 = 64;
-/// Payload bytes one connection may read in one turn of the loop.
-pub const TURN_BYTES: usize = 256 * 1024;
+/// Payload bytes one connection may read in one turn of the loop (and
+/// bytes of sample built from them). With 256 KiB, an agent flooding
+/// 60 KB samples of dense JSON held every other connection some 7 ms a
+/// round; with 64 KiB, 3 ms (BENCHMARKS.md, "One agent flooding").
+pub const TURN_BYTES: usize = 64 * 1024;
 
 /// How a turn of reading ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,6 +148,18 @@ impl Body {
 /// Bytes of a file read into memory at a time.
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// Bytes of a response written in one turn of the loop: a thousand clients
+/// asking for a body of megabytes (`/metrics` of a large fleet) cost the
+/// loop this much each per turn, not the body.
+pub const RESPONSE_TURN_BYTES: usize = 64 * 1024;
+
+/// The kernel's send buffer for a response larger than this, asked for
+/// once: Linux otherwise grows it to 4 MiB for a client that does not
+/// read, and a few hundred such clients of a large body would pin
+/// gigabytes of kernel memory. 128 KiB (the kernel doubles it) still moves
+/// 5 MB/s over a path of 50 ms.
+pub const RESPONSE_SEND_BUFFER: usize = 128 * 1024;
+
 /// How a turn of writing a response ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Written {
@@ -152,7 +167,7 @@ pub enum Written {
     All,
     /// The socket is full; its next edge will wake the loop.
     Blocked,
-    /// The turn's budget ([`TURN_BYTES`]) ran out with the socket still
+    /// The turn's budget ([`RESPONSE_TURN_BYTES`]) ran out with the socket still
     /// writable: the loop must come back by itself.
     Yielded,
 }
@@ -188,6 +203,15 @@ pub struct RespondPhase {
 impl RespondPhase {
     pub fn new(head: HeadPhase, out: Rc<[u8]>, body: Option<Body>) -> RespondPhase {
         let (stream, rest) = head.into_parts();
+        let length = out.len() as u64 + body.as_ref().map_or(0, |body| body.left);
+        if length > RESPONSE_SEND_BUFFER as u64 {
+            // Best effort: a socket that refuses keeps the kernel's size.
+            let _ = nix::sys::socket::setsockopt(
+                stream.tcp(),
+                nix::sys::socket::sockopt::SndBuf,
+                &RESPONSE_SEND_BUFFER,
+            );
+        }
         RespondPhase {
             stream,
             pending: Pending::Built(out),
@@ -197,16 +221,18 @@ impl RespondPhase {
         }
     }
 
-    /// Writes on, at most one turn's bytes; returns how the turn ended and
-    /// how many bytes it wrote.
+    /// Writes on, at most [`RESPONSE_TURN_BYTES`]; returns how the turn
+    /// ended and how many bytes it wrote.
     pub fn write(&mut self) -> Result<(Written, usize), End> {
         let mut written = 0;
         loop {
             while self.sent < self.pending.bytes().len() {
-                if written >= TURN_BYTES {
+                if written >= RESPONSE_TURN_BYTES {
                     return Ok((Written::Yielded, written));
                 }
-                match self.stream.write(&self.pending.bytes()[self.sent..]) {
+                let pending = &self.pending.bytes()[self.sent..];
+                let room = pending.len().min(RESPONSE_TURN_BYTES - written);
+                match self.stream.write(&pending[..room]) {
                     Ok(0) => return Err(End::Closed),
                     Ok(n) => {
                         self.sent += n;

@@ -238,6 +238,14 @@ impl Relay {
         };
         let listener =
             TcpListener::bind(config.listen).map_err(|e| RelayError::Io("cannot listen", e))?;
+        // std listens with a queue of 128: a burst of connections (a fleet
+        // reconnecting after a restart, a crowd of scrapers) arriving while
+        // the loop is busy for a few milliseconds would overflow it, and a
+        // dropped SYN costs its client a whole second. The kernel caps this
+        // at net.core.somaxconn, which -1 asks for (musl's SOMAXCONN, 128,
+        // would change nothing).
+        nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXALLOWABLE)
+            .map_err(|e| RelayError::Io("cannot listen", e.into()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| RelayError::Io("listener", e))?;
@@ -336,8 +344,8 @@ impl Relay {
                     id => turns.push(id),
                 }
             }
-            turns.append(&mut self.unfinished);
-            for id in one_turn_each(turns) {
+            let unfinished = std::mem::take(&mut self.unfinished);
+            for id in one_turn_each(turns, unfinished) {
                 self.drive(id);
             }
             self.pump_dashboards();
@@ -737,10 +745,19 @@ impl Relay {
 /// one that had two turns a round would push itself back twice, gaining a
 /// turn every round: a flooding peer's share of the loop would grow
 /// without bound.
-fn one_turn_each(mut ids: Vec<ConnId>) -> Vec<ConnId> {
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    ids.retain(|id| seen.insert(*id));
-    ids
+fn one_turn_each(mut ready: Vec<ConnId>, unfinished: Vec<ConnId>) -> Vec<ConnId> {
+    // The poller reports a socket once a wait: only the unfinished can
+    // repeat (and mostly there are none).
+    if unfinished.is_empty() {
+        return ready;
+    }
+    let mut seen: std::collections::HashSet<ConnId> = ready.iter().copied().collect();
+    for id in unfinished {
+        if seen.insert(id) {
+            ready.push(id);
+        }
+    }
+    ready
 }
 
 /// Raises the open-files soft limit to the hard limit; returns the limit
@@ -773,7 +790,8 @@ mod tests {
     fn a_connection_both_ready_and_unfinished_gets_one_turn_a_round() {
         // Ready 7 and 9; 9 and 4 unfinished from the last round, 4 twice
         // (its budget ran out, then an effect asked for another turn).
-        assert_eq!(one_turn_each(vec![7, 9, 9, 4, 4]), [7, 9, 4]);
-        assert_eq!(one_turn_each(Vec::new()), [] as [u64; 0]);
+        assert_eq!(one_turn_each(vec![7, 9], vec![9, 4, 4]), [7, 9, 4]);
+        assert_eq!(one_turn_each(vec![7, 9], Vec::new()), [7, 9]);
+        assert_eq!(one_turn_each(Vec::new(), vec![4, 4]), [4]);
     }
 }
