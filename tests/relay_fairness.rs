@@ -43,6 +43,16 @@ fn an_agents_last_sample_sent_with_its_close_reaches_dashboards() {
     });
 }
 
+/// A sample of about `bytes` bytes: an unknown field of small numbers
+/// within the sample limits, which the relay checks and forwards, and
+/// which cost it more to read than a flooder to send.
+fn padded_metrics(hostname: &str, bytes: usize) -> String {
+    let pad: Vec<Vec<u8>> = (0..bytes / 8000).map(|_| vec![0; 4000]).collect();
+    json!({"type": "metrics", "data": {"hostname": hostname, "pad": pad},
+        "timestamp": "2024-01-01T00:00:00Z"})
+    .to_string()
+}
+
 /// How long `/healthz` takes to answer, connection included.
 fn healthz_latency(relay: &Relay) -> Duration {
     let start = Instant::now();
@@ -73,12 +83,18 @@ fn a_flooding_agent_stalls_neither_healthz_nor_dashboards() {
     let rss_before = relay.rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
 
-    // The flood: small samples as fast as the socket takes them.
+    // The flood: samples as fast as the socket takes them; small, or
+    // padded to VSTATS_FLOOD_BYTES (scripts/bench-flood.sh), so that
+    // reading them, not sending, is the bottleneck and the flood's turns
+    // end with its budget spent.
     let mut flood = relay.fake_agent(&flood_token);
     let flooding = {
         let stop = stop.clone();
         thread::spawn(move || {
-            let frame = metrics("flood");
+            let frame = match std::env::var("VSTATS_FLOOD_BYTES") {
+                Ok(bytes) => padded_metrics("flood", bytes.parse().unwrap()),
+                Err(_) => metrics("flood"),
+            };
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..100 {
