@@ -266,16 +266,21 @@ fn agent_comes_back_after_the_relay_drops_it() {
     relay.wait_for_frame(SOON, "metrics");
 }
 
+/// How many TCP connections the agent opened to `relay` within `window`.
+fn attempts_in(relay: &FakeRelay, window: Duration) -> usize {
+    relay
+        .collect(window)
+        .into_iter()
+        .filter(|(_, e)| *e == Event::Accepted)
+        .count()
+}
+
 #[test]
 fn agent_backs_off_while_the_relay_hangs_up() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::HangUp);
     let mut agent = agent_for(&relay, &[]);
-    let attempts = relay
-        .collect(Duration::from_secs(20))
-        .into_iter()
-        .filter(|(_, e)| *e == Event::Accepted)
-        .count();
+    let attempts = attempts_in(&relay, Duration::from_secs(20));
     // Retrying every second would be 20; delays of up to 1, 2, 4, 8, 16 s
     // (full jitter) allow a handful.
     assert!((2..=12).contains(&attempts), "{attempts} attempts in 20 s");
@@ -287,11 +292,7 @@ fn issue21_fault7_a_relay_that_refuses_the_sample_does_not_reset_the_backoff() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::CloseAfterFrame(1009));
     let mut agent = agent_for(&relay, &[]);
-    let attempts = relay
-        .collect(Duration::from_secs(20))
-        .into_iter()
-        .filter(|(_, e)| *e == Event::Accepted)
-        .count();
+    let attempts = attempts_in(&relay, Duration::from_secs(20));
     // The connection worked, but the relay refused what came over it: a
     // reset would retry within a second, some 30 times in 20 s.
     assert!((2..=12).contains(&attempts), "{attempts} attempts in 20 s");

@@ -436,6 +436,7 @@ mod tests {
             format!("`data` itself the first level) | {MAX_SAMPLE_DEPTH} | malformed |"),
             format!("array or object of a sample | {MAX_SAMPLE_ENTRIES} | malformed |"),
             format!("object keys included | {MAX_SAMPLE_STRING} bytes of UTF-8 after unescaping |"),
+            format!("mapped from a vStats frame | {MAX_SAMPLE_BYTES} bytes | malformed"),
         ] {
             assert!(doc.contains(&row), "docs/PROTOCOL.md lacks {row:?}");
         }

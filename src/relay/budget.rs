@@ -154,4 +154,19 @@ mod tests {
         }
         assert_eq!((budget.held(), budget.held.len()), (0, 0));
     }
+
+    #[test]
+    fn the_protocol_document_and_readme_state_this_budget() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = |name: &str| {
+            let text = std::fs::read_to_string(root.join(name)).unwrap();
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let phrase = format!(
+            "at most {UNAUTHENTICATED_PER_ADDRESS} such sockets from one address (an IPv6 /64"
+        );
+        assert!(text("docs/PROTOCOL.md").contains(&phrase), "{phrase}");
+        assert!(text("docs/PROTOCOL.md").contains(&format!("and {UNAUTHENTICATED_TOTAL} in all")));
+        assert!(text("README.md").contains(&format!("and {UNAUTHENTICATED_TOTAL} in all")));
+    }
 }
