@@ -188,6 +188,8 @@ pub fn http_head(data: &[u8]) {
     head.query_param("viewer");
     head.origin_allowed(&[]);
     head.origin_allowed(&["https://dash.example".to_owned()]);
+    head.host_allowed(&[]);
+    head.host_allowed(&["relay.lan".to_owned()]);
     if let Ok(response) = http::upgrade_response(&head) {
         // A 101 head that the client can parse, ending where it should.
         let status = status_of(&response);

@@ -313,6 +313,8 @@ fn issue21_fault8_a_page_on_another_name_cannot_read_the_fleet_without_a_viewer_
     let host = format!("rebound.example:{port}");
     let refused = relay.connect("/ws", &[("host", &host), ("origin", &origin)]);
     assert_eq!(refused.err().as_deref(), Some("403"));
+    // Any UTF-8 in a Host is refused, not a crash.
+    assert_eq!(request("/", "€€€€").0, 403);
     assert_eq!(relay.get("/healthz").0, 200);
 }
 

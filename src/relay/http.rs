@@ -175,9 +175,13 @@ impl Head {
         if name.parse::<std::net::IpAddr>().is_ok() {
             return true;
         }
+        // Compared as bytes: a `Host` may hold any UTF-8, and a string cut
+        // inside a character would panic (and, built to abort, end the
+        // relay).
+        let suffix = b".localhost";
         let localhost = name.eq_ignore_ascii_case("localhost")
-            || name.len() > ".localhost".len()
-                && name[name.len() - ".localhost".len()..].eq_ignore_ascii_case(".localhost");
+            || name.len() > suffix.len()
+                && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
         localhost || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
     }
 }
@@ -517,6 +521,10 @@ mod tests {
             Some(""),
             Some("[::1"),
             Some("relay.lan:notaport"),
+            // Ten bytes from the end fall inside a character.
+            Some("€€€€"),
+            Some("€€€€:3001"),
+            Some("x€localhost"),
         ] {
             assert!(!head(no).host_allowed(&allowed), "{no:?}");
         }
