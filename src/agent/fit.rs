@@ -82,16 +82,7 @@ pub fn fit(sample: &mut Metrics, caps: &Caps) -> Trimmed {
             keep
         });
         if counted > caps.interfaces {
-            let listed = network.interfaces.iter().filter(|i| i.counted);
-            (network.rx, network.tx, network.rx_total, network.tx_total) =
-                listed.fold((0.0, 0.0, 0, 0), |(rx, tx, rx_total, tx_total), i| {
-                    (
-                        rx + i.rx,
-                        tx + i.tx,
-                        u64::saturating_add(rx_total, i.rx_total),
-                        u64::saturating_add(tx_total, i.tx_total),
-                    )
-                });
+            network.sum_counted();
         }
         trimmed.interfaces = before - network.interfaces.len();
     }

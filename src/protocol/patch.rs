@@ -8,7 +8,7 @@
 //! derive from the others, with the formulas here, which agent and relay
 //! share. Pure functions: tested without sockets.
 
-use super::{Cpu, DiskIo, Interface, LoadAverage, Memory, Metrics, Os, Sockets};
+use super::{Cpu, DiskIo, Interface, LoadAverage, Memory, Metrics, Network, Os, Sockets};
 use serde::{Deserialize, Serialize};
 
 /// `used / whole` in percent, to the one decimal a person reads.
@@ -236,16 +236,7 @@ impl LeanState {
                     grow(interface, patch, elapsed_ms);
                 });
             }
-            let (mut rx, mut tx, mut rx_total, mut tx_total) = (0.0, 0.0, 0, 0);
-            for interface in base.interfaces.iter().filter(|i| i.counted) {
-                rx += interface.rx;
-                tx += interface.tx;
-                // Totals a hostile agent sets near u64::MAX must not wrap
-                // (or, in a debug build, panic and end the relay).
-                rx_total = u64::saturating_add(rx_total, interface.rx_total);
-                tx_total = u64::saturating_add(tx_total, interface.tx_total);
-            }
-            (base.rx, base.tx, base.rx_total, base.tx_total) = (rx, tx, rx_total, tx_total);
+            base.sum_counted();
         }
         self.uptime_ms = match patch.uptime {
             Some(seconds) => Some(seconds.saturating_mul(1000)),
@@ -265,6 +256,23 @@ impl LeanState {
             set(&mut base.udp, sockets.udp);
         }
         set(&mut sample.processes, patch.processes.map(Some));
+    }
+}
+
+impl Network {
+    /// Sets `rx`, `tx` and the totals to the sums over the interfaces
+    /// marked `counted`, as a relay derives them after a patch.
+    pub fn sum_counted(&mut self) {
+        let (mut rx, mut tx, mut rx_total, mut tx_total) = (0.0, 0.0, 0, 0);
+        for interface in self.interfaces.iter().filter(|i| i.counted) {
+            rx += interface.rx;
+            tx += interface.tx;
+            // Totals a hostile agent sets near u64::MAX must not wrap (or,
+            // in a debug build, panic and end the relay).
+            rx_total = u64::saturating_add(rx_total, interface.rx_total);
+            tx_total = u64::saturating_add(tx_total, interface.tx_total);
+        }
+        (self.rx, self.tx, self.rx_total, self.tx_total) = (rx, tx, rx_total, tx_total);
     }
 }
 
