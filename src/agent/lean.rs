@@ -16,11 +16,7 @@ use crate::protocol::{
     InterfacePatch, LeanState, Memory, MemoryPatch, Metrics, MetricsPatch, Network, NetworkPatch,
     Sockets, SocketsPatch, Temperature, TemperaturePatch, rfc3339, to_json,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
-
-/// Whether a whole sample had to be cut below [`CAPS`] before.
-static HALVED_BEFORE: AtomicBool = AtomicBool::new(false);
 
 /// The largest whole frame sent. A relay takes frames of up to
 /// [`MAX_SAMPLE_BYTES`] and holds the samples it rebuilds from patches to
@@ -39,23 +35,29 @@ pub struct LeanWire {
     /// The lists' caps: [`CAPS`] (what the collector cut to already) until
     /// a whole sample cut to them is still over [`MAX_WHOLE_FRAME`] (long
     /// mount paths, say); then halved until one fits, for every sample
-    /// after, so that patches do not grow the lists back.
+    /// after, so that patches do not grow the lists back. The session
+    /// hands them on to the next connection's wire.
     caps: Caps,
 }
 
 impl Default for LeanWire {
     fn default() -> LeanWire {
-        LeanWire::new(false)
+        LeanWire::new(false, CAPS)
     }
 }
 
 impl LeanWire {
-    pub fn new(whole_only: bool) -> LeanWire {
+    pub fn new(whole_only: bool, caps: Caps) -> LeanWire {
         LeanWire {
             mirror: None,
             whole_only,
-            caps: CAPS,
+            caps,
         }
+    }
+
+    /// The caps samples are cut to now.
+    pub fn caps(&self) -> Caps {
+        self.caps
     }
 
     /// Forgets the relay's view: the next sample goes whole. For a frame
@@ -98,14 +100,7 @@ impl LeanWire {
             };
             self.caps = self.caps.halved();
             fit::fit(sample, &self.caps);
-            // Once a process: each connection starts from the caps again.
-            let level = if HALVED_BEFORE.swap(true, Ordering::Relaxed) {
-                log::Level::Debug
-            } else {
-                log::Level::Warn
-            };
-            log::log!(
-                level,
+            log::warn!(
                 "a whole sample of {} bytes is over the {MAX_WHOLE_FRAME} a relay takes: \
                  listing at most {} interfaces, {} filesystems and {} sensors",
                 text.len(),
@@ -668,8 +663,27 @@ mod tests {
     }
 
     #[test]
+    fn the_next_connection_starts_from_the_caps_the_last_one_cut_to() {
+        let mut host = Host::new();
+        host.disks = (0..64)
+            .map(|i| (format!("/{i}{}", "m".repeat(1500)), 1 << 30))
+            .collect();
+        let mut first = LeanWire::default();
+        first.frame(host.sample(), SECOND).unwrap();
+        let caps = first.caps();
+        assert_eq!(caps.disks, 32);
+        let mut next = LeanWire::new(false, caps);
+        let text = next.frame(host.sample(), SECOND).unwrap();
+        let mut relay = Relay::default();
+        assert_eq!(relay.receive(&text), "metrics");
+        assert_eq!(relay.sample().disks.len(), 32);
+        assert_eq!(next.caps(), caps);
+    }
+
+    #[test]
     fn whole_only_sends_every_sample_whole() {
-        let (mut wire, mut relay, mut host) = (LeanWire::new(true), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::new(true, CAPS), Relay::default(), Host::new());
         for _ in 0..3 {
             assert_eq!(send(&mut wire, &mut relay, &host).0, "metrics");
             host.step(&[(10, 10), (0, 0)]);

@@ -15,6 +15,7 @@
 use super::backoff::Backoff;
 use super::collect::{self, Collector};
 use super::config::{Config, Endpoint, Protocol, Relay};
+use super::fit::{CAPS, Caps};
 use super::lean::LeanWire;
 #[cfg(feature = "vstats-compat")]
 use super::vstats_wire::{self, FromServer};
@@ -224,6 +225,9 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
     let mut next_sample = Instant::now() + config.interval;
     let mut backoff = Backoff::default();
     let mut rejected_before = false;
+    // Lists are cut further only when a whole sample is too large; that
+    // holds for the next connection too.
+    let mut caps = CAPS;
     info!(
         "vstats-agent {} streaming to {} every {:?}{}",
         crate::VERSION,
@@ -246,11 +250,14 @@ pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signa
                     write_pending: false,
                     last_sent: now,
                     last_heard: now,
-                    wire: Wire::new(relay, now),
+                    wire: Wire::new(relay, now, caps),
                     last_sample: None,
                     closed_with: None,
                 };
-                match session.stream(&mut collector, &mut next_sample, config.interval, signals) {
+                let end =
+                    session.stream(&mut collector, &mut next_sample, config.interval, signals);
+                caps = session.wire.caps(caps);
+                match end {
                     End::Stopped => return,
                     End::Lost(reason) => warn!("connection lost: {reason}"),
                 }
@@ -639,11 +646,12 @@ enum Wire {
 }
 
 impl Wire {
-    /// The wire of a connection opened at `opened`.
+    /// The wire of a connection opened at `opened`;
+    /// `caps`: what an earlier connection's samples were cut to.
     #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
-    fn new(relay: &Relay, opened: Instant) -> Wire {
+    fn new(relay: &Relay, opened: Instant, caps: Caps) -> Wire {
         match relay.protocol {
-            Protocol::Relay => Wire::Relay(LeanWire::new(relay.full_samples)),
+            Protocol::Relay => Wire::Relay(LeanWire::new(relay.full_samples, caps)),
             #[cfg(feature = "vstats-compat")]
             Protocol::Vstats { .. } => Wire::Vstats {
                 last_ping: opened,
@@ -662,6 +670,16 @@ impl Wire {
             Wire::Vstats { .. } => {
                 vstats_wire::metrics_frame(&sample, std::time::SystemTime::now(), crate::VERSION)
             }
+        }
+    }
+
+    /// What samples are cut to, for the next connection to start from.
+    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
+    fn caps(&self, before: Caps) -> Caps {
+        match self {
+            Wire::Relay(lean) => lean.caps(),
+            #[cfg(feature = "vstats-compat")]
+            Wire::Vstats { .. } => before,
         }
     }
 
@@ -955,7 +973,7 @@ mod tests {
     fn a_vstats_server_gets_a_ping_every_30_s_however_busy() {
         let opened = Instant::now();
         let just_now = opened + Duration::from_secs(29);
-        let mut relay = Wire::Relay(LeanWire::new(false));
+        let mut relay = Wire::Relay(LeanWire::default());
         assert_eq!(relay.keepalive_due(just_now), just_now + HEARTBEAT_AFTER);
         let Ok(Message::Text(heartbeat)) = relay.keepalive(just_now) else {
             panic!("the relay gets a heartbeat frame");

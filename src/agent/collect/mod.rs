@@ -154,7 +154,7 @@ impl Collector {
 }
 
 /// What the log says, once, of lists cut to `caps`.
-pub fn trimmed_text(trimmed: &fit::Trimmed, caps: &fit::Caps) -> String {
+fn trimmed_text(trimmed: &fit::Trimmed, caps: &fit::Caps) -> String {
     let mut parts = Vec::new();
     for (left_out, cap, what) in [
         (
