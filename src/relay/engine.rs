@@ -443,12 +443,22 @@ struct Conn {
     /// Head and response phases end by this time.
     deadline: Instant,
     cause: Option<Cause>,
-    /// Holds a place in [`Engine::unauthenticated`]: a vStats agent's
-    /// socket, upgraded and not yet admitted by its `auth`.
-    unauthenticated: bool,
 }
 
 impl Conn {
+    /// Whether it holds a place in [`Engine::unauthenticated`]: a vStats
+    /// agent's socket from its upgrade until its `auth` is accepted.
+    fn awaits_auth(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::CompatAuth(_)
+                | Phase::Respond {
+                    next: Next::CompatAgent,
+                    ..
+                }
+        )
+    }
+
     fn link(&mut self) -> Option<&mut Link> {
         match &mut self.phase {
             Phase::Agent(agent) => Some(&mut agent.link),
@@ -594,7 +604,6 @@ impl Engine {
                 phase: Phase::Head,
                 deadline: now + HEAD_TIMEOUT,
                 cause: None,
-                unauthenticated: false,
             },
         );
         Admission::Admit
@@ -831,15 +840,11 @@ impl Engine {
             Ok(bytes) => bytes,
             Err(bytes) => return self.respond(id, bytes, 400, Next::Close),
         };
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(peer) = self.conns.get(&id).map(|conn| conn.peer) else {
             return;
         };
-        let peer = conn.peer;
         match self.unauthenticated.take(peer.ip()) {
-            Ok(()) => {
-                conn.unauthenticated = true;
-                self.respond(id, bytes, 101, Next::CompatAgent);
-            }
+            Ok(()) => self.respond(id, bytes, 101, Next::CompatAgent),
             Err(full) => {
                 self.counters.refused_connections += 1;
                 let why = match full {
@@ -1318,10 +1323,10 @@ impl Engine {
     }
 
     /// Gives back the connection's place among the unauthenticated, if it
-    /// holds one.
+    /// holds one; its phase must change (or it be forgotten) right after.
     fn leave_unauthenticated(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.get_mut(&id)
-            && std::mem::take(&mut conn.unauthenticated)
+        if let Some(conn) = self.conns.get(&id)
+            && conn.awaits_auth()
         {
             self.unauthenticated.give_back(conn.peer.ip());
         }
@@ -2019,7 +2024,7 @@ fn conn_peer(conns: &HashMap<ConnId, Conn>, id: ConnId) -> SocketAddr {
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
 }
 
-fn unix_seconds(time: SystemTime) -> u64 {
+pub(super) fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
 }

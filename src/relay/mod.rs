@@ -27,7 +27,7 @@ pub mod registry;
 
 use config::Config;
 use conn::{Body, HeadPhase, RespondPhase, Socket, Stop, Stream, Turn, Written};
-use engine::{Admission, After, Effect, End, Engine, RegistryRead};
+use engine::{Admission, After, Effect, End, Engine, RegistryRead, unix_seconds};
 pub use engine::{Counters, HEAD_TIMEOUT, PING_EVERY, SILENCE_LIMIT};
 use hub::ConnId;
 use log::{debug, error, info, warn};
@@ -43,7 +43,7 @@ use std::io::{self, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
@@ -141,7 +141,7 @@ fn load_alerts(engine: &mut Engine, path: &Path) {
             path.display()
         );
     }
-    engine.restore_alerts(saved, Instant::now(), unix_now());
+    engine.restore_alerts(saved, Instant::now(), unix_seconds(SystemTime::now()));
 }
 
 /// The history a previous run saved, if any. A missing file (a first
@@ -163,7 +163,8 @@ fn load_history(engine: &mut Engine, path: &Path) {
     match history::from_file(&bytes) {
         Ok(saved) => {
             let saved_count = saved.len();
-            let (kept, from_the_future) = engine.restore_history(saved, unix_now());
+            let (kept, from_the_future) =
+                engine.restore_history(saved, unix_seconds(SystemTime::now()));
             if from_the_future > 0 {
                 warn!(
                     "history: {from_the_future} server(s) had steps later than the clock's time \
@@ -181,13 +182,6 @@ fn load_history(engine: &mut Engine, path: &Path) {
         }
         Err(e) => warn!("history: {}: {e}; starting without", path.display()),
     }
-}
-
-/// The wall clock in unix seconds, for files whose times are on it.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 /// A regular file in `dir`, and its length. A link may point within the
@@ -326,26 +320,24 @@ impl Relay {
             } else {
                 Duration::ZERO
             };
-            let ready: Vec<u64> = self
+            let mut ready: Vec<u64> = self
                 .poller
                 .wait(timeout)
                 .map_err(|e| RelayError::Io("epoll", e))?
                 .collect();
-            let mut turns = Vec::with_capacity(ready.len() + self.unfinished.len());
-            for key in ready {
+            for &key in &ready {
                 match key {
                     LISTENER => self.accept(),
-                    SIGNALS => {
-                        if self.handle_signals() {
-                            self.shut_down();
-                            return Ok(());
-                        }
+                    SIGNALS if self.handle_signals() => {
+                        self.shut_down();
+                        return Ok(());
                     }
-                    id => turns.push(id),
+                    _ => {}
                 }
             }
+            ready.retain(|&key| key > SIGNALS);
             let unfinished = std::mem::take(&mut self.unfinished);
-            for id in one_turn_each(turns, unfinished) {
+            for id in one_turn_each(ready, unfinished) {
                 self.drive(id);
             }
             self.pump_dashboards();
