@@ -244,14 +244,36 @@ pub fn sample(text: &str, session: &mut Session, now: SystemTime) -> Result<Stri
             "metrics",
         )));
     };
-    let ours = map(theirs, session, now);
-    Ok(protocol::to_json(&ours)?)
+    let (ours, counters) = map(theirs, session.previous.as_ref(), now);
+    let json = protocol::to_json(&ours)?;
+    if json.len() > protocol::MAX_SAMPLE_BYTES {
+        // Nor are its counters kept: what the session holds comes from
+        // samples within the limit.
+        return Err(SampleError::TooLarge);
+    }
+    if let Some(counters) = counters {
+        session.previous = counters;
+    }
+    Ok(json)
 }
 
-fn map(theirs: TheirMetrics, session: &mut Session, now: SystemTime) -> Metrics {
+/// Our sample, and what the session's counters become (`None`: as they
+/// are, the frame having no `network`).
+fn map(
+    theirs: TheirMetrics,
+    previous: Option<&Counters>,
+    now: SystemTime,
+) -> (Metrics, Option<Option<Counters>>) {
     let taken = humantime::parse_rfc3339(&theirs.timestamp).ok();
     let disk_io = disk_io(&theirs.disks);
-    Metrics {
+    let (network, counters) = match theirs.network {
+        Some(network) => {
+            let (network, counters) = self::network(network, taken, previous);
+            (Some(network), Some(counters))
+        }
+        None => (None, None),
+    };
+    let ours = Metrics {
         timestamp: protocol::rfc3339(taken.unwrap_or(now)),
         hostname: theirs.hostname,
         os: theirs.os,
@@ -264,15 +286,14 @@ fn map(theirs: TheirMetrics, session: &mut Session, now: SystemTime) -> Metrics 
         memory: theirs.memory.map(memory),
         disks: theirs.disks.into_iter().map(disk).collect(),
         disk_io,
-        network: theirs
-            .network
-            .map(|network| self::network(network, taken, session)),
+        network,
         uptime: theirs.uptime,
         load_average: theirs.load_average,
         temperatures: Vec::new(),
         sockets: None,
         processes: None,
-    }
+    };
+    (ours, counters)
 }
 
 /// Our `used` is `total - available` (what the kernel could not hand out
@@ -337,9 +358,14 @@ fn disk_io(disks: &[TheirDisk]) -> Option<DiskIo> {
 
 /// Their totals are sums over every interface they list (all but
 /// loopback and a few virtual kinds, by name), so each is `counted`.
-fn network(theirs: TheirNetwork, at: Option<SystemTime>, session: &mut Session) -> Network {
-    let previous = session.previous.take();
-    let elapsed = match (&previous, at) {
+/// With the counters the next sample's rates start from (`None` when this
+/// one's time cannot be read).
+fn network(
+    theirs: TheirNetwork,
+    at: Option<SystemTime>,
+    previous: Option<&Counters>,
+) -> (Network, Option<Counters>) {
+    let elapsed = match (previous, at) {
         (Some(previous), Some(at)) => at.duration_since(previous.at).ok(),
         _ => None,
     }
@@ -354,9 +380,7 @@ fn network(theirs: TheirNetwork, at: Option<SystemTime>, session: &mut Session) 
         .interfaces
         .iter()
         .map(|iface| {
-            let before = previous
-                .as_ref()
-                .and_then(|p| p.interfaces.get(&iface.name));
+            let before = previous.and_then(|p| p.interfaces.get(&iface.name));
             Interface {
                 name: iface.name.clone(),
                 counted: true,
@@ -367,23 +391,22 @@ fn network(theirs: TheirNetwork, at: Option<SystemTime>, session: &mut Session) 
             }
         })
         .collect();
-    if let Some(at) = at {
-        session.previous = Some(Counters {
-            at,
-            interfaces: theirs
-                .interfaces
-                .into_iter()
-                .map(|iface| (iface.name, (iface.rx_bytes, iface.tx_bytes)))
-                .collect(),
-        });
-    }
-    Network {
+    let counters = at.map(|at| Counters {
+        at,
+        interfaces: theirs
+            .interfaces
+            .into_iter()
+            .map(|iface| (iface.name, (iface.rx_bytes, iface.tx_bytes)))
+            .collect(),
+    });
+    let network = Network {
         rx: theirs.rx_speed as f64,
         tx: theirs.tx_speed as f64,
         rx_total: theirs.total_rx,
         tx_total: theirs.total_tx,
         interfaces,
-    }
+    };
+    (network, counters)
 }
 
 /// Percentages to one decimal, as our own agent sends them.
@@ -535,6 +558,45 @@ mod tests {
         let ours = mapped(&mut Session::default(), older);
         assert!(ours.get("disk_io").is_none());
         assert_eq!(ours["disks"][0]["mount"], "/");
+    }
+
+    #[test]
+    fn a_frame_that_maps_past_64_kib_leaves_the_sessions_counters_as_they_were() {
+        let frame = |interfaces: usize, rx: u64| {
+            let interfaces: Vec<Value> = (0..interfaces)
+                .map(|i| json!({"name": format!("{i:0>40}"), "rx_bytes": rx}))
+                .collect();
+            json!({"type": "metrics", "metrics": {"timestamp": "2026-12-01T10:00:00Z",
+                "network": {"interfaces": interfaces}}})
+            .to_string()
+        };
+        let mut session = Session::default();
+        mapped(&mut session, &frame(2, 100));
+        // 1,200 names of 40 bytes: within the text limit, mapped past 64 KiB.
+        let hostile = frame(1200, 0);
+        assert!(hostile.len() < MAX_METRICS_TEXT);
+        let refused = sample(&hostile, &mut session, SystemTime::UNIX_EPOCH);
+        assert!(matches!(refused, Err(SampleError::TooLarge)), "{refused:?}");
+        let kept = session.previous.as_ref().unwrap();
+        assert_eq!(kept.interfaces.len(), 2, "the last good sample's counters");
+        assert_eq!(kept.interfaces.values().next(), Some(&(100, 0)));
+    }
+
+    #[test]
+    fn a_deep_auth_frame_is_skipped_through_without_building_it() {
+        // 2,000 levels within the 4 KiB before auth: serde_json skips an
+        // unknown field without recursing, and builds nothing of it; the
+        // id and token are empty, which the registry refuses.
+        let deep = format!(
+            r#"{{"type":"auth","x":{}{}}}"#,
+            "[".repeat(2000),
+            "]".repeat(2000)
+        );
+        assert!(deep.len() < MAX_AUTH_MESSAGE);
+        let auth = auth(&deep).unwrap();
+        assert_eq!((auth.server_id.as_str(), auth.token.as_str()), ("", ""));
+        let unclosed = format!(r#"{{"type":"auth","x":{}"#, "[".repeat(4000));
+        assert!(super::auth(&unclosed).is_err());
     }
 
     #[test]
