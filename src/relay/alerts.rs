@@ -992,4 +992,23 @@ mod tests {
             Some(Change::Online(4 * SECOND))
         );
     }
+
+    #[test]
+    fn a_saved_offline_from_before_the_monotonic_clock_began_counts_from_the_restart() {
+        // An alerts file saying "offline since 1970": further back than an
+        // Instant can go. Neither a panic nor a wrapped duration.
+        let mut alerts = alerts(&[], 10);
+        let restart = Instant::now();
+        let saved = Saved {
+            offline_since: Some(0),
+            firing: Vec::new(),
+        };
+        let mut watch = Watch::default();
+        alerts.restore(&mut watch, true, Some(&saved), restart, u64::MAX);
+        let back = alerts.presence(&mut watch, true, restart + 4 * SECOND);
+        assert!(
+            matches!(back, Some(Change::Online(lasted)) if lasted >= 4 * SECOND),
+            "{back:?}"
+        );
+    }
 }

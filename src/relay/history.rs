@@ -852,6 +852,25 @@ mod tests {
     }
 
     #[test]
+    fn a_history_file_with_its_newest_step_at_the_end_of_time_resumes_in_bounded_work() {
+        // A hostile or corrupt-but-summed file: the newest step as far as a
+        // u64 goes. Resuming clears at most one ring, and records again.
+        let mut far = History::default();
+        far.record(u64::MAX - 1, &Reading::of(&sample(90.0)));
+        let mut loaded = from_file(&to_file([("a", &far)])).unwrap().remove(0).1;
+        assert!(loaded.resume(T));
+        loaded.record(T, &Reading::of(&sample(10.0)));
+        loaded.record(T + 10, &Reading::of(&sample(20.0)));
+        let view = loaded.hour.view(T + 15);
+        assert_eq!(view.series[CPU][HOUR.steps - 2..], [Some(10.0), Some(20.0)]);
+        assert!(
+            view.series[CPU][..HOUR.steps - 2]
+                .iter()
+                .all(Option::is_none)
+        );
+    }
+
+    #[test]
     fn a_restart_within_a_step_takes_that_step_up_again() {
         // T is a whole 5 min: a relay stopped 100 s into a day step and
         // back 50 s later, in the same step.
