@@ -15,6 +15,7 @@ use super::compat;
 use super::config::Config;
 use super::conn::MAX_FRAME;
 use super::history::{self, Reading};
+use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, ConnId, Hub};
 use super::notify::{Deliveries, Event, Notice, NotifyCounters};
@@ -69,8 +70,6 @@ pub const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
 pub const SHARE_BODIES_ABOVE: usize = 64 * 1024;
 /// How long a shared body is served before it is built again.
 pub const SHARED_BODY_FOR: Duration = Duration::from_secs(1);
-/// At most one log line per this long about one kind of trouble.
-pub const LOG_TROUBLE_EVERY: Duration = Duration::from_secs(10);
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -297,51 +296,6 @@ pub enum Admission {
     Admit,
     /// Over `--max-connections`: these bytes (503) if the socket takes them.
     Refuse(Vec<u8>),
-}
-
-/// Logs about one kind of trouble at most once per [`LOG_TROUBLE_EVERY`],
-/// so a peer cannot flood the log; the next line says how many it held back.
-#[derive(Default, Debug)]
-pub struct Hush {
-    logged: Option<Instant>,
-    held_back: u64,
-}
-
-impl Hush {
-    /// `Some(held back since the last line)` when a line may be logged now.
-    pub fn pass(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .logged
-            .is_some_and(|at| now.saturating_duration_since(at) < LOG_TROUBLE_EVERY)
-        {
-            self.held_back += 1;
-            return None;
-        }
-        self.logged = Some(now);
-        Some(std::mem::take(&mut self.held_back))
-    }
-
-    /// Lines held back, once the quiet spell after the last line is over:
-    /// the summary a flood of trouble ends with.
-    pub fn summary_due(&mut self, now: Instant) -> Option<u64> {
-        let over = self
-            .logged
-            .is_some_and(|at| now.saturating_duration_since(at) >= LOG_TROUBLE_EVERY);
-        if over && self.held_back > 0 {
-            self.logged = Some(now);
-            return Some(std::mem::take(&mut self.held_back));
-        }
-        None
-    }
-}
-
-/// ` (N more since the last report)`, or nothing for none.
-pub fn held_back(count: u64) -> String {
-    if count == 0 {
-        String::new()
-    } else {
-        format!(" ({count} more since the last report)")
-    }
 }
 
 /// The WebSocket timers of one connection.

@@ -930,24 +930,6 @@ fn shutdown_says_1001_to_websockets_drops_the_rest_and_admits_no_one() {
 // ----- small parts --------------------------------------------------------------
 
 #[test]
-fn trouble_is_logged_once_per_ten_seconds_with_what_was_held_back() {
-    let start = Instant::now();
-    let mut hush = Hush::default();
-    assert_eq!(hush.pass(start), Some(0));
-    for ms in [1, 500, 9_999] {
-        assert_eq!(hush.pass(start + Duration::from_millis(ms)), None);
-    }
-    assert_eq!(hush.summary_due(start + Duration::from_millis(9_999)), None);
-    assert_eq!(hush.pass(start + Duration::from_secs(10)), Some(3));
-    assert_eq!(hush.pass(start + Duration::from_secs(11)), None);
-    assert_eq!(hush.summary_due(start + Duration::from_secs(20)), Some(1));
-    assert_eq!(hush.summary_due(start + Duration::from_secs(40)), None);
-    assert_eq!(hush.pass(start + Duration::from_secs(40)), Some(0));
-    assert_eq!(held_back(0), "");
-    assert_eq!(held_back(3), " (3 more since the last report)");
-}
-
-#[test]
 fn ages_read_as_a_person_writes_them() {
     let text = |secs: u64| Lasted(Duration::from_secs(secs)).to_string();
     assert_eq!(Lasted(Duration::from_millis(850)).to_string(), "850ms");

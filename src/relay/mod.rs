@@ -16,6 +16,7 @@ pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod history;
+pub mod hush;
 pub mod http;
 pub mod hub;
 pub mod notify;
