@@ -7,15 +7,21 @@
 //! back the same), it is asserted, so breaking it is a crash too.
 //!
 //! Nothing here touches the file system or the network, and the relay's
-//! clock is moved by the harness, not by the time an input takes, so an
+//! clocks, monotonic and wall, are moved by the harness (through the
+//! in-memory shell, `relay::sim`), not by the time an input takes, so an
 //! input takes the same path every time it is run.
+//!
+//! Built only for cargo-fuzz (`cfg(fuzzing)`) and for the integration
+//! tests, which turn on the `fuzzing` feature: not in a release binary.
 
 use crate::agent::collect::{cpu, diskio, disks, load, memory, network, os, processes};
 use crate::agent::collect::{sockets, thermal, uptime};
 use crate::relay::conn::{Socket, Stop};
-use crate::relay::engine::{Admission, After, Effect, Engine, Frame, RegistryRead};
-use crate::relay::http::{self, Parsed, Request};
+use crate::relay::engine::{After, Effect, Engine, RegistryRead};
+use crate::relay::http::{self, Parsed};
 use crate::relay::registry::Registry;
+use crate::relay::shared::Inbound;
+use crate::relay::sim;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -209,14 +215,14 @@ const STATE: &str = r#"{"version": 1, "servers": [{"id": "0123456789ab", "name":
   "location": "", "created": "2024-01-01T00:00:00Z",
   "token_sha256": "33cc09ba35314d19e32ed9a5a30fca56eebbfab5faec7247fd0403cd26e155b5"}]}"#;
 
-/// Connection ids of the [`Relay`] harness.
+/// Connection ids of the [`Core`] harness.
 const AGENT: u64 = 1;
 const DASHBOARD: u64 = 2;
 const PEEK: u64 = 3;
 
 /// A relay core with one registered server, its agent and a dashboard
 /// connected through real upgrade heads, on a clock of its own.
-struct Relay {
+struct Core {
     engine: Engine,
     now: Instant,
     agent_open: bool,
@@ -225,8 +231,8 @@ struct Relay {
     delivered: u64,
 }
 
-impl Relay {
-    fn new() -> Relay {
+impl Core {
+    fn new() -> Core {
         let registry = Registry::from_json(STATE.as_bytes()).expect("the harness's state file");
         let args = [
             "--state",
@@ -236,14 +242,10 @@ impl Relay {
             "--allowed-host",
             "relay",
         ];
-        let config = match crate::relay::config::parse(args.map(OsString::from).to_vec(), |_| None)
-        {
-            Ok(crate::relay::config::Command::Serve(config)) => config,
-            other => panic!("relay config: {other:?}"),
-        };
+        let config = sim::config(&args);
         let now = Instant::now();
-        let mut relay = Relay {
-            engine: Engine::new(config, false, 16, registry, now),
+        let mut relay = Core {
+            engine: sim::engine(config, registry, 16, now),
             now,
             agent_open: true,
             next_id: PEEK,
@@ -267,12 +269,8 @@ impl Relay {
         let Parsed::Complete(head, _) = http::parse_head(head.as_bytes()) else {
             panic!("the harness's head {head:?}");
         };
-        assert_eq!(
-            self.engine
-                .accept(id, "192.0.2.1:4000".parse().unwrap(), self.now),
-            Admission::Admit
-        );
-        self.engine.request(id, Request::Complete(head), self.now);
+        let peer = "192.0.2.1:4000".parse().unwrap();
+        sim::open(&mut self.engine, id, peer, head, self.now);
         let effects = self.engine.take_effects();
         let answered = effects.iter().any(
             |effect| matches!(effect, Effect::Respond { id: to, after: was, .. } if *to == id && *was == after),
@@ -320,12 +318,9 @@ impl Relay {
 
     /// Empties a dashboard's queue as a reader that keeps up would.
     fn drain(&mut self, id: u64) {
-        let Some(outbox) = self.engine.outbox(id) else {
-            return;
-        };
-        let (mut messages, mut bytes) = (0, 0);
-        while let Some(message) = outbox.pop() {
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&message) {
+        let messages = sim::drain(&mut self.engine, id, self.now);
+        for message in &messages {
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(message) {
                 panic!("dashboard message is not JSON ({e}): {message}");
             }
             // A sample (rebuilt from patches too) within the sample limit,
@@ -335,11 +330,8 @@ impl Relay {
                 "a dashboard message of {} bytes",
                 message.len()
             );
-            messages += 1;
-            bytes += message.len() as u64;
         }
-        self.delivered += messages;
-        self.engine.pumped(id, messages, bytes, false, self.now);
+        self.delivered += messages.len() as u64;
     }
 
     /// The clock moves on by `ms` and the engine's timers run.
@@ -358,12 +350,8 @@ impl Relay {
             let Parsed::Complete(head, _) = http::parse_head(head.as_bytes()) else {
                 panic!("the harness's head");
             };
-            assert_eq!(
-                self.engine
-                    .accept(id, "192.0.2.1:4001".parse().unwrap(), self.now),
-                Admission::Admit
-            );
-            self.engine.request(id, Request::Complete(head), self.now);
+            let peer = "192.0.2.1:4001".parse().unwrap();
+            sim::open(&mut self.engine, id, peer, head, self.now);
             for effect in self.engine.take_effects() {
                 if let Effect::Respond { bytes, .. } = effect {
                     assert_eq!(status_of(&bytes), Some(200), "{path}");
@@ -442,7 +430,7 @@ pub fn relay_frames(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let mut relay = Relay::new();
+    let mut relay = Core::new();
     if mode & 1 == 0 {
         relay.raw(rest, CHUNKS[usize::from(mode >> 1) % CHUNKS.len()]);
     } else {
@@ -451,7 +439,7 @@ pub fn relay_frames(data: &[u8]) {
     relay.peek();
 }
 
-impl Relay {
+impl Core {
     /// The agent's bytes through the relay's socket, `chunk` bytes a read.
     fn raw(&mut self, input: &[u8], chunk: usize) {
         let feed = Feed {
@@ -482,8 +470,8 @@ impl Relay {
     fn text(&mut self, input: &[u8], step: u64) {
         for piece in input.split(|&b| b == SPLIT) {
             let frame = match std::str::from_utf8(piece) {
-                Ok(text) => Frame::Text(text),
-                Err(_) => Frame::Binary,
+                Ok(text) => Inbound::Text(text),
+                Err(_) => Inbound::Binary,
             };
             if !self.agent_open {
                 break;
@@ -509,7 +497,7 @@ pub fn registry(data: &[u8]) {
         "changed in a round trip"
     );
     loaded.authenticate(TOKEN);
-    let mut relay = Relay::new();
+    let mut relay = Core::new();
     relay
         .engine
         .registry_read(RegistryRead::Loaded(loaded), relay.now);
@@ -685,7 +673,7 @@ mod tests {
     // see the frames refused.
     #[test]
     fn text_frames_reach_the_dashboard() {
-        let mut relay = Relay::new();
+        let mut relay = Core::new();
         let before = relay.delivered;
         relay.text(
             &[SAMPLE.as_bytes(), &[SPLIT], PATCH.as_bytes()].concat(),
@@ -697,7 +685,7 @@ mod tests {
     #[test]
     fn raw_frames_reach_the_dashboard_in_any_chunks() {
         for chunk in CHUNKS {
-            let mut relay = Relay::new();
+            let mut relay = Core::new();
             let before = relay.delivered;
             relay.raw(&[masked(SAMPLE), masked(PATCH)].concat(), chunk);
             assert!(relay.delivered - before >= 2, "{chunk}");

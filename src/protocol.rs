@@ -147,11 +147,11 @@ pub struct Frame<M> {
 }
 
 impl<M> Frame<M> {
-    /// A frame stamped with the current time.
-    pub fn now(message: M) -> Self {
+    /// A frame stamped with `time`, which the caller reads from its clock.
+    pub fn at(message: M, time: SystemTime) -> Self {
         Frame {
             message,
-            timestamp: Some(rfc3339(SystemTime::now())),
+            timestamp: Some(rfc3339(time)),
         }
     }
 }

@@ -67,8 +67,14 @@ impl LeanWire {
     }
 
     /// The frame, as JSON text, that tells the relay about `sample`, taken
-    /// `elapsed_ms` after the previous one on this connection.
-    pub fn frame(&mut self, mut sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
+    /// `elapsed_ms` after the previous one on this connection; a whole
+    /// sample is stamped `now`.
+    pub fn frame(
+        &mut self,
+        mut sample: Metrics,
+        elapsed_ms: u64,
+        now: SystemTime,
+    ) -> serde_json::Result<String> {
         if self.caps != CAPS {
             fit::fit(&mut sample, &self.caps);
         }
@@ -86,8 +92,8 @@ impl LeanWire {
                 return Ok(text);
             }
         }
-        // One clock reading stamps the sample and its frame.
-        let stamp = rfc3339(SystemTime::now());
+        // One time stamps the sample and its frame.
+        let stamp = rfc3339(now);
         sample.timestamp.clone_from(&stamp);
         let mut frame = Frame {
             message: AgentMessage::Metrics(Box::new(sample)),
@@ -338,6 +344,8 @@ mod tests {
     use crate::protocol::{LoadAverage, Os, per_second, percent};
 
     const SECOND: u64 = 1000;
+    /// When the tests' samples are taken: any time will do, one is fixed.
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     /// A host as the agent samples it: derived fields computed the way the
     /// relay derives them, so the two can be compared whole.
@@ -513,7 +521,7 @@ mod tests {
     }
 
     fn send(wire: &mut LeanWire, relay: &mut Relay, host: &Host) -> (&'static str, String) {
-        let text = wire.frame(host.sample(), SECOND).unwrap();
+        let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         let kind = relay.receive(&text);
         assert_eq!(relay.sample(), host.sample(), "after {text}");
         (kind, text)
@@ -587,7 +595,7 @@ mod tests {
         for _ in 0..4 {
             host.available -= 300 << 10;
             host.step(&[(0, 0), (0, 0)]);
-            let text = wire.frame(host.sample(), SECOND).unwrap();
+            let text = wire.frame(host.sample(), SECOND, T0).unwrap();
             relay.receive(&text);
             let held = relay.sample().memory.unwrap().available;
             assert!(host.available.abs_diff(held) * 1000 < 1 << 30, "{text}");
@@ -601,11 +609,11 @@ mod tests {
         // A disk of 4 GiB: 4 MiB moves it.
         host.disks[0].1 += 3 << 20;
         host.step(&[(0, 0), (0, 0)]);
-        let text = wire.frame(host.sample(), SECOND).unwrap();
+        let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         assert!(!text.contains("disks"), "{text}");
         host.disks[0].1 += 2 << 20;
         host.step(&[(0, 0), (0, 0)]);
-        let text = wire.frame(host.sample(), SECOND).unwrap();
+        let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         assert!(text.contains(r#""disks":[{"used":"#), "{text}");
     }
 
@@ -616,11 +624,11 @@ mod tests {
         host.step(&[(0, 0), (0, 0)]);
         let mut sample = host.sample();
         sample.sockets = None;
-        let text = wire.frame(sample.clone(), SECOND).unwrap();
+        let text = wire.frame(sample.clone(), SECOND, T0).unwrap();
         assert_eq!(relay.receive(&text), "metrics");
         assert_eq!(relay.sample(), sample);
         // And the next ones patch that.
-        let text = wire.frame(sample, SECOND).unwrap();
+        let text = wire.frame(sample, SECOND, T0).unwrap();
         assert_eq!(relay.receive(&text), "patch");
     }
 
@@ -630,11 +638,11 @@ mod tests {
         send(&mut wire, &mut relay, &host);
         host.step(&[(0, 0), (0, 0)]);
         // The agent's clock read 1.4 s where /proc/uptime moved 1 s.
-        let text = wire.frame(host.sample(), 1400).unwrap();
+        let text = wire.frame(host.sample(), 1400, T0).unwrap();
         assert!(!text.contains("uptime"), "{text}");
         // A suspend: the monotonic clock ran 1 s, the uptime 60 s.
         host.uptime += 60;
-        let text = wire.frame(host.sample(), SECOND).unwrap();
+        let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         assert!(text.contains(r#""uptime":161"#), "{text}");
     }
 
@@ -646,7 +654,7 @@ mod tests {
             .map(|i| (format!("/{i}{}", "m".repeat(1500)), 1 << 30))
             .collect();
         host.disks[40].0 = "/".into();
-        let text = wire.frame(host.sample(), SECOND).unwrap();
+        let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         assert!(text.len() <= MAX_WHOLE_FRAME, "{}", text.len());
         assert_eq!(relay.receive(&text), "metrics");
         let kept = relay.sample().disks;
@@ -655,7 +663,7 @@ mod tests {
         // The next samples patch what was sent, not the whole list again.
         for _ in 0..3 {
             host.step(&[(10, 10), (0, 0)]);
-            let text = wire.frame(host.sample(), SECOND).unwrap();
+            let text = wire.frame(host.sample(), SECOND, T0).unwrap();
             assert_eq!(relay.receive(&text), "patch");
             assert!(text.len() < 1024, "{text}");
             assert_eq!(relay.sample().disks, kept);
@@ -669,11 +677,11 @@ mod tests {
             .map(|i| (format!("/{i}{}", "m".repeat(1500)), 1 << 30))
             .collect();
         let mut first = LeanWire::default();
-        first.frame(host.sample(), SECOND).unwrap();
+        first.frame(host.sample(), SECOND, T0).unwrap();
         let caps = first.caps();
         assert_eq!(caps.disks, 32);
         let mut next = LeanWire::new(false, caps);
-        let text = next.frame(host.sample(), SECOND).unwrap();
+        let text = next.frame(host.sample(), SECOND, T0).unwrap();
         let mut relay = Relay::default();
         assert_eq!(relay.receive(&text), "metrics");
         assert_eq!(relay.sample().disks.len(), 32);
@@ -701,8 +709,10 @@ mod tests {
     fn a_new_connection_starts_with_a_whole_sample() {
         let host = Host::new();
         let mut wire = LeanWire::default();
-        wire.frame(host.sample(), SECOND).unwrap();
-        let text = LeanWire::default().frame(host.sample(), SECOND).unwrap();
+        wire.frame(host.sample(), SECOND, T0).unwrap();
+        let text = LeanWire::default()
+            .frame(host.sample(), SECOND, T0)
+            .unwrap();
         assert!(text.starts_with(r#"{"type":"metrics""#), "{text}");
         assert!(text.contains(r#""timestamp":"#), "{text}");
     }

@@ -665,7 +665,7 @@ impl Wire {
     /// before.
     fn sample(&mut self, sample: Metrics, elapsed_ms: u64) -> serde_json::Result<String> {
         match self {
-            Wire::Relay(lean) => lean.frame(sample, elapsed_ms),
+            Wire::Relay(lean) => lean.frame(sample, elapsed_ms, std::time::SystemTime::now()),
             #[cfg(feature = "vstats-compat")]
             Wire::Vstats { .. } => {
                 vstats_wire::metrics_frame(&sample, std::time::SystemTime::now(), crate::VERSION)
@@ -708,9 +708,12 @@ impl Wire {
     #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
     fn keepalive(&mut self, now: Instant) -> Result<Message, ConnectError> {
         match self {
-            Wire::Relay(_) => to_json(&Frame::now(AgentMessage::Heartbeat))
-                .map(Message::text)
-                .map_err(ConnectError::Encode),
+            Wire::Relay(_) => to_json(&Frame::at(
+                AgentMessage::Heartbeat,
+                std::time::SystemTime::now(),
+            ))
+            .map(Message::text)
+            .map_err(ConnectError::Encode),
             #[cfg(feature = "vstats-compat")]
             Wire::Vstats { last_ping, .. } => {
                 *last_ping = now;

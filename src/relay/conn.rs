@@ -8,9 +8,9 @@
 //! socket ended when it did. Only I/O happens here: what the bytes mean is
 //! for the engine to decide.
 
-use super::engine::{End, Fault, Frame};
 use super::http::{MAX_HEAD, Parsed, Request, parse_head};
 use super::outbox::Outbox;
+use super::shared::{Fault, Inbound, MAX_FRAME, SocketEnd};
 use crate::tls::MaybeTls;
 use rustls::ServerConnection;
 use std::io::{self, Read, Write};
@@ -19,10 +19,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-pub type Stream = MaybeTls<ServerConnection>;
+pub type ServerStream = MaybeTls<ServerConnection>;
 
-/// Largest agent or dashboard frame accepted (larger: close 1009).
-pub const MAX_FRAME: usize = 64 * 1024;
 /// Bytes handed to tungstenite before one flush to the socket. What a
 /// dashboard that stops reading holds in the relay is about twice this
 /// (plus what its outbox keeps): 64 KiB cost 94 KB per such dashboard,
@@ -71,26 +69,26 @@ pub enum Stop {
     /// The peer broke the protocol; the socket only discards from now on,
     /// and its next turn must come from the loop (see [`Turn::Yielded`]).
     Fault(Fault),
-    Ended(End),
+    Ended(SocketEnd),
 }
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-fn io_end(e: &io::Error) -> End {
-    End::Io(e.kind())
+fn io_end(e: &io::Error) -> SocketEnd {
+    SocketEnd::Io(e.kind())
 }
 
 /// Reading the request head, within the head deadline.
 pub struct HeadPhase {
-    pub stream: Stream,
+    pub stream: ServerStream,
     /// What arrived; once the head is parsed, what followed it.
     buf: Vec<u8>,
 }
 
 impl HeadPhase {
-    pub fn new(stream: Stream) -> HeadPhase {
+    pub fn new(stream: ServerStream) -> HeadPhase {
         HeadPhase {
             stream,
             buf: Vec::new(),
@@ -99,11 +97,11 @@ impl HeadPhase {
 
     /// Reads what has arrived; `Ok(Some)` once the head is complete (or
     /// refused), `Ok(None)` to wait for more.
-    pub fn read(&mut self) -> Result<Option<Request>, End> {
+    pub fn read(&mut self) -> Result<Option<Request>, SocketEnd> {
         let mut chunk = [0u8; 2048];
         loop {
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(End::Closed),
+                Ok(0) => return Err(SocketEnd::Closed),
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
                     match parse_head(&self.buf) {
@@ -126,7 +124,7 @@ impl HeadPhase {
     }
 
     /// The stream, and the bytes that came after the head.
-    pub fn into_parts(self) -> (Stream, Vec<u8>) {
+    pub fn into_parts(self) -> (ServerStream, Vec<u8>) {
         (self.stream, self.buf)
     }
 }
@@ -191,7 +189,7 @@ impl Pending {
 
 /// Writing a response the relay produced itself.
 pub struct RespondPhase {
-    pub stream: Stream,
+    pub stream: ServerStream,
     pending: Pending,
     sent: usize,
     body: Option<Body>,
@@ -223,7 +221,7 @@ impl RespondPhase {
 
     /// Writes on, at most [`RESPONSE_TURN_BYTES`]; returns how the turn
     /// ended and how many bytes it wrote.
-    pub fn write(&mut self) -> Result<(Written, usize), End> {
+    pub fn write(&mut self) -> Result<(Written, usize), SocketEnd> {
         let mut written = 0;
         loop {
             while self.sent < self.pending.bytes().len() {
@@ -233,7 +231,7 @@ impl RespondPhase {
                 let pending = &self.pending.bytes()[self.sent..];
                 let room = pending.len().min(RESPONSE_TURN_BYTES - written);
                 match self.stream.write(&pending[..room]) {
-                    Ok(0) => return Err(End::Closed),
+                    Ok(0) => return Err(SocketEnd::Closed),
                     Ok(n) => {
                         self.sent += n;
                         written += n;
@@ -257,7 +255,7 @@ impl RespondPhase {
             self.sent = 0;
             match body.file.read(&mut chunk) {
                 // The file shrank under us: the promised length can't be met.
-                Ok(0) => return Err(End::Io(io::ErrorKind::UnexpectedEof)),
+                Ok(0) => return Err(SocketEnd::Io(io::ErrorKind::UnexpectedEof)),
                 Err(e) => return Err(io_end(&e)),
                 Ok(n) => {
                     chunk.truncate(n);
@@ -280,9 +278,9 @@ impl RespondPhase {
     }
 }
 
-/// An open WebSocket, over a client's [`Stream`] (or, in tests and
+/// An open WebSocket, over a client's [`ServerStream`] (or, in tests and
 /// fuzzing, any other `Read + Write`).
-pub struct Socket<S: Read + Write = Stream> {
+pub struct Socket<S: Read + Write = ServerStream> {
     ws: WebSocket<S>,
     /// The peer broke the protocol: tungstenite must not read again (its
     /// frame state is past repair), so what arrives is thrown away until
@@ -317,7 +315,7 @@ impl<S: Read + Write> Socket<S> {
     /// beyond its own length (a sample built from it), which the byte
     /// budget counts too. Pings are answered (the pong waits for the next
     /// flush).
-    pub fn read(&mut self, mut each: impl FnMut(Frame) -> usize) -> Result<Turn, Stop> {
+    pub fn read(&mut self, mut each: impl FnMut(Inbound) -> usize) -> Result<Turn, Stop> {
         if self.discarding {
             return self.discard();
         }
@@ -328,13 +326,13 @@ impl<S: Read + Write> Socket<S> {
                     frames += 1;
                     bytes += message.len();
                     bytes += match message {
-                        Message::Text(text) => each(Frame::Text(&text)),
-                        Message::Binary(_) => each(Frame::Binary),
+                        Message::Text(text) => each(Inbound::Text(&text)),
+                        Message::Binary(_) => each(Inbound::Binary),
                         Message::Close(frame) => {
-                            each(Frame::Close(frame.map(|f| u16::from(f.code))))
+                            each(Inbound::Close(frame.map(|f| u16::from(f.code))))
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                            each(Frame::Control)
+                            each(Inbound::Control)
                         }
                     };
                 }
@@ -346,9 +344,9 @@ impl<S: Read + Write> Socket<S> {
                     return Err(self.fault(Fault::Protocol(e.to_string())));
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Err(Stop::Ended(End::Closed));
+                    return Err(Stop::Ended(SocketEnd::Closed));
                 }
-                Err(_) => return Err(Stop::Ended(End::Io(io::ErrorKind::Other))),
+                Err(_) => return Err(Stop::Ended(SocketEnd::Io(io::ErrorKind::Other))),
             }
         }
         Ok(Turn::Yielded)
@@ -375,7 +373,7 @@ impl<S: Read + Write> Socket<S> {
         let mut bytes = 0;
         while bytes < TURN_BYTES {
             match self.ws.get_mut().read(&mut scratch) {
-                Ok(0) => return Err(Stop::Ended(End::Closed)),
+                Ok(0) => return Err(Stop::Ended(SocketEnd::Closed)),
                 Ok(n) => bytes += n,
                 Err(e) if would_block(&e) => return Ok(Turn::Drained),
                 Err(e) => return Err(Stop::Ended(io_end(&e))),
@@ -387,7 +385,7 @@ impl<S: Read + Write> Socket<S> {
     /// Queues a close frame and pushes it out as far as the socket takes.
     /// (The engine asks once per connection, and then no longer hands out
     /// the dashboard's outbox.)
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), End> {
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SocketEnd> {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -398,40 +396,40 @@ impl<S: Read + Write> Socket<S> {
 
     /// Queues one text message and pushes it out as far as the socket
     /// takes; the rest goes with the next flush.
-    pub fn send(&mut self, text: &str) -> Result<(), End> {
+    pub fn send(&mut self, text: &str) -> Result<(), SocketEnd> {
         match self.ws.write(Message::text(text)) {
             // Buffered by tungstenite: the flush below, or a later one.
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if would_block(&e) => {}
             Err(tungstenite::Error::Io(e)) => return Err(io_end(&e)),
-            Err(_) => return Err(End::Io(io::ErrorKind::Other)),
+            Err(_) => return Err(SocketEnd::Io(io::ErrorKind::Other)),
         }
         self.flush().map(|_| ())
     }
 
-    pub fn ping(&mut self) -> Result<(), End> {
+    pub fn ping(&mut self) -> Result<(), SocketEnd> {
         let _ = self.ws.write(Message::Ping(Default::default()));
         self.flush().map(|_| ())
     }
 
     /// Pushes out what tungstenite holds (pongs, pings, frames); `true`
     /// when the socket is full with some still held.
-    pub fn flush(&mut self) -> Result<bool, End> {
+    pub fn flush(&mut self) -> Result<bool, SocketEnd> {
         match self.ws.flush() {
             Ok(()) => Ok(false),
             Err(tungstenite::Error::Io(e)) if would_block(&e) => Ok(true),
             Err(tungstenite::Error::Io(e)) => Err(io_end(&e)),
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                Err(End::Closed)
+                Err(SocketEnd::Closed)
             }
-            Err(_) => Err(End::Io(io::ErrorKind::Other)),
+            Err(_) => Err(SocketEnd::Io(io::ErrorKind::Other)),
         }
     }
 
     /// Moves messages from `outbox` to the socket until either runs dry;
     /// returns how many messages and bytes went out, and whether the
     /// socket is full.
-    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Pumped, End> {
+    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Pumped, SocketEnd> {
         let mut pumped = Pumped::default();
         loop {
             if self.flush()? {
@@ -448,7 +446,7 @@ impl<S: Read + Write> Socket<S> {
                     // Buffered by tungstenite; the flush above retries.
                     Err(tungstenite::Error::Io(e)) if would_block(&e) => break,
                     Err(tungstenite::Error::Io(e)) => return Err(io_end(&e)),
-                    Err(_) => return Err(End::Io(io::ErrorKind::Other)),
+                    Err(_) => return Err(SocketEnd::Io(io::ErrorKind::Other)),
                 }
             }
             pumped.bytes += batch as u64;

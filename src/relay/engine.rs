@@ -13,16 +13,19 @@ use super::alerts::{self, Alerts, Change, Saved};
 use super::budget::{self, Budget};
 use super::compat;
 use super::config::Config;
-use super::conn::MAX_FRAME;
 use super::history::{self, Reading};
-use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
 use super::http::{self, Head, Request, Route};
-use super::hub::{self, ConnId, Hub};
-use super::notify::{Deliveries, Event, Notice, NotifyCounters};
+use super::hub::{self, Hub};
+use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
+use super::notify::{Deliveries, Event, Notice};
 use super::outbox::Outbox;
+use super::page::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP};
+use super::prometheus;
 use super::rate::RateLimit;
 use super::registry::{self, Refusal, Registry, RegistryError};
-use super::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP, prometheus};
+use super::shared::{
+    ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, WallClock, unix_seconds,
+};
 use crate::protocol::{
     LeanState, MAX_SAMPLE_BYTES, Metrics, MetricsPatch, SampleError, check_data, rfc3339,
 };
@@ -34,7 +37,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tungstenite::Utf8Bytes;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -70,36 +72,6 @@ pub const DASHBOARD_EVENT_ROOM: usize = 1 << 20;
 pub const SHARE_BODIES_ABOVE: usize = 64 * 1024;
 /// How long a shared body is served before it is built again.
 pub const SHARED_BODY_FOR: Duration = Duration::from_secs(1);
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Counters {
-    pub frames_in: u64,
-    pub frames_out: u64,
-    pub bytes_out: u64,
-    pub malformed: u64,
-    pub conflated: u64,
-    pub refused_connections: u64,
-    /// Samples over an agent's rate limit.
-    pub dropped_samples: u64,
-    /// Connections closed (1002) for breaking the WebSocket protocol.
-    pub protocol_errors: u64,
-    /// Dashboards closed (1013) for not keeping up.
-    pub slow_dashboards: u64,
-    /// Frames of vStats agents read and dropped, by type.
-    pub compat_ignored: CompatIgnored,
-    /// Notification deliveries by result, copied from the delivery
-    /// threads' counters when `/metrics` is rendered.
-    pub notifications: Deliveries,
-}
-
-/// vStats agents' frames that the relay reads and drops: their own
-/// aggregation and their offline buffer, which our history replaces.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct CompatIgnored {
-    pub aggregated_metrics: u64,
-    pub batch_metrics: u64,
-}
 
 /// What the event loop must do. Carried out in order.
 #[derive(Debug, PartialEq)]
@@ -199,37 +171,9 @@ pub enum After {
     Dashboard,
 }
 
-/// A frame (or control frame) read from a WebSocket.
-#[derive(Debug)]
-pub enum Frame<'a> {
-    Text(&'a str),
-    Binary,
-    /// Ping or pong: the peer is alive.
-    Control,
-    /// The peer's close frame, with its code if it gave one.
-    Close(Option<u16>),
-}
-
-/// Why the peer's bytes could not be read as WebSocket frames.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    TooLarge,
-    NotUtf8,
-    /// Unmasked frame, reserved bits, bad opcode ...
-    Protocol(String),
-}
-
-/// How the socket ended, as the event loop saw it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum End {
-    /// The close handshake finished, or the stream ended.
-    Closed,
-    Io(io::ErrorKind),
-}
-
 /// Which timer ran out.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Timeout {
+pub enum Timer {
     Head,
     Response,
     Silence,
@@ -248,7 +192,7 @@ pub enum Cause {
     ClosedByPeer(Option<u16>),
     /// We sent a close frame with this code.
     CloseSent(u16, &'static str),
-    Timeout(Timeout),
+    Expired(Timer),
     Fault(Fault),
     Io(io::ErrorKind),
     ShuttingDown,
@@ -261,14 +205,14 @@ impl fmt::Display for Cause {
             Cause::ClosedByPeer(Some(code)) => write!(f, "closed by the peer ({code})"),
             Cause::ClosedByPeer(None) => write!(f, "closed by the peer"),
             Cause::CloseSent(code, why) => write!(f, "closed by the relay ({code}: {why})"),
-            Cause::Timeout(Timeout::Head) => write!(f, "request head not complete in time (408)"),
-            Cause::Timeout(Timeout::Response) => write!(f, "response not taken in time"),
-            Cause::Timeout(Timeout::Silence) => write!(f, "silent for {SILENCE_LIMIT:?}"),
-            Cause::Timeout(Timeout::CloseAnswer) => {
+            Cause::Expired(Timer::Head) => write!(f, "request head not complete in time (408)"),
+            Cause::Expired(Timer::Response) => write!(f, "response not taken in time"),
+            Cause::Expired(Timer::Silence) => write!(f, "silent for {SILENCE_LIMIT:?}"),
+            Cause::Expired(Timer::CloseAnswer) => {
                 write!(f, "close not answered in {CLOSE_TIMEOUT:?}")
             }
-            Cause::Timeout(Timeout::Stalled) => write!(f, "not reading for {WRITE_STALL:?}"),
-            Cause::Timeout(Timeout::Auth) => {
+            Cause::Expired(Timer::Stalled) => write!(f, "not reading for {WRITE_STALL:?}"),
+            Cause::Expired(Timer::Auth) => {
                 write!(f, "no auth frame in {:?}", compat::AUTH_TIMEOUT)
             }
             Cause::Fault(Fault::TooLarge) => write!(f, "frame too large (1009)"),
@@ -448,12 +392,12 @@ pub struct Engine {
     /// Large response bodies lately built, by route and HEAD-or-not.
     bodies: HashMap<(Route, bool), SharedBody>,
     effects: Vec<Effect>,
-    /// Shared with the notification threads, which count their deliveries.
-    notify_counters: Arc<NotifyCounters>,
     alerts: Alerts,
     /// Sockets that have shown no credential yet (vStats agents before
     /// `auth`): a few per address, a fixed number in all.
     unauthenticated: Budget,
+    /// The wall-clock time of an input, from its monotonic time.
+    clock: Box<dyn WallClock>,
 }
 
 impl Engine {
@@ -463,6 +407,7 @@ impl Engine {
         max_connections: usize,
         registry: Registry,
         now: Instant,
+        clock: Box<dyn WallClock>,
     ) -> Engine {
         Engine {
             hub: Hub::new(&registry),
@@ -482,16 +427,17 @@ impl Engine {
             stopping: false,
             bodies: HashMap::new(),
             effects: Vec::new(),
-            notify_counters: Arc::default(),
             alerts: Alerts::new(config.alert_rules.clone(), config.notify_after),
             unauthenticated: Budget::default(),
+            clock,
             config,
         }
     }
 
-    /// The counters the notification threads keep, for `/metrics`.
-    pub fn notify_counters(&self) -> Arc<NotifyCounters> {
-        self.notify_counters.clone()
+    /// What the notification threads delivered, as the shell counted it:
+    /// shown on `/metrics`.
+    pub fn deliveries_counted(&mut self, deliveries: Deliveries) {
+        self.counters.notifications = deliveries;
     }
 
     /// The effects decided since the last call, in order.
@@ -526,6 +472,11 @@ impl Engine {
     /// The configuration the relay runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The wall-clock time at `now`, as the injected clock says.
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.clock.wall(now)
     }
 
     fn log(&mut self, level: Level, text: String) {
@@ -650,7 +601,7 @@ impl Engine {
                 200,
                 http::page_response(DASHBOARD_PAGE.as_bytes(), false, head_only).into(),
             ),
-            Route::History => self.history(&head, head_only),
+            Route::History => self.history(&head, head_only, now),
             Route::Dist => return self.dist_file(id, &head.path, head_only),
             Route::NotFound => (404, http::text_response(404, "not found").into()),
             Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
@@ -693,11 +644,8 @@ impl Engine {
                 http::response(200, "application/json", &self.hub.servers_json(), head_only)
             }
             Route::Metrics => {
-                let counters = Counters {
-                    notifications: self.notify_counters.snapshot(),
-                    ..self.counters.clone()
-                };
-                let text = prometheus::render(&self.hub.servers, &counters, self.connections());
+                let text =
+                    prometheus::render(&self.hub.servers, &self.counters, self.connections());
                 http::response(200, prometheus::CONTENT_TYPE, text.as_bytes(), head_only)
             }
             _ => http::response(200, "text/plain", b"ok\n", head_only),
@@ -712,7 +660,7 @@ impl Engine {
     }
 
     /// `GET /api/servers/{id}/history?range=1h|24h` (1h if not given).
-    fn history(&self, head: &Head, head_only: bool) -> (u16, Rc<[u8]>) {
+    fn history(&self, head: &Head, head_only: bool, now: Instant) -> (u16, Rc<[u8]>) {
         let span = match head.query_param("range").as_deref() {
             None | Some("1h") => history::HOUR,
             Some("24h") => history::DAY,
@@ -729,10 +677,10 @@ impl Engine {
         };
         let json = history::to_json(
             &server.id,
-            server.last_seen.map(rfc3339),
+            server.presence.last_seen().map(rfc3339),
             server.history.as_deref(),
             span,
-            unix_seconds(SystemTime::now()),
+            unix_seconds(self.wall(now)),
         );
         let bytes = http::response(200, "application/json", json.as_bytes(), head_only);
         (200, bytes.into())
@@ -940,16 +888,13 @@ impl Engine {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.phase = Phase::Agent(agent);
         }
+        let wall = self.wall(now);
         let Some(server) = self.hub.get_mut(&server_id) else {
             // Removed between the head and now.
             return self.close(id, CloseCode::Policy, "server removed", now);
         };
-        let replaced = server.agent.replace(id);
+        let admitted = server.presence.admitted(id, now, wall);
         server.connections += 1;
-        server.last_frame = Some(now);
-        server.last_seen = Some(SystemTime::now());
-        let came_online = !server.online;
-        server.online = true;
         // Seen at once: a connection shorter than a tick still counts, and
         // a return closes an offline notified before.
         let change = self.alerts.presence(&mut server.watch, true, now);
@@ -958,7 +903,7 @@ impl Engine {
             server.name, server.id
         );
         self.log(Level::Info, text);
-        if let Some(old) = replaced {
+        if let Some(old) = admitted.replaced {
             // The device rebooted and came back before its old socket died.
             self.close(
                 old,
@@ -967,16 +912,16 @@ impl Engine {
                 now,
             );
         }
-        if came_online {
-            self.broadcast(hub::status(&server_id, true));
+        if admitted.came_online {
+            self.broadcast(hub::status(&server_id, true, wall));
         }
         if let Some(change) = change {
-            self.alert(&server_id, &change);
+            self.alert(&server_id, &change, now);
         }
     }
 
     fn admit_dashboard(&mut self, id: ConnId, now: Instant) {
-        let snapshot = self.hub.snapshot(unix_seconds(SystemTime::now()));
+        let snapshot = self.hub.snapshot(self.wall(now));
         let snapshot_bytes: usize = snapshot.iter().map(|m| m.len()).sum();
         let mut outbox = Outbox::new(snapshot_bytes + DASHBOARD_EVENT_ROOM);
         for message in snapshot {
@@ -1027,11 +972,11 @@ impl Engine {
     /// vStats agent's frame), which count against the connection's turn
     /// as the bytes read do: a 40-byte patch that rebuilds a 60 KiB sample
     /// must not cost the loop 64 times that per turn for the price of one.
-    pub fn frame(&mut self, id: ConnId, frame: Frame, now: Instant) -> usize {
+    pub fn frame(&mut self, id: ConnId, frame: Inbound, now: Instant) -> usize {
         let Some(conn) = self.conns.get_mut(&id) else {
             return 0;
         };
-        if let Frame::Close(code) = frame {
+        if let Inbound::Close(code) = frame {
             conn.cause.get_or_insert(Cause::ClosedByPeer(code));
         }
         let Some(link) = conn.link() else {
@@ -1047,7 +992,7 @@ impl Engine {
         if let Phase::CompatAuth(wait) = &conn.phase {
             if wait.pending.is_some() {
                 // One frame before the answer: their agent waits for it.
-                if matches!(frame, Frame::Text(_) | Frame::Binary) {
+                if matches!(frame, Inbound::Text(_) | Inbound::Binary) {
                     let peer = conn.peer;
                     self.refused(peer, "vStats agent sent a second frame before auth", now);
                     self.close(id, CloseCode::Policy, "one frame before auth", now);
@@ -1064,7 +1009,7 @@ impl Engine {
         let speaks_for_server = self
             .hub
             .get(&server_id)
-            .is_some_and(|server| server.agent == Some(id));
+            .is_some_and(|server| server.presence.speaks(id));
         if !speaks_for_server {
             // Replaced by a newer connection, or its server was removed:
             // what it still sends while closing is not the server's state.
@@ -1072,28 +1017,26 @@ impl Engine {
         }
         self.agent_heard(&server_id, now);
         match frame {
-            Frame::Text(text) => {
+            Inbound::Text(text) => {
                 self.counters.frames_in += 1;
                 self.agent_text(id, &server_id, text, now)
             }
-            Frame::Binary => {
+            Inbound::Binary => {
                 self.malformed(id, &server_id, "binary frame", now);
                 0
             }
-            Frame::Control | Frame::Close(_) => 0,
+            Inbound::Control | Inbound::Close(_) => 0,
         }
     }
 
     /// Any frame (or pong) keeps the server online.
     fn agent_heard(&mut self, server_id: &str, now: Instant) {
+        let wall = self.wall(now);
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
-        server.last_frame = Some(now);
-        server.last_seen = Some(SystemTime::now());
-        if !server.online && server.agent.is_some() {
-            server.online = true;
-            self.broadcast(hub::status(server_id, true));
+        if server.presence.heard(now, wall) {
+            self.broadcast(hub::status(server_id, true, wall));
         }
     }
 
@@ -1201,7 +1144,8 @@ impl Engine {
             return 0;
         };
         state.apply(patch);
-        let sample = match rebuilt(&mut state, SystemTime::now()) {
+        let wall = self.clock.wall(now);
+        let sample = match rebuilt(&mut state, wall) {
             Ok(sample) => sample,
             Err(e) => {
                 self.malformed(id, server_id, &format!("patched, {e}"), now);
@@ -1224,11 +1168,11 @@ impl Engine {
     // ----- vStats agents ----------------------------------------------------
 
     /// A vStats agent's first frame, which must be its `auth`.
-    fn compat_first_frame(&mut self, id: ConnId, frame: Frame, now: Instant) {
+    fn compat_first_frame(&mut self, id: ConnId, frame: Inbound, now: Instant) {
         let auth = match frame {
-            Frame::Text(text) => compat::auth(text),
-            Frame::Binary => Err("vStats agent whose first frame is binary"),
-            Frame::Control | Frame::Close(_) => return,
+            Inbound::Text(text) => compat::auth(text),
+            Inbound::Binary => Err("vStats agent whose first frame is binary"),
+            Inbound::Control | Inbound::Close(_) => return,
         };
         match auth {
             Ok(auth) => self.compat_auth(id, Box::new(auth), false, now),
@@ -1302,6 +1246,7 @@ impl Engine {
     /// offline batches are counted and dropped, recognised by the start
     /// of the text without being parsed; other types are ignored.
     fn compat_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) -> usize {
+        let wall = self.wall(now);
         let Some(kind) = compat::kind(text) else {
             self.malformed(id, server_id, "not a vStats frame", now);
             return 0;
@@ -1314,7 +1259,7 @@ impl Engine {
                 let Some(session) = agent.compat.as_deref_mut() else {
                     return 0;
                 };
-                let checked = compat::sample(text, session, SystemTime::now())
+                let checked = compat::sample(text, session, wall)
                     .and_then(|json| Ok(RawValue::from_string(json)?))
                     .and_then(|raw| hub::check_sample(&raw));
                 let (sample, reading) = match checked {
@@ -1371,15 +1316,16 @@ impl Engine {
     /// Stores a server's sample, adds it to its history and queues it to
     /// every dashboard.
     fn fan_out(&mut self, server_id: &str, sample: Box<RawValue>, reading: &Reading, now: Instant) {
+        let wall = self.wall(now);
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
         server
             .history
             .get_or_insert_default()
-            .record(unix_seconds(SystemTime::now()), reading);
+            .record(unix_seconds(wall), reading);
         let changes = self.alerts.reading(&mut server.watch, reading, now);
-        let message = hub::metrics(server_id, &sample);
+        let message = hub::metrics(server_id, &sample, wall);
         server.latest_message = Some(message.clone());
         server.latest_data = Some(sample);
         let slot = server.slot;
@@ -1391,20 +1337,19 @@ impl Engine {
             wake(effects, id, dashboard);
         });
         for change in changes {
-            self.alert(server_id, &change);
+            self.alert(server_id, &change, now);
         }
     }
 
     /// Logs a change and queues its notification.
-    fn alert(&mut self, server_id: &str, change: &Change) {
+    fn alert(&mut self, server_id: &str, change: &Change, now: Instant) {
+        let wall = self.wall(now);
         let Some(server) = self.hub.get(server_id) else {
             return;
         };
-        let notice = self.alerts.notice(
-            change,
-            (&server.id, &server.name, &server.location),
-            SystemTime::now(),
-        );
+        let notice = self
+            .alerts
+            .notice(change, (&server.id, &server.name, &server.location), wall);
         let level = match (notice.event, notice.resolved) {
             (Event::Online, _) | (_, true) => Level::Info,
             _ => Level::Warn,
@@ -1507,13 +1452,13 @@ impl Engine {
     }
 
     /// The socket is gone (or broke): the connection ends.
-    pub fn ended(&mut self, id: ConnId, end: End, now: Instant) {
+    pub fn ended(&mut self, id: ConnId, end: SocketEnd, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         conn.cause.get_or_insert(match end {
-            End::Closed => Cause::ClosedByPeer(None),
-            End::Io(kind) => Cause::Io(kind),
+            SocketEnd::Closed => Cause::ClosedByPeer(None),
+            SocketEnd::Io(kind) => Cause::Io(kind),
         });
         self.forget(id, now);
     }
@@ -1538,19 +1483,15 @@ impl Engine {
                         ),
                     );
                 };
-                // A replaced connection leaves its successor in charge.
-                let in_charge = server.agent == Some(id);
                 let text = format!(
                     "agent for {} ({}) from {peer} disconnected after {lasted}: {cause}",
                     server.name, server.id
                 );
-                if in_charge {
-                    server.agent = None;
-                }
-                let went_offline = in_charge && std::mem::replace(&mut server.online, false);
+                let went_offline = server.presence.lost(id);
                 self.log(Level::Info, text);
                 if went_offline {
-                    self.broadcast(hub::status(&agent.server_id, false));
+                    let wall = self.wall(now);
+                    self.broadcast(hub::status(&agent.server_id, false, wall));
                 }
             }
             Phase::Dashboard(_) => {
@@ -1593,10 +1534,10 @@ impl Engine {
         for (&id, conn) in &mut self.conns {
             match &mut conn.phase {
                 Phase::Head | Phase::AwaitingRegistry(_) if now >= conn.deadline => {
-                    expired.push((id, Timeout::Head));
+                    expired.push((id, Timer::Head));
                 }
                 Phase::OpeningFile { .. } | Phase::Respond { .. } if now >= conn.deadline => {
-                    expired.push((id, Timeout::Response));
+                    expired.push((id, Timer::Response));
                 }
                 Phase::Head
                 | Phase::AwaitingRegistry(_)
@@ -1606,7 +1547,7 @@ impl Engine {
                     if let Some(timeout) = link_timeout(&wait.link, now) {
                         expired.push((id, timeout));
                     } else if now >= conn.deadline && wait.link.closing.is_none() {
-                        expired.push((id, Timeout::Auth));
+                        expired.push((id, Timer::Auth));
                     }
                 }
                 Phase::Agent(AgentConn { link, .. }) => {
@@ -1624,7 +1565,7 @@ impl Engine {
                     if let Some(timeout) = link_timeout(&dashboard.link, now) {
                         expired.push((id, timeout));
                     } else if stalled && dashboard.link.closing.is_none() {
-                        expired.push((id, Timeout::Stalled));
+                        expired.push((id, Timer::Stalled));
                     } else if now.saturating_duration_since(dashboard.link.last_ping) >= PING_EVERY
                     {
                         dashboard.link.last_ping = now;
@@ -1638,31 +1579,31 @@ impl Engine {
         pings.sort_unstable();
         for (id, timeout) in expired {
             match timeout {
-                Timeout::Head => self.finish(
+                Timer::Head => self.finish(
                     id,
-                    Cause::Timeout(timeout),
+                    Cause::Expired(timeout),
                     Some(http::text_response(408, "request head too slow")),
                     now,
                 ),
-                Timeout::Stalled => {
+                Timer::Stalled => {
                     // The close frame will not get through a full socket
                     // either; it is queued for the record and the socket
                     // dropped when the close timeout passes.
                     if let Some(conn) = self.conns.get_mut(&id) {
-                        conn.cause.get_or_insert(Cause::Timeout(timeout));
+                        conn.cause.get_or_insert(Cause::Expired(timeout));
                     }
                     self.counters.slow_dashboards += 1;
                     self.close(id, CloseCode::Again, "not reading", now);
                 }
-                Timeout::Auth => {
+                Timer::Auth => {
                     if let Some(conn) = self.conns.get_mut(&id) {
-                        conn.cause.get_or_insert(Cause::Timeout(timeout));
+                        conn.cause.get_or_insert(Cause::Expired(timeout));
                     }
                     let peer = conn_peer(&self.conns, id);
                     self.refused(peer, "vStats agent sent no auth frame in time", now);
                     self.close(id, CloseCode::Policy, "no auth within 10 s", now);
                 }
-                _ => self.finish(id, Cause::Timeout(timeout), None, now),
+                _ => self.finish(id, Cause::Expired(timeout), None, now),
             }
         }
         for id in pings {
@@ -1670,8 +1611,8 @@ impl Engine {
         }
         self.expire_agents(now);
         self.watch_presence(now);
-        self.hub
-            .drop_stale_sparklines(unix_seconds(SystemTime::now()));
+        let wall = self.wall(now);
+        self.hub.drop_stale_sparklines(unix_seconds(wall));
         if let Some(held) = self.refusals.summary_due(now) {
             self.log(
                 Level::Info,
@@ -1703,20 +1644,17 @@ impl Engine {
         let timeout = self.config.agent_timeout;
         let mut gone_offline = Vec::new();
         for server in &mut self.hub.servers {
-            let stale = server
-                .last_frame
-                .is_none_or(|at| now.saturating_duration_since(at) >= timeout);
-            if server.online && stale {
-                server.online = false;
+            if server.presence.expired(now, timeout) {
                 gone_offline.push(server.id.clone());
             }
         }
+        let wall = self.wall(now);
         for id in gone_offline {
             self.log(
                 Level::Info,
                 format!("server {id} offline: nothing heard for {timeout:?}"),
             );
-            self.broadcast(hub::status(&id, false));
+            self.broadcast(hub::status(&id, false, wall));
         }
     }
 
@@ -1724,12 +1662,15 @@ impl Engine {
     fn watch_presence(&mut self, now: Instant) {
         let mut changes = Vec::new();
         for server in &mut self.hub.servers {
-            if let Some(change) = self.alerts.presence(&mut server.watch, server.online, now) {
+            if let Some(change) =
+                self.alerts
+                    .presence(&mut server.watch, server.presence.online(), now)
+            {
                 changes.push((server.id.clone(), change));
             }
         }
         for (id, change) in changes {
-            self.alert(&id, &change);
+            self.alert(&id, &change, now);
         }
     }
 
@@ -1740,7 +1681,8 @@ impl Engine {
             .servers
             .iter()
             .map(|server| (server.id.as_str(), &server.watch));
-        let bytes = alerts::to_file(&self.alerts, watches, now, unix_seconds(SystemTime::now()));
+        let unix_secs = unix_seconds(self.clock.wall(now));
+        let bytes = alerts::to_file(&self.alerts, watches, now, unix_secs);
         self.effects.push(Effect::SaveAlerts { bytes, last });
     }
 
@@ -1832,6 +1774,7 @@ impl Engine {
             return;
         }
         let (added, removed) = self.hub.sync(&self.registry);
+        let wall = self.wall(now);
         // What was open for them is closed without a word.
         self.alerts.dirty |= !removed.is_empty();
         for server in removed {
@@ -1839,11 +1782,11 @@ impl Engine {
                 Level::Info,
                 format!("server {} ({}) removed", server.name, server.id),
             );
-            self.broadcast(hub::server_removed(&server.id));
+            self.broadcast(hub::server_removed(&server.id, wall));
             each_dashboard(&self.dashboards, &mut self.conns, |_, dashboard| {
                 dashboard.outbox.forget(server.slot);
             });
-            if let Some(agent) = server.agent {
+            if let Some(agent) = server.presence.agent() {
                 self.close(agent, CloseCode::Policy, "server removed", now);
             }
         }
@@ -1853,10 +1796,9 @@ impl Engine {
             let Some(server) = self.hub.get_mut(id) else {
                 continue;
             };
-            let Some(agent) = server.agent.take() else {
+            let Some((agent, was_online)) = server.presence.revoked() else {
                 continue;
             };
-            let was_online = std::mem::replace(&mut server.online, false);
             let text = format!(
                 "token of {} ({}) rotated: closing its agent",
                 server.name, server.id
@@ -1864,13 +1806,13 @@ impl Engine {
             self.log(Level::Info, text);
             self.close(agent, CloseCode::Policy, "token rotated", now);
             if was_online {
-                self.broadcast(hub::status(id, false));
+                self.broadcast(hub::status(id, false, wall));
             }
         }
         for id in added {
             if let Some(server) = self.hub.get(&id) {
                 let text = format!("server {} ({}) added", server.name, server.id);
-                let message = hub::server_added(server);
+                let message = hub::server_added(server, wall);
                 self.log(Level::Info, text);
                 self.broadcast(message);
             }
@@ -1978,11 +1920,6 @@ fn conn_peer(conns: &HashMap<ConnId, Conn>, id: ConnId) -> SocketAddr {
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |conn| conn.peer)
 }
 
-pub(super) fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
 /// A patch's `data`, within the sample limits and of a patch's shape.
 fn check_patch(data: &RawValue) -> Result<MetricsPatch, SampleError> {
     check_data(data.get())?;
@@ -2035,14 +1972,14 @@ fn wake(effects: &mut Vec<Effect>, id: ConnId, dashboard: &mut DashboardConn) {
 }
 
 /// The timer of a WebSocket that has run out, if one has.
-fn link_timeout(link: &Link, now: Instant) -> Option<Timeout> {
+fn link_timeout(link: &Link, now: Instant) -> Option<Timer> {
     if now.saturating_duration_since(link.last_heard) >= SILENCE_LIMIT {
-        Some(Timeout::Silence)
+        Some(Timer::Silence)
     } else if link
         .closing
         .is_some_and(|at| now.saturating_duration_since(at) >= CLOSE_TIMEOUT)
     {
-        Some(Timeout::CloseAnswer)
+        Some(Timer::CloseAnswer)
     } else {
         None
     }

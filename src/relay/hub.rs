@@ -5,7 +5,9 @@
 use super::alerts::Watch;
 use super::history::{HOUR, History, Reading, sparklines};
 use super::outbox::Slot;
+use super::presence::Presence;
 use super::registry::Registry;
+use super::shared::unix_seconds;
 use crate::protocol::{
     DashboardMessage, Frame, Hello, Metrics, SampleError, ServerInfo, ServerMetrics, ServerRef,
     Status, check_data, rfc3339,
@@ -13,11 +15,8 @@ use crate::protocol::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 use tungstenite::Utf8Bytes;
-
-/// The connection an agent holds, as the event loop numbers connections.
-pub type ConnId = u64;
 
 pub struct ServerState {
     pub id: String,
@@ -25,17 +24,12 @@ pub struct ServerState {
     pub location: String,
     /// Stable for the life of this entry, unlike its index in `servers`.
     pub slot: Slot,
-    /// The agent connection currently speaking for this server.
-    pub agent: Option<ConnId>,
     /// Agent connections admitted for it since the relay started.
     pub connections: u64,
     /// What alerts know of it: offline for how long, rules holding.
     pub watch: Watch,
-    pub online: bool,
-    /// When its agent last sent any frame (for the agent timeout).
-    pub last_frame: Option<Instant>,
-    /// Wall-clock time of the last frame, for `/api/servers`.
-    pub last_seen: Option<SystemTime>,
+    /// Online or not, and the agent connection in charge.
+    pub presence: Presence,
     /// The agent's last sample, as it sent it.
     pub latest_data: Option<Box<RawValue>>,
     /// The dashboard `metrics` message built from it.
@@ -88,12 +82,9 @@ impl Hub {
                         name: server.name.clone(),
                         location: server.location.clone(),
                         slot: self.next_slot,
-                        agent: None,
                         connections: 0,
                         watch: Watch::default(),
-                        online: false,
-                        last_frame: None,
-                        last_seen: None,
+                        presence: Presence::default(),
                         latest_data: None,
                         latest_message: None,
                         history: None,
@@ -122,21 +113,25 @@ impl Hub {
 
     /// The snapshot a new dashboard starts with: `hello`, then per server
     /// `server_added`, `status`, its sparklines' `history` and its latest
-    /// `metrics` if known.
-    pub fn snapshot(&mut self, unix_secs: u64) -> Vec<Utf8Bytes> {
+    /// `metrics` if known. `now` stamps the messages built for it.
+    pub fn snapshot(&mut self, now: SystemTime) -> Vec<Utf8Bytes> {
+        let unix_secs = unix_seconds(now);
         self.drop_stale_sparklines(unix_secs);
         let mut messages = Vec::with_capacity(1 + self.servers.len() * 4);
-        messages.push(message(DashboardMessage::<()>::Hello(Hello {
-            version: crate::VERSION.to_owned(),
-            servers: self.servers.len() as u64,
-        })));
+        messages.push(message(
+            DashboardMessage::<()>::Hello(Hello {
+                version: crate::VERSION.to_owned(),
+                servers: self.servers.len() as u64,
+            }),
+            now,
+        ));
         for server in &self.servers {
-            messages.push(server_added(server));
-            messages.push(status(&server.id, server.online));
+            messages.push(server_added(server, now));
+            messages.push(status(&server.id, server.presence.online(), now));
             if let Some(history) = &server.history {
                 let built = self.sparklines.1.entry(server.slot).or_insert_with(|| {
                     let lines = sparklines(&server.id, history, unix_secs);
-                    message(DashboardMessage::<()>::History(lines))
+                    message(DashboardMessage::<()>::History(lines), now)
                 });
                 messages.push(built.clone());
             }
@@ -173,8 +168,8 @@ impl Hub {
                 id: &s.id,
                 name: &s.name,
                 location: &s.location,
-                online: s.online,
-                last_seen: s.last_seen.map(rfc3339),
+                online: s.presence.online(),
+                last_seen: s.presence.last_seen().map(rfc3339),
                 metrics: s.latest_data.as_deref(),
             })
             .collect();
@@ -194,38 +189,43 @@ pub fn check_sample(data: &RawValue) -> Result<(Box<RawValue>, Reading), SampleE
     Ok((data.to_owned(), Reading::of(&sample)))
 }
 
-fn message<M: Serialize>(message: DashboardMessage<M>) -> Utf8Bytes {
-    let frame = Frame::now(message);
+/// A dashboard message stamped `at`, serialized once for every dashboard.
+fn message<M: Serialize>(message: DashboardMessage<M>, at: SystemTime) -> Utf8Bytes {
+    let frame = Frame::at(message, at);
     // Our own types always serialize.
     serde_json::to_string(&frame).unwrap_or_default().into()
 }
 
-pub fn metrics(server_id: &str, data: &RawValue) -> Utf8Bytes {
-    message(DashboardMessage::Metrics(ServerMetrics {
+pub fn metrics(server_id: &str, data: &RawValue, at: SystemTime) -> Utf8Bytes {
+    let metrics = ServerMetrics {
         server_id: server_id.to_owned(),
         metrics: data,
-    }))
+    };
+    message(DashboardMessage::Metrics(metrics), at)
 }
 
-pub fn status(server_id: &str, online: bool) -> Utf8Bytes {
-    message(DashboardMessage::<()>::Status(Status {
+pub fn status(server_id: &str, online: bool, at: SystemTime) -> Utf8Bytes {
+    let status = Status {
         server_id: server_id.to_owned(),
         online,
-    }))
+    };
+    message(DashboardMessage::<()>::Status(status), at)
 }
 
-pub fn server_added(server: &ServerState) -> Utf8Bytes {
-    message(DashboardMessage::<()>::ServerAdded(ServerInfo {
+pub fn server_added(server: &ServerState, at: SystemTime) -> Utf8Bytes {
+    let info = ServerInfo {
         id: server.id.clone(),
         name: server.name.clone(),
         location: server.location.clone(),
-    }))
+    };
+    message(DashboardMessage::<()>::ServerAdded(info), at)
 }
 
-pub fn server_removed(server_id: &str) -> Utf8Bytes {
-    message(DashboardMessage::<()>::ServerRemoved(ServerRef {
+pub fn server_removed(server_id: &str, at: SystemTime) -> Utf8Bytes {
+    let removed = ServerRef {
         id: server_id.to_owned(),
-    }))
+    };
+    message(DashboardMessage::<()>::ServerRemoved(removed), at)
 }
 
 #[cfg(test)]
@@ -265,9 +265,9 @@ mod tests {
         let mut hub = Hub::new(&registry);
         let data = RawValue::from_string(r#"{"hostname":"h"}"#.into()).unwrap();
         let id = hub.servers[0].id.clone();
-        hub.servers[0].latest_message = Some(metrics(&id, &data));
+        hub.servers[0].latest_message = Some(metrics(&id, &data, SystemTime::UNIX_EPOCH));
         let types: Vec<String> = hub
-            .snapshot(0)
+            .snapshot(SystemTime::UNIX_EPOCH)
             .iter()
             .map(|m| {
                 serde_json::from_str::<Value>(m).unwrap()["type"]
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn metrics_message_forwards_the_agents_bytes() {
         let data = RawValue::from_string(r#"{"cpu": {"usage": 1.50}, "x": [1,2]}"#.into()).unwrap();
-        let text = metrics("abc", &data);
+        let text = metrics("abc", &data, SystemTime::UNIX_EPOCH);
         assert!(
             text.contains(
                 r#""data":{"server_id":"abc","metrics":{"cpu": {"usage": 1.50}, "x": [1,2]}}"#

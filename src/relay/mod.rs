@@ -16,28 +16,32 @@ pub mod config;
 pub mod conn;
 pub mod engine;
 pub mod history;
-pub mod hush;
 pub mod http;
 pub mod hub;
+pub mod hush;
 pub mod notify;
 pub mod outbox;
+pub mod page;
 pub mod poller;
+pub mod presence;
 pub mod prometheus;
 pub mod rate;
 pub mod registry;
+pub mod shared;
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub mod sim;
 
 use config::Config;
-use conn::{Body, HeadPhase, RespondPhase, Socket, Stop, Stream, Turn, Written};
-use engine::{Admission, After, Effect, End, Engine, RegistryRead, unix_seconds};
-pub use engine::{Counters, HEAD_TIMEOUT, PING_EVERY, SILENCE_LIMIT};
-use hub::ConnId;
+use conn::{Body, HeadPhase, RespondPhase, ServerStream, Socket, Stop, Turn, Written};
+use engine::{Admission, After, Effect, Engine, RegistryRead};
 use log::{debug, error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use notify::Notifier;
+use notify::{Notifier, NotifyCounters};
 use poller::Poller;
 use registry::{FileStamp, Registry};
 use rustls::ServerConfig;
+use shared::{ConnId, SocketEnd, WallClock, unix_seconds};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -83,6 +87,16 @@ impl std::error::Error for RelayError {
     }
 }
 
+/// The wall clock the engine is handed: the system's, read when asked
+/// (so a clock stepped by NTP after boot is followed at once).
+struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn wall(&self, _now: Instant) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
 /// A connection's socket, in the phase its bytes are in.
 enum Io {
     Head(HeadPhase),
@@ -111,6 +125,9 @@ pub struct Relay {
     /// megabytes never holds up the loop.
     history_writer: Option<std::thread::JoinHandle<()>>,
     notifier: Option<Notifier>,
+    /// What the notification threads count, told to the engine before a
+    /// request it may render on `/metrics`.
+    deliveries: Arc<NotifyCounters>,
     alerts_path: PathBuf,
     /// The thread writing the alerts file, and what to write once it is
     /// done: a slow disk delays the file, never the loop.
@@ -275,13 +292,16 @@ impl Relay {
             max_connections,
             registry,
             Instant::now(),
+            Box::new(SystemClock),
         );
         load_history(&mut engine, &history_path);
         load_alerts(&mut engine, &alerts_path);
+        let deliveries = Arc::<NotifyCounters>::default();
         let notifier =
-            notifier.map(|(targets, tls)| Notifier::start(targets, tls, engine.notify_counters()));
+            notifier.map(|(targets, tls)| Notifier::start(targets, tls, deliveries.clone()));
         Ok(Relay {
             notifier,
+            deliveries,
             alerts_path,
             alerts_writer: None,
             alerts_pending: None,
@@ -376,13 +396,13 @@ impl Relay {
             }
             let _ = tcp.set_nodelay(true);
             let stream = match &self.tls {
-                None => Stream::Plain(tcp),
+                None => ServerStream::Plain(tcp),
                 Some(config) => match rustls::ServerConnection::new(config.clone()) {
-                    Ok(tls) => Stream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp))),
+                    Ok(tls) => ServerStream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp))),
                     Err(e) => {
                         error!("tls: {e}");
                         self.engine
-                            .ended(id, End::Io(io::ErrorKind::Other), Instant::now());
+                            .ended(id, SocketEnd::Io(io::ErrorKind::Other), Instant::now());
                         self.apply_effects();
                         continue;
                     }
@@ -390,7 +410,8 @@ impl Relay {
             };
             if let Err(e) = self.poller.add(stream.tcp(), id) {
                 warn!("epoll: {e}");
-                self.engine.ended(id, End::Io(e.kind()), Instant::now());
+                self.engine
+                    .ended(id, SocketEnd::Io(e.kind()), Instant::now());
                 self.apply_effects();
                 continue;
             }
@@ -430,7 +451,12 @@ impl Relay {
         match io {
             Io::Head(head) => match head.read() {
                 Ok(None) => {}
-                Ok(Some(request)) => self.engine.request(id, request, now),
+                Ok(Some(request)) => {
+                    if self.notifier.is_some() {
+                        self.engine.deliveries_counted(self.deliveries.snapshot());
+                    }
+                    self.engine.request(id, request, now)
+                }
                 Err(end) => self.end(id, end),
             },
             Io::Respond(respond) => match respond.write() {
@@ -470,7 +496,7 @@ impl Relay {
     }
 
     /// The socket is finished: dropped here, forgotten by the engine.
-    fn end(&mut self, id: ConnId, end: End) {
+    fn end(&mut self, id: ConnId, end: SocketEnd) {
         self.io.remove(&id);
         self.opened.remove(&id);
         self.engine.ended(id, end, Instant::now());
@@ -764,11 +790,6 @@ pub fn raise_open_files_limit() -> u64 {
         soft
     }
 }
-
-/// The dashboard page: one self-contained file, nothing fetched elsewhere.
-const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
-/// The same page, gzipped by build.rs, for clients that accept it.
-const DASHBOARD_PAGE_GZIP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dashboard.html.gz"));
 
 /// Starts a relay with this configuration and serves until stopped.
 pub fn run(config: Config) -> Result<(), RelayError> {

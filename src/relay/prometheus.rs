@@ -10,8 +10,8 @@
 //! server (`MAX_FILESYSTEMS` and its siblings): an agent's sample decides
 //! how much it says, not how big every scrape gets.
 
-use super::Counters;
 use super::hub::ServerState;
+use super::shared::Counters;
 use crate::protocol::{Disk, Interface, Metrics};
 use std::fmt::Write;
 use std::time::UNIX_EPOCH;
@@ -192,7 +192,7 @@ pub fn render(servers: &[ServerState], counters: &Counters, connections: Connect
         x.sample(
             "vstats_up",
             &server_labels(p),
-            if p.server.online { 1.0 } else { 0.0 },
+            if p.server.presence.online() { 1.0 } else { 0.0 },
         );
     }
     x.family(
@@ -201,7 +201,7 @@ pub fn render(servers: &[ServerState], counters: &Counters, connections: Connect
         "When the relay last heard from the server's agent, in Unix time.",
     );
     for p in &parsed {
-        let Some(seen) = p.server.last_seen else {
+        let Some(seen) = p.server.presence.last_seen() else {
             continue;
         };
         let seconds = seen
@@ -556,7 +556,9 @@ mod tests {
         registry.add("pi \"4\"", "上海").unwrap();
         registry.add("idle", "").unwrap();
         let mut hub = Hub::new(&registry);
-        hub.servers[0].online = true;
+        hub.servers[0]
+            .presence
+            .admitted(1, std::time::Instant::now(), UNIX_EPOCH);
         hub.servers[0].latest_data = Some(
             RawValue::from_string(
                 r#"{"cpu":{"usage":25.0,"cores":4},"memory":{"total":1000,"used":400},
@@ -597,7 +599,9 @@ mod tests {
         let mut registry = Registry::empty();
         registry.add("nas", "").unwrap();
         let mut hub = Hub::new(&registry);
-        hub.servers[0].online = true;
+        hub.servers[0]
+            .presence
+            .admitted(1, std::time::Instant::now(), UNIX_EPOCH);
         hub.servers[0].latest_data = Some(RawValue::from_string(sample.to_owned()).unwrap());
         let labels = format!("server_id=\"{}\",name=\"nas\"", hub.servers[0].id);
         let text = render(&hub.servers, &Counters::default(), Connections::default());
