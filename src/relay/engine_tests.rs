@@ -2003,3 +2003,36 @@ fn issue21_fault8_without_a_viewer_token_only_ip_localhost_and_allowed_hosts_rea
     let id = guarded.request(at("evil.example", upgrade("/ws?token=secret", None)), 0);
     assert_eq!(response(&guarded.effects(), id), (101, After::Dashboard));
 }
+
+// ----- the fake clock -------------------------------------------------------
+
+#[test]
+fn a_sample_after_a_history_step_boundary_fills_the_next_step() {
+    // The fake wall clock starts one second into a 10 s step of the hour
+    // tier: the next step begins 9 s later.
+    let mut bench = Bench::new(&["pi"]);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 10.0, 1_000);
+    bench.sample(agent, 30.0, 9_500);
+    bench.effects();
+    let path = format!("/api/servers/{}/history", bench.ids[0]);
+    let (status, hour) = response_json(&mut bench, &path, 9_600);
+    assert_eq!(status, 200);
+    let cpu = hour["series"]["cpu"].as_array().unwrap();
+    assert_eq!((&cpu[358], &cpu[359]), (&json!(10), &json!(30)));
+    // Stamped with the fake wall clock: 2027-01-15 08:00:10.5 UTC, in
+    // whole seconds.
+    assert_eq!(hour["last_seen"], "2027-01-15T08:00:10Z");
+}
+
+#[test]
+fn a_threshold_held_for_five_minutes_of_the_fake_clock_fires_once() {
+    let mut bench = Bench::with(&["pi"], &["--alert", "cpu>=95 for 5m"], 100);
+    let agent = bench.agent(0, 0);
+    let mut fired = Vec::new();
+    for second in (0..=330).step_by(10) {
+        bench.sample(agent, 97.0, second * 1_000);
+        fired.extend(notices(&bench.effects()).into_iter().map(|n| (second, n.0)));
+    }
+    assert_eq!(fired, [(300, "threshold")]);
+}

@@ -809,3 +809,7 @@ mod tests {
         assert_eq!(one_turn_each(Vec::new(), vec![4, 4]), [4]);
     }
 }
+
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod layout_tests;
