@@ -315,6 +315,20 @@ impl Watch {
         matches!(self.presence, Presence::Offline { notified: true, .. })
             || self.rules.iter().any(|rule| rule.firing)
     }
+
+    /// When [`Alerts::presence`] is due to notify this server offline, if
+    /// it is offline and not notified yet: the time to look again. (The
+    /// rules need no timer: a sample is what moves them.)
+    pub fn due(&self) -> Option<Instant> {
+        match self.presence {
+            Presence::Offline {
+                due,
+                notified: false,
+                ..
+            } => Some(due),
+            _ => None,
+        }
+    }
 }
 
 /// A change worth a notification.

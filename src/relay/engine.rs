@@ -19,6 +19,7 @@ use super::hub::{self, Hub};
 use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
 use super::notify::{Deliveries, Event, Notice};
 use super::outbox::Outbox;
+use super::outbox::Slot;
 use super::page::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP};
 use super::prometheus;
 use super::rate::RateLimit;
@@ -26,6 +27,7 @@ use super::registry::{self, Refusal, Registry, RegistryError};
 use super::shared::{
     ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, WallClock, unix_seconds,
 };
+use super::timers::{self, Due, Timers};
 use crate::protocol::{
     LeanState, MAX_SAMPLE_BYTES, Metrics, MetricsPatch, SampleError, check_data, rfc3339,
 };
@@ -59,8 +61,6 @@ pub const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 pub const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
 /// Consecutive malformed frames that close an agent (1007).
 pub const MALFORMED_LIMIT: u32 = 10;
-/// The clock work runs at least this often.
-pub const TICK: Duration = Duration::from_millis(500);
 /// How long accepting stops after `accept` fails (out of file descriptors).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
@@ -341,6 +341,8 @@ struct Conn {
     /// Head and response phases end by this time.
     deadline: Instant,
     cause: Option<Cause>,
+    /// The time of its reminder in [`Engine::timers`], if it has one.
+    reminder: Option<Instant>,
 }
 
 impl Conn {
@@ -382,7 +384,10 @@ pub struct Engine {
     conns: HashMap<ConnId, Conn>,
     dashboards: Vec<ConnId>,
     counters: Counters,
-    last_tick: Instant,
+    /// When each connection and server is next due to be looked at.
+    timers: Timers,
+    /// The origin of the grid the loop's timer wake-ups are put on.
+    grid: Instant,
     paused_until: Option<Instant>,
     malformed: Hush,
     refusals: Hush,
@@ -419,7 +424,8 @@ impl Engine {
             conns: HashMap::new(),
             dashboards: Vec::new(),
             counters: Counters::default(),
-            last_tick: now,
+            timers: Timers::default(),
+            grid: now,
             paused_until: None,
             malformed: Hush::default(),
             refusals: Hush::default(),
@@ -449,13 +455,26 @@ impl Engine {
         self.hub.servers.len()
     }
 
-    /// How long the loop may sleep before [`Engine::tick`] is due.
+    /// How long the loop may sleep before [`Engine::tick`] is due (zero:
+    /// it is due now): until the earliest deadline of any connection,
+    /// server or periodic chore, put on the timer grid (see
+    /// [`timers::round_up`]), or the end of an accept pause, which is
+    /// exact. Never later than the next registry check.
     pub fn timeout(&self, now: Instant) -> Duration {
-        let tick = (self.last_tick + TICK).saturating_duration_since(now);
-        match self.paused_until {
-            Some(until) => tick.min(until.saturating_duration_since(now)),
-            None => tick,
-        }
+        let chores = [
+            self.timers.next(),
+            Some(self.registry_checked + REGISTRY_CHECK_EVERY),
+            Some(self.history_saved + HISTORY_SAVE_EVERY),
+            self.refusals.summary_at(),
+            self.malformed.summary_at(),
+            self.alerts.dirty.then_some(now),
+        ];
+        let earliest = chores.into_iter().flatten().min().unwrap_or(now);
+        let on_grid = timers::round_up(earliest, self.grid);
+        let next = self
+            .paused_until
+            .map_or(on_grid, |until| on_grid.min(until));
+        next.saturating_duration_since(now)
     }
 
     /// The queue of a dashboard, for the loop to move to its socket; none
@@ -509,8 +528,10 @@ impl Engine {
                 phase: Phase::Head,
                 deadline: now + HEAD_TIMEOUT,
                 cause: None,
+                reminder: None,
             },
         );
+        self.remind(id);
         Admission::Admit
     }
 
@@ -825,6 +846,11 @@ impl Engine {
 
     /// The whole response is written.
     pub fn responded(&mut self, id: ConnId, now: Instant) {
+        self.next_phase(id, now);
+        self.remind(id);
+    }
+
+    fn next_phase(&mut self, id: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -918,6 +944,9 @@ impl Engine {
         if let Some(change) = change {
             self.alert(&server_id, &change, now);
         }
+        if let Some(server) = self.hub.get(&server_id) {
+            self.remind_server(server.slot);
+        }
     }
 
     fn admit_dashboard(&mut self, id: ConnId, now: Instant) {
@@ -962,6 +991,8 @@ impl Engine {
             conn.cause
                 .get_or_insert(Cause::CloseSent(u16::from(code), reason));
             self.effects.push(Effect::Close { id, code, reason });
+            // The close answer is due sooner than anything before it.
+            self.remind(id);
         }
     }
 
@@ -1037,6 +1068,7 @@ impl Engine {
         };
         if server.presence.heard(now, wall) {
             self.broadcast(hub::status(server_id, true, wall));
+            self.presence_changed(server_id, now);
         }
     }
 
@@ -1393,7 +1425,10 @@ impl Engine {
         } else {
             dashboard.stalled_since.get_or_insert(now);
         }
-        if dashboard.outbox.over_limit() && dashboard.link.closing.is_none() {
+        let over_limit = dashboard.outbox.over_limit() && dashboard.link.closing.is_none();
+        // A stall makes a deadline sooner than any it had.
+        self.remind(id);
+        if over_limit {
             self.counters.slow_dashboards += 1;
             let peer = conn_peer(&self.conns, id);
             self.log(
@@ -1492,6 +1527,7 @@ impl Engine {
                 if went_offline {
                     let wall = self.wall(now);
                     self.broadcast(hub::status(&agent.server_id, false, wall));
+                    self.presence_changed(&agent.server_id, now);
                 }
             }
             Phase::Dashboard(_) => {
@@ -1521,17 +1557,45 @@ impl Engine {
 
     // ----- the clock ------------------------------------------------------
 
-    /// The clock work: deadlines, pings, silence, stalls, agent timeouts,
-    /// the registry poll, accepting again after a pause.
+    /// The clock work: the connections and servers whose reminders are
+    /// due (deadlines, pings, silence, stalls, agent timeouts, offline
+    /// notices), then the periodic chores (the registry poll, saves, log
+    /// summaries) and accepting again after a pause. Safe to call at any
+    /// time: only what is due by `now` is done.
     pub fn tick(&mut self, now: Instant) {
-        self.last_tick = now;
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
             self.effects.push(Effect::ResumeAccepting);
         }
+        let (mut due_conns, mut due_servers) = (Vec::new(), Vec::new());
+        for (at, due) in self.timers.take_due(now) {
+            match due {
+                Due::Conn(id) => {
+                    // A reminder whose time is not the connection's
+                    // current one was overtaken by an earlier one: stale.
+                    if let Some(conn) = self.conns.get_mut(&id)
+                        && conn.reminder == Some(at)
+                    {
+                        conn.reminder = None;
+                        due_conns.push(id);
+                    }
+                }
+                Due::Server(slot) => {
+                    if let Some(server) = self.hub.by_slot_mut(slot)
+                        && server.reminder == Some(at)
+                    {
+                        server.reminder = None;
+                        due_servers.push(slot);
+                    }
+                }
+            }
+        }
         let mut expired = Vec::new();
         let mut pings = Vec::new();
-        for (&id, conn) in &mut self.conns {
+        for &id in &due_conns {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
             match &mut conn.phase {
                 Phase::Head | Phase::AwaitingRegistry(_) if now >= conn.deadline => {
                     expired.push((id, Timer::Head));
@@ -1609,8 +1673,17 @@ impl Engine {
         for id in pings {
             self.effects.push(Effect::Ping { id });
         }
-        self.expire_agents(now);
-        self.watch_presence(now);
+        // Each looked at sets its next reminder (those dropped are gone).
+        for id in due_conns {
+            self.remind(id);
+        }
+        // In registry order, as a sweep of them all would go.
+        due_servers.sort_unstable_by_key(|&slot| self.hub.index_of_slot(slot));
+        self.expire_agents(&due_servers, now);
+        self.watch_presence(&due_servers, now);
+        for slot in due_servers {
+            self.remind_server(slot);
+        }
         let wall = self.wall(now);
         self.hub.drop_stale_sparklines(unix_seconds(wall));
         if let Some(held) = self.refusals.summary_due(now) {
@@ -1640,11 +1713,13 @@ impl Engine {
 
     /// Servers whose agent is connected but silent past the agent timeout
     /// go offline (the socket stays: a frame brings them back).
-    fn expire_agents(&mut self, now: Instant) {
+    fn expire_agents(&mut self, slots: &[Slot], now: Instant) {
         let timeout = self.config.agent_timeout;
         let mut gone_offline = Vec::new();
-        for server in &mut self.hub.servers {
-            if server.presence.expired(now, timeout) {
+        for &slot in slots {
+            if let Some(server) = self.hub.by_slot_mut(slot)
+                && server.presence.expired(now, timeout)
+            {
                 gone_offline.push(server.id.clone());
             }
         }
@@ -1658,19 +1733,64 @@ impl Engine {
         }
     }
 
-    /// Servers offline past `--notify-after`, and back after that.
-    fn watch_presence(&mut self, now: Instant) {
+    /// Servers offline past `--notify-after`, and back after that: what
+    /// alerts make of each server's presence now.
+    fn watch_presence(&mut self, slots: &[Slot], now: Instant) {
         let mut changes = Vec::new();
-        for server in &mut self.hub.servers {
-            if let Some(change) =
-                self.alerts
-                    .presence(&mut server.watch, server.presence.online(), now)
-            {
+        for &slot in slots {
+            let Some(server) = self.hub.by_slot_mut(slot) else {
+                continue;
+            };
+            let online = server.presence.online();
+            if let Some(change) = self.alerts.presence(&mut server.watch, online, now) {
                 changes.push((server.id.clone(), change));
             }
         }
         for (id, change) in changes {
             self.alert(&id, &change, now);
+        }
+    }
+
+    /// A server's presence changed (an agent lost, heard again, its token
+    /// revoked): alerts hear of it now, and its reminder follows.
+    fn presence_changed(&mut self, server_id: &str, now: Instant) {
+        let Some(slot) = self.hub.get(server_id).map(|server| server.slot) else {
+            return;
+        };
+        self.watch_presence(&[slot], now);
+        self.remind_server(slot);
+    }
+
+    /// Sets connection `id`'s reminder at the earliest of its deadlines,
+    /// unless one as early is set already (a later deadline is found when
+    /// the earlier reminder comes: see [`Timers`]).
+    fn remind(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = conn_deadline(conn) else {
+            return;
+        };
+        if conn.reminder.is_none_or(|set| at < set) {
+            conn.reminder = Some(at);
+            self.timers.set(at, Due::Conn(id));
+        }
+    }
+
+    /// The same for a server: its agent timeout while online, its offline
+    /// notice while one is due.
+    fn remind_server(&mut self, slot: Slot) {
+        let timeout = self.config.agent_timeout;
+        let Some(server) = self.hub.by_slot_mut(slot) else {
+            return;
+        };
+        let deadlines = [server.presence.expires_at(timeout), server.watch.due()];
+        let Some(at) = deadlines.into_iter().flatten().min() else {
+            return;
+        };
+        if server.reminder.is_none_or(|set| at < set) {
+            server.reminder = Some(at);
+            self.timers.set(at, Due::Server(slot));
         }
     }
 
@@ -1700,6 +1820,10 @@ impl Engine {
                 now,
                 unix_secs,
             );
+        }
+        let slots: Vec<Slot> = self.hub.servers.iter().map(|server| server.slot).collect();
+        for slot in slots {
+            self.remind_server(slot);
         }
     }
 
@@ -1808,6 +1932,7 @@ impl Engine {
             if was_online {
                 self.broadcast(hub::status(id, false, wall));
             }
+            self.presence_changed(id, now);
         }
         for id in added {
             if let Some(server) = self.hub.get(&id) {
@@ -1969,6 +2094,45 @@ fn wake(effects: &mut Vec<Effect>, id: ConnId, dashboard: &mut DashboardConn) {
         dashboard.woken = true;
         effects.push(Effect::Wake { id });
     }
+}
+
+/// The earliest time [`Engine::tick`] has something to do for this
+/// connection: what it checks, in the same terms.
+fn conn_deadline(conn: &Conn) -> Option<Instant> {
+    let link_deadlines = |link: &Link| {
+        let closing = link.closing.map(|at| at + CLOSE_TIMEOUT);
+        [Some(link.last_heard + SILENCE_LIMIT), closing]
+    };
+    let deadlines: [Option<Instant>; 4] = match &conn.phase {
+        Phase::Head
+        | Phase::AwaitingRegistry(_)
+        | Phase::OpeningFile { .. }
+        | Phase::Respond { .. } => [Some(conn.deadline), None, None, None],
+        Phase::CompatAuth(wait) => {
+            let [silence, closing] = link_deadlines(&wait.link);
+            let auth = wait.link.closing.is_none().then_some(conn.deadline);
+            [silence, closing, auth, None]
+        }
+        Phase::Agent(agent) => {
+            let [silence, closing] = link_deadlines(&agent.link);
+            [
+                silence,
+                closing,
+                Some(agent.link.last_ping + PING_EVERY),
+                None,
+            ]
+        }
+        Phase::Dashboard(dashboard) => {
+            let [silence, closing] = link_deadlines(&dashboard.link);
+            let stalled = dashboard
+                .stalled_since
+                .filter(|_| dashboard.link.closing.is_none())
+                .map(|at| at + WRITE_STALL);
+            let ping = Some(dashboard.link.last_ping + PING_EVERY);
+            [silence, closing, stalled, ping]
+        }
+    };
+    deadlines.into_iter().flatten().min()
 }
 
 /// The timer of a WebSocket that has run out, if one has.

@@ -2036,3 +2036,63 @@ fn a_threshold_held_for_five_minutes_of_the_fake_clock_fires_once() {
     }
     assert_eq!(fired, [(300, "threshold")]);
 }
+
+// ----- timers ---------------------------------------------------------------
+
+#[test]
+fn an_idle_relay_sleeps_until_its_next_chore_not_a_fixed_tick() {
+    let mut bench = Bench::new(&["pi"]);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 5.0, 0);
+    bench.effects();
+    // The registry check, every 2 s, is the soonest; the agent's ping is
+    // 30 s away. (A fixed tick woke the loop every 500 ms.)
+    assert_eq!(bench.engine.timeout(bench.at(0)), Duration::from_secs(2));
+    bench.tick(2_000);
+    assert_eq!(
+        bench.engine.timeout(bench.at(2_000)),
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn timers_spread_over_a_second_are_served_by_one_wake_up() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let (a, b) = (bench.agent(0, 100), bench.agent(1, 900));
+    bench.effects();
+    bench.tick(30_000);
+    // Pings due at 30.1 s and 30.9 s: one wake-up, on the grid, for both.
+    assert_eq!(
+        bench.engine.timeout(bench.at(30_000)),
+        Duration::from_secs(1)
+    );
+    let pings: Vec<ConnId> = bench
+        .tick(31_000)
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Ping { id } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pings, [a, b]);
+}
+
+#[test]
+fn a_close_queued_brings_the_connections_deadline_forward() {
+    let mut bench = Bench::new(&["pi"]);
+    let dashboard = bench.dashboard(0);
+    bench.received(dashboard, 0);
+    bench
+        .engine
+        .fault(dashboard, Fault::NotUtf8, bench.at(1_000));
+    bench.effects();
+    // Its reminder was for its ping at 30 s; the close answer is due at
+    // 6 s, and the socket is dropped then, not at the silence limit.
+    let dropped = |effects: &[Effect]| {
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Drop { id, .. } if *id == dashboard))
+    };
+    assert!(!dropped(&bench.tick(5_999)));
+    assert!(dropped(&bench.tick(6_000)));
+}

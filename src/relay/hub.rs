@@ -15,7 +15,7 @@ use crate::protocol::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use tungstenite::Utf8Bytes;
 
 pub struct ServerState {
@@ -30,6 +30,8 @@ pub struct ServerState {
     pub watch: Watch,
     /// Online or not, and the agent connection in charge.
     pub presence: Presence,
+    /// The time of its reminder in the engine's timers, if it has one.
+    pub reminder: Option<Instant>,
     /// The agent's last sample, as it sent it.
     pub latest_data: Option<Box<RawValue>>,
     /// The dashboard `metrics` message built from it.
@@ -44,6 +46,8 @@ pub struct Hub {
     /// In registry order.
     pub servers: Vec<ServerState>,
     index: HashMap<String, usize>,
+    /// Where each slot is in `servers`.
+    slots: HashMap<Slot, usize>,
     next_slot: Slot,
     /// Each server's `history` message as built for the dashboards that
     /// connected during one step of the hour tier (`.0`): built once and
@@ -85,6 +89,7 @@ impl Hub {
                         connections: 0,
                         watch: Watch::default(),
                         presence: Presence::default(),
+                        reminder: None,
                         latest_data: None,
                         latest_message: None,
                         history: None,
@@ -99,6 +104,12 @@ impl Hub {
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
+        self.slots = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.slot, i))
+            .collect();
         (added, old.into_values().collect())
     }
 
@@ -109,6 +120,18 @@ impl Hub {
 
     pub fn get(&self, id: &str) -> Option<&ServerState> {
         self.servers.get(*self.index.get(id)?)
+    }
+
+    /// The server in `slot`, if it is still registered.
+    pub fn by_slot_mut(&mut self, slot: Slot) -> Option<&mut ServerState> {
+        let index = *self.slots.get(&slot)?;
+        self.servers.get_mut(index)
+    }
+
+    /// Where the server in `slot` is in registry order (past the end if
+    /// it is gone).
+    pub fn index_of_slot(&self, slot: Slot) -> usize {
+        self.slots.get(&slot).copied().unwrap_or(usize::MAX)
     }
 
     /// The snapshot a new dashboard starts with: `hello`, then per server

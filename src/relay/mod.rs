@@ -30,6 +30,7 @@ pub mod registry;
 pub mod shared;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod sim;
+pub mod timers;
 
 use config::Config;
 use conn::{Body, HeadPhase, RespondPhase, ServerStream, Socket, Stop, Turn, Written};
