@@ -577,7 +577,7 @@ fn environment(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_
 pub fn relay_config(data: &[u8]) {
     use crate::relay::alerts::{self, Rule};
     use crate::relay::config::{self, Command};
-    use crate::relay::notify::{Event, Notice, Target};
+    use crate::relay::notice::{Event, Notice, Target};
     let _ = alerts::from_file(data);
     let (args, env) = command_line(data);
     let texts: Vec<String> = args

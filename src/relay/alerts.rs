@@ -21,7 +21,7 @@
 //! `offline` nor forgets to send the `online` that closes it.
 
 use super::history::{Reading, SERIES};
-use super::notify::{Event, Notice};
+use super::notice::{Event, Notice};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;

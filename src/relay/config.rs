@@ -3,7 +3,7 @@
 
 use super::alerts::{DEFAULT_RULES, Rule};
 use super::http::is_host_name;
-use super::notify::Target;
+use super::notice::Target;
 use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
 use std::fmt;
@@ -89,7 +89,7 @@ pub enum ConfigError {
     /// `--log-level` names no level.
     LogLevel(String),
     /// A `--notify-url` or `--notify-template` that does not parse.
-    Notify(super::notify::TargetError),
+    Notify(super::notice::TargetError),
     /// Templates neither one nor one per URL.
     TemplateCount { urls: usize, templates: usize },
     /// `--notify-after` is not 0 to 86400 seconds.

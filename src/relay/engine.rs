@@ -17,7 +17,7 @@ use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, Hub};
 use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
-use super::notify::{Deliveries, Event, Notice};
+use super::notice::{Deliveries, Event, Notice};
 use super::outbox::Outbox;
 use super::outbox::Slot;
 use super::page::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP};

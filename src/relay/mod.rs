@@ -19,6 +19,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod hush;
+pub mod notice;
 pub mod notify;
 pub mod outbox;
 pub mod page;

@@ -3,7 +3,7 @@
 //! relay module may import it, and it imports none of them but the pure
 //! `notice` (for the delivery counters' shape).
 
-use super::notify::Deliveries;
+use super::notice::Deliveries;
 use std::io;
 use std::time::{Instant, SystemTime};
 
