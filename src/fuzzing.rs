@@ -271,12 +271,12 @@ impl Core {
         };
         let peer = "192.0.2.1:4000".parse().unwrap();
         sim::open(&mut self.engine, id, peer, head, self.now);
-        let effects = self.engine.take_effects();
+        let effects = self.engine.poll_effects();
         let answered = effects.iter().any(
             |effect| matches!(effect, Effect::Respond { id: to, after: was, .. } if *to == id && *was == after),
         );
         assert!(answered, "{effects:?}");
-        self.engine.responded(id, self.now);
+        self.engine.handle_responded(id, self.now);
         self.settle::<Feed>(None);
     }
 
@@ -285,7 +285,7 @@ impl Core {
     /// which must be JSON.
     fn settle<S: Read + Write>(&mut self, mut socket: Option<&mut Socket<S>>) {
         loop {
-            let effects = self.engine.take_effects();
+            let effects = self.engine.poll_effects();
             if effects.is_empty() {
                 return;
             }
@@ -308,7 +308,8 @@ impl Core {
                     Effect::Drop { id: AGENT, .. } => self.agent_open = false,
                     Effect::Wake { id } => self.drain(id),
                     Effect::ReadRegistry { .. } => {
-                        self.engine.registry_read(RegistryRead::Unchanged, self.now);
+                        self.engine
+                            .handle_registry_read(RegistryRead::Unchanged, self.now);
                     }
                     _ => {}
                 }
@@ -337,7 +338,7 @@ impl Core {
     /// The clock moves on by `ms` and the engine's timers run.
     fn tick<S: Read + Write>(&mut self, ms: u64, socket: Option<&mut Socket<S>>) {
         self.now += Duration::from_millis(ms);
-        self.engine.tick(self.now);
+        self.engine.handle_timeout(self.now);
         self.settle(socket);
     }
 
@@ -352,12 +353,12 @@ impl Core {
             };
             let peer = "192.0.2.1:4001".parse().unwrap();
             sim::open(&mut self.engine, id, peer, head, self.now);
-            for effect in self.engine.take_effects() {
+            for effect in self.engine.poll_effects() {
                 if let Effect::Respond { bytes, .. } = effect {
                     assert_eq!(status_of(&bytes), Some(200), "{path}");
                 }
             }
-            self.engine.responded(id, self.now);
+            self.engine.handle_responded(id, self.now);
             self.settle::<Feed>(None);
         }
     }
@@ -451,12 +452,12 @@ impl Core {
         // Each turn takes at least a chunk or a frame, so this ends.
         while self.agent_open {
             let (engine, now) = (&mut self.engine, self.now);
-            let read = socket.read(|frame| engine.frame(AGENT, frame, now));
+            let read = socket.read(|frame| engine.handle_frame(AGENT, frame, now));
             match read {
                 Ok(_) => {}
-                Err(Stop::Fault(fault)) => self.engine.fault(AGENT, fault, now),
+                Err(Stop::Fault(fault)) => self.engine.handle_fault(AGENT, fault, now),
                 Err(Stop::Ended(end)) => {
-                    self.engine.ended(AGENT, end, now);
+                    self.engine.handle_ended(AGENT, end, now);
                     self.agent_open = false;
                 }
             }
@@ -476,7 +477,7 @@ impl Core {
             if !self.agent_open {
                 break;
             }
-            self.engine.frame(AGENT, frame, self.now);
+            self.engine.handle_frame(AGENT, frame, self.now);
             self.settle::<Feed>(None);
             self.tick(step, None::<&mut Socket<Feed>>);
         }
@@ -500,7 +501,7 @@ pub fn registry(data: &[u8]) {
     let mut relay = Core::new();
     relay
         .engine
-        .registry_read(RegistryRead::Loaded(loaded), relay.now);
+        .handle_registry_read(RegistryRead::Loaded(loaded), relay.now);
     relay.settle::<Feed>(None);
     relay.peek();
 }

@@ -647,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn issue21_a_whole_sample_over_the_frame_limit_is_cut_and_patches_keep_to_the_cut() {
+    fn a_whole_sample_over_the_frame_limit_is_cut_and_patches_keep_to_the_cut() {
         let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
         // 64 filesystems (within the caps) at mount paths of 1,500 bytes.
         host.disks = (0..64)

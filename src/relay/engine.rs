@@ -1,13 +1,12 @@
-//! The relay's core: every decision, no I/O.
+//! The relay's core: every decision, no I/O, no clock.
 //!
 //! The event loop ([`super::Relay`]) reads sockets, files and signals and
-//! tells the engine what happened (a connection accepted, a request head,
-//! a frame, a registry read, a timer), always with the time it happened.
-//! The engine answers with [`Effect`]s (bytes to write, a close frame with
-//! a code, a log line, a file to open, a connection to drop) that the loop
-//! carries out. rustls' `Connection` and quinn-proto are the models: the
-//! state machine never sees a socket, so it is tested with a fake clock in
-//! microseconds (see the tests at the end).
+//! tells the engine what happened, always with the time it happened; the
+//! engine answers with [`Effect`]s for the loop to carry out. rustls'
+//! unbuffered `Connection` and quinn-proto's `Connection` are the models:
+//! the state machine never sees a socket or reads a clock, so it is tested
+//! on a fake clock in microseconds (`engine_tests.rs`, through the
+//! in-memory shell in `sim.rs`). [`Engine`] states the contract.
 
 use super::alerts::{self, Alerts, Change, Saved};
 use super::budget::{self, Budget};
@@ -17,6 +16,7 @@ use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, Hub};
 use super::hush::{Hush, LOG_TROUBLE_EVERY, held_back};
+use super::lean::{PatchBase, PatchError};
 use super::notice::{Deliveries, Event, Notice};
 use super::outbox::Outbox;
 use super::outbox::Slot;
@@ -28,9 +28,7 @@ use super::shared::{
     ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, WallClock, unix_seconds,
 };
 use super::timers::{self, Due, Timers};
-use crate::protocol::{
-    LeanState, MAX_SAMPLE_BYTES, Metrics, MetricsPatch, SampleError, check_data, rfc3339,
-};
+use crate::protocol::{MAX_SAMPLE_BYTES, MetricsPatch, SampleError, check_data, rfc3339};
 use log::Level;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -76,7 +74,7 @@ pub const SHARED_BODY_FOR: Duration = Duration::from_secs(1);
 /// What the event loop must do. Carried out in order.
 #[derive(Debug, PartialEq)]
 pub enum Effect {
-    /// Write this HTTP response, then tell [`Engine::responded`].
+    /// Write this HTTP response, then tell [`Engine::handle_responded`].
     Respond {
         id: ConnId,
         /// Shared with other responses of the same body (see
@@ -85,7 +83,7 @@ pub enum Effect {
         after: After,
     },
     /// Open this file of `--dist-dir` (a regular file inside `dir` only)
-    /// and tell [`Engine::file_opened`].
+    /// and tell [`Engine::handle_file_opened`].
     OpenFile {
         id: ConnId,
         dir: PathBuf,
@@ -119,7 +117,7 @@ pub enum Effect {
         id: ConnId,
     },
     /// A dashboard has messages waiting: move them from its outbox
-    /// ([`Engine::outbox`]) to the socket, then tell [`Engine::pumped`].
+    /// ([`Engine::dashboard_outbox`]) to the socket, then tell [`Engine::handle_pumped`].
     Wake {
         id: ConnId,
     },
@@ -134,7 +132,7 @@ pub enum Effect {
         text: String,
     },
     /// Stat the state file and, if it changed (or `force`), load it; tell
-    /// [`Engine::registry_read`].
+    /// [`Engine::handle_registry_read`].
     ReadRegistry {
         force: bool,
     },
@@ -268,7 +266,8 @@ struct AgentConn {
     server_id: Rc<str>,
     malformed_in_a_row: u32,
     samples: RateLimit,
-    lean: Lean,
+    /// What its next patch applies to.
+    lean: PatchBase,
     /// A vStats agent's: its frames are theirs, mapped to our samples.
     compat: Option<Box<compat::Session>>,
 }
@@ -280,20 +279,6 @@ struct CompatWait {
     /// An `auth` the registry did not accept, kept while the state file
     /// is checked for a server added a moment ago.
     pending: Option<Box<compat::Auth>>,
-}
-
-/// What the relay keeps to apply this connection's patches
-/// (docs/PROTOCOL.md, "Lean samples").
-#[derive(Debug)]
-enum Lean {
-    /// No full sample yet on this connection: a patch has no base.
-    NoBase,
-    /// The base is the server's latest sample, as stored.
-    Latest,
-    /// The base is a full sample that the rate limit kept from dashboards.
-    Held(Box<RawValue>),
-    /// Patches applied so far.
-    Patching(Box<LeanState>),
 }
 
 struct DashboardConn {
@@ -372,6 +357,37 @@ impl Conn {
 /// A response body and when it was built.
 type SharedBody = (Instant, Rc<[u8]>);
 
+/// Every decision of the relay. The shell that drives it must keep this
+/// contract:
+///
+/// - **Inputs** are the `handle_*` methods (and, before the loop starts,
+///   `restore_history` then `restore_alerts`). Each is told what happened
+///   and `now`, the monotonic time it happened; the engine reads no clock.
+///   It gets wall-clock time (for timestamps, history steps, notices) from
+///   the [`WallClock`] it was built with, at that `now`. `now` must never
+///   go backwards from one input to the next.
+/// - **After every input**, call [`Engine::poll_effects`] until it returns
+///   nothing and carry the effects out in order. Some effects ask for an
+///   answer, which is the next input: [`Effect::Respond`] is answered by
+///   `handle_wrote` (bytes went out) and `handle_responded` (all of them),
+///   [`Effect::OpenFile`] by `handle_file_opened`, [`Effect::ReadRegistry`]
+///   by `handle_registry_read`, [`Effect::Wake`] by moving what
+///   [`Engine::dashboard_outbox`] holds to the socket and calling
+///   `handle_pumped`. Until then the connection waits in its phase.
+/// - **Timers**: sleep no longer than [`Engine::poll_timeout`] says, and
+///   call `handle_timeout` when it says zero. Calling it early is harmless
+///   (it does only what is due); calling it late delays every deadline.
+/// - **Connections** are numbered by the shell, never reusing a number.
+///   One starts with `handle_accept` and ends with `handle_ended` (the
+///   socket is gone) or with an [`Effect::Drop`] (the engine has
+///   forgotten it: drop the socket, tell nothing). An input for a
+///   connection the engine does not know is ignored.
+/// - **Queries** (`poll_timeout`, `dashboard_outbox`, `config`, `servers`)
+///   change no decision.
+///
+/// It holds every bound of the relay: connections, bytes a dashboard may
+/// have waiting, samples an agent may send, sockets before auth. The
+/// shell only bounds what it reads per turn (`conn.rs`).
 pub struct Engine {
     config: Config,
     /// TLS ports get no plain-text refusal (it would be noise to a client).
@@ -442,12 +458,12 @@ impl Engine {
 
     /// What the notification threads delivered, as the shell counted it:
     /// shown on `/metrics`.
-    pub fn deliveries_counted(&mut self, deliveries: Deliveries) {
+    pub fn handle_deliveries(&mut self, deliveries: Deliveries) {
         self.counters.notifications = deliveries;
     }
 
     /// The effects decided since the last call, in order.
-    pub fn take_effects(&mut self) -> Vec<Effect> {
+    pub fn poll_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
 
@@ -455,12 +471,12 @@ impl Engine {
         self.hub.servers.len()
     }
 
-    /// How long the loop may sleep before [`Engine::tick`] is due (zero:
+    /// How long the loop may sleep before [`Engine::handle_timeout`] is due (zero:
     /// it is due now): until the earliest deadline of any connection,
     /// server or periodic chore, put on the timer grid (see
     /// [`timers::round_up`]), or the end of an accept pause, which is
     /// exact. Never later than the next registry check.
-    pub fn timeout(&self, now: Instant) -> Duration {
+    pub fn poll_timeout(&self, now: Instant) -> Duration {
         let chores = [
             self.timers.next(),
             Some(self.registry_checked + REGISTRY_CHECK_EVERY),
@@ -479,7 +495,7 @@ impl Engine {
 
     /// The queue of a dashboard, for the loop to move to its socket; none
     /// once its close frame is queued, as nothing may follow that.
-    pub fn outbox(&mut self, id: ConnId) -> Option<&mut Outbox> {
+    pub fn dashboard_outbox(&mut self, id: ConnId) -> Option<&mut Outbox> {
         match &mut self.conns.get_mut(&id)?.phase {
             Phase::Dashboard(dashboard) if dashboard.link.closing.is_none() => {
                 Some(&mut dashboard.outbox)
@@ -510,7 +526,7 @@ impl Engine {
 
     // ----- connections -------------------------------------------------
 
-    pub fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Admission {
+    pub fn handle_accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Admission {
         if self.conns.len() >= self.max_connections || self.stopping {
             self.counters.refused_connections += 1;
             self.refused(peer, "too many connections", now);
@@ -536,7 +552,7 @@ impl Engine {
     }
 
     /// One refusal logged per [`LOG_TROUBLE_EVERY`]; the rest are counted
-    /// and summed up in the next line or by [`Engine::tick`].
+    /// and summed up in the next line or by [`Engine::handle_timeout`].
     fn refused(&mut self, peer: SocketAddr, why: &str, now: Instant) {
         if let Some(earlier) = self.refusals.pass(now) {
             self.log(
@@ -549,7 +565,7 @@ impl Engine {
     /// `accept` failed (out of file descriptors, most likely): the
     /// level-triggered listener would report the waiting connection again
     /// at once and spin a core.
-    pub fn accept_failed(&mut self, error: &io::Error, now: Instant) {
+    pub fn handle_accept_failure(&mut self, error: &io::Error, now: Instant) {
         self.paused_until = Some(now + ACCEPT_PAUSE);
         self.effects.push(Effect::PauseAccepting);
         if let Some(earlier) = self.accept_failures.pass(now) {
@@ -565,7 +581,7 @@ impl Engine {
     }
 
     /// A whole request head (or one refused while parsing).
-    pub fn request(&mut self, id: ConnId, request: Request, now: Instant) {
+    pub fn handle_request(&mut self, id: ConnId, request: Request, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -796,7 +812,7 @@ impl Engine {
 
     /// The file asked for by [`Effect::OpenFile`]: its name and length, or
     /// why it could not be opened.
-    pub fn file_opened(&mut self, id: ConnId, name: &str, opened: io::Result<u64>) {
+    pub fn handle_file_opened(&mut self, id: ConnId, name: &str, opened: io::Result<u64>) {
         let Some(Conn {
             phase: Phase::OpeningFile { head_only },
             ..
@@ -838,14 +854,14 @@ impl Engine {
 
     /// Response bytes went out: a download's deadline is for silence, not
     /// for its length.
-    pub fn wrote(&mut self, id: ConnId, now: Instant) {
+    pub fn handle_wrote(&mut self, id: ConnId, now: Instant) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.deadline = now + HEAD_TIMEOUT;
         }
     }
 
     /// The whole response is written.
-    pub fn responded(&mut self, id: ConnId, now: Instant) {
+    pub fn handle_responded(&mut self, id: ConnId, now: Instant) {
         self.next_phase(id, now);
         self.remind(id);
     }
@@ -907,7 +923,7 @@ impl Engine {
             server_id: server_id.as_str().into(),
             malformed_in_a_row: 0,
             samples: RateLimit::new(self.config.agent_max_rate, now),
-            lean: Lean::NoBase,
+            lean: PatchBase::default(),
             compat,
         };
         let peer = conn_peer(&self.conns, id);
@@ -1003,7 +1019,7 @@ impl Engine {
     /// vStats agent's frame), which count against the connection's turn
     /// as the bytes read do: a 40-byte patch that rebuilds a 60 KiB sample
     /// must not cost the loop 64 times that per turn for the price of one.
-    pub fn frame(&mut self, id: ConnId, frame: Inbound, now: Instant) -> usize {
+    pub fn handle_frame(&mut self, id: ConnId, frame: Inbound, now: Instant) -> usize {
         let Some(conn) = self.conns.get_mut(&id) else {
             return 0;
         };
@@ -1110,11 +1126,11 @@ impl Engine {
                 agent.malformed_in_a_row = 0;
                 if !agent.samples.allow(now) {
                     // Kept as the base of the patches that may follow.
-                    agent.lean = Lean::Held(sample);
+                    agent.lean.held(sample);
                     self.counters.dropped_samples += 1;
                     return 0;
                 }
-                agent.lean = Lean::Latest;
+                agent.lean.forwarded();
                 self.fan_out(server_id, sample, &reading, now);
                 0
             }
@@ -1149,6 +1165,7 @@ impl Engine {
     /// again (an agent that goes on patching is closed, 1007, and sends a
     /// full sample when it reconnects). Returns the bytes of sample built.
     fn patch(&mut self, id: ConnId, server_id: &str, patch: MetricsPatch, now: Instant) -> usize {
+        let wall = self.wall(now);
         let Some(Conn {
             phase: Phase::Agent(agent),
             ..
@@ -1156,40 +1173,26 @@ impl Engine {
         else {
             return 0;
         };
-        let state = match std::mem::replace(&mut agent.lean, Lean::NoBase) {
-            Lean::Patching(state) => Some(state),
-            Lean::Held(raw) => lean_state(&raw),
-            Lean::Latest => self
-                .hub
-                .get(server_id)
-                .and_then(|server| server.latest_data.as_deref())
-                .and_then(lean_state),
-            Lean::NoBase => None,
-        };
-        let Some(mut state) = state else {
-            self.malformed(
-                id,
-                server_id,
-                "a patch with no full sample to apply to",
-                now,
-            );
-            return 0;
-        };
-        state.apply(patch);
-        let wall = self.clock.wall(now);
-        let sample = match rebuilt(&mut state, wall) {
-            Ok(sample) => sample,
+        let latest = self
+            .hub
+            .get(server_id)
+            .and_then(|server| server.latest_data.as_deref());
+        let (sample, parsed) = match agent.lean.apply(patch, latest, wall) {
+            Ok(built) => built,
             Err(e) => {
-                self.malformed(id, server_id, &format!("patched, {e}"), now);
-                return MAX_SAMPLE_BYTES;
+                let cost = match e {
+                    PatchError::NoBase => 0,
+                    PatchError::Rebuilt(_) => MAX_SAMPLE_BYTES,
+                };
+                self.malformed(id, server_id, &e.to_string(), now);
+                return cost;
             }
         };
         let built = sample.get().len();
         agent.malformed_in_a_row = 0;
         // Every patch is applied, or the next ones would not add up; only
         // the forwarding is limited.
-        let reading = agent.samples.allow(now).then(|| Reading::of(&state.sample));
-        agent.lean = Lean::Patching(state);
+        let reading = agent.samples.allow(now).then(|| Reading::of(parsed));
         match reading {
             Some(reading) => self.fan_out(server_id, sample, &reading, now),
             None => self.counters.dropped_samples += 1,
@@ -1392,7 +1395,7 @@ impl Engine {
 
     /// Queues an event to every dashboard. One whose queue outgrows its
     /// room is closed (1013) if its socket does not take the excess at
-    /// once (see [`Engine::pumped`]): a burst (a registry of thousands
+    /// once (see [`Engine::handle_pumped`]): a burst (a registry of thousands
     /// reloaded) can outgrow the room of a reader that keeps up.
     fn broadcast(&mut self, message: Utf8Bytes) {
         let effects = &mut self.effects;
@@ -1407,7 +1410,14 @@ impl Engine {
     /// The loop moved what it could from a dashboard's outbox to its
     /// socket: `messages` and `bytes` went out, and `blocked` says the
     /// socket is full.
-    pub fn pumped(&mut self, id: ConnId, messages: u64, bytes: u64, blocked: bool, now: Instant) {
+    pub fn handle_pumped(
+        &mut self,
+        id: ConnId,
+        messages: u64,
+        bytes: u64,
+        blocked: bool,
+        now: Instant,
+    ) {
         self.counters.frames_out += messages;
         self.counters.bytes_out += bytes;
         let Some(Conn {
@@ -1446,7 +1456,7 @@ impl Engine {
 
     /// The peer broke the WebSocket protocol; the loop reads no more
     /// frames from it.
-    pub fn fault(&mut self, id: ConnId, fault: Fault, now: Instant) {
+    pub fn handle_fault(&mut self, id: ConnId, fault: Fault, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1487,7 +1497,7 @@ impl Engine {
     }
 
     /// The socket is gone (or broke): the connection ends.
-    pub fn ended(&mut self, id: ConnId, end: SocketEnd, now: Instant) {
+    pub fn handle_ended(&mut self, id: ConnId, end: SocketEnd, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -1562,7 +1572,7 @@ impl Engine {
     /// notices), then the periodic chores (the registry poll, saves, log
     /// summaries) and accepting again after a pause. Safe to call at any
     /// time: only what is due by `now` is done.
-    pub fn tick(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
             self.effects.push(Effect::ResumeAccepting);
@@ -1830,7 +1840,7 @@ impl Engine {
     // ----- registry, signals ----------------------------------------------
 
     /// SIGHUP: the registry and the certificate are read again.
-    pub fn reload(&mut self) {
+    pub fn handle_reload(&mut self) {
         self.log(
             Level::Info,
             "SIGHUP: reloading the registry and the certificate".into(),
@@ -1842,7 +1852,7 @@ impl Engine {
     /// The state file as read after [`Effect::ReadRegistry`]. A bad file
     /// keeps the registry we have, and so does a missing one: gone for a
     /// moment (an editor's save, a restore), not emptied.
-    pub fn registry_read(&mut self, read: RegistryRead, now: Instant) {
+    pub fn handle_registry_read(&mut self, read: RegistryRead, now: Instant) {
         match read {
             RegistryRead::Unchanged => {}
             RegistryRead::Missing => self.log(
@@ -1946,7 +1956,7 @@ impl Engine {
 
     /// SIGTERM or SIGINT: every WebSocket is told goodbye (1001), every
     /// other connection dropped, and nothing new admitted.
-    pub fn shut_down(&mut self, now: Instant) {
+    pub fn handle_shutdown(&mut self, now: Instant) {
         self.stopping = true;
         self.save_history(true);
         self.save_alerts(true, now);
@@ -2051,26 +2061,6 @@ fn check_patch(data: &RawValue) -> Result<MetricsPatch, SampleError> {
     Ok(serde_json::from_str(data.get())?)
 }
 
-/// The state patches start from: a full sample, parsed once.
-fn lean_state(sample: &RawValue) -> Option<Box<LeanState>> {
-    let sample = serde_json::from_str::<Metrics>(sample.get()).ok()?;
-    Some(Box::new(LeanState::new(sample)))
-}
-
-/// The whole sample patches have built, as a dashboard receives it,
-/// stamped with the relay's clock (the agent sent no time of its own);
-/// refused past [`MAX_SAMPLE_BYTES`]. It keeps the other sample limits by
-/// construction: [`Metrics`] nests 4 deep, and every list and string in it
-/// comes whole from a sample or a patch that was held to them.
-fn rebuilt(state: &mut LeanState, now: SystemTime) -> Result<Box<RawValue>, SampleError> {
-    state.sample.timestamp = rfc3339(now);
-    let text = crate::protocol::to_json(&state.sample)?;
-    if text.len() > MAX_SAMPLE_BYTES {
-        return Err(SampleError::TooLarge);
-    }
-    Ok(RawValue::from_string(text)?)
-}
-
 /// Calls `each` with every open dashboard, in the order they came.
 fn each_dashboard(
     dashboards: &[ConnId],
@@ -2096,7 +2086,7 @@ fn wake(effects: &mut Vec<Effect>, id: ConnId, dashboard: &mut DashboardConn) {
     }
 }
 
-/// The earliest time [`Engine::tick`] has something to do for this
+/// The earliest time [`Engine::handle_timeout`] has something to do for this
 /// connection: what it checks, in the same terms.
 fn conn_deadline(conn: &Conn) -> Option<Instant> {
     let link_deadlines = |link: &Link| {

@@ -1,6 +1,6 @@
 //! The engine's decisions, one test each, on a fake clock: no sockets, no
-//! threads, no sleeping. Each numbered fault of the relay-core issue has a
-//! test named after what it guards.
+//! threads, no sleeping. Each fault found has a test named after what it
+//! guards.
 
 use super::*;
 use crate::relay::sim;
@@ -61,7 +61,7 @@ impl Bench {
     }
 
     fn effects(&mut self) -> Vec<Effect> {
-        self.engine.take_effects()
+        self.engine.poll_effects()
     }
 
     /// Accepts a connection and hands the engine its request head.
@@ -87,7 +87,7 @@ impl Bench {
         let id = self.request(upgrade("/ws/agent", Some(token)), ms);
         let effects = self.effects();
         assert_eq!(response(&effects, id), (101, After::Agent), "{effects:?}");
-        self.engine.responded(id, self.at(ms));
+        self.engine.handle_responded(id, self.at(ms));
         id
     }
 
@@ -104,13 +104,14 @@ impl Bench {
             (101, After::Dashboard),
             "{effects:?}"
         );
-        self.engine.responded(id, self.at(ms));
+        self.engine.handle_responded(id, self.at(ms));
         id
     }
 
     fn send(&mut self, id: ConnId, frame: Value, ms: u64) {
         let text = frame.to_string();
-        self.engine.frame(id, Inbound::Text(&text), self.at(ms));
+        self.engine
+            .handle_frame(id, Inbound::Text(&text), self.at(ms));
     }
 
     fn sample(&mut self, id: ConnId, cpu: f64, ms: u64) {
@@ -124,7 +125,7 @@ impl Bench {
     /// What a dashboard would receive now: `(type, data)` of each message
     /// in its outbox, which the pump empties.
     fn received(&mut self, id: ConnId, ms: u64) -> Vec<(String, Value)> {
-        assert!(self.engine.outbox(id).is_some(), "a dashboard");
+        assert!(self.engine.dashboard_outbox(id).is_some(), "a dashboard");
         let now = self.at(ms);
         let messages = sim::drain(&mut self.engine, id, now);
         messages
@@ -145,7 +146,7 @@ impl Bench {
     }
 
     fn tick(&mut self, ms: u64) -> Vec<Effect> {
-        self.engine.tick(self.at(ms));
+        self.engine.handle_timeout(self.at(ms));
         self.effects()
     }
 
@@ -287,7 +288,9 @@ fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
     let dashboard = bench.dashboard(0);
     bench.received(dashboard, 0);
     // Its socket is full.
-    bench.engine.pumped(dashboard, 0, 0, true, bench.at(5));
+    bench
+        .engine
+        .handle_pumped(dashboard, 0, 0, true, bench.at(5));
     bench.effects();
     let agent = bench.agent(0, 10);
     for (i, cpu) in [1.0, 2.0, 3.0].into_iter().enumerate() {
@@ -311,7 +314,7 @@ fn samples_a_dashboard_has_not_taken_conflate_to_the_newest() {
 /// were read in the same turn, and every dashboard, keeping up or not, got
 /// only the newer.
 #[test]
-fn issue11_a_dashboard_that_keeps_up_gets_two_samples_read_in_one_turn() {
+fn a_dashboard_that_keeps_up_gets_two_samples_read_in_one_turn() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 10);
@@ -337,13 +340,18 @@ fn events_past_the_room() -> (Bench, ConnId, u64) {
     bench.received(dashboard, 0);
     let agent = bench.agent(0, 0);
     let mut now = 0;
-    while !bench.engine.outbox(dashboard).unwrap().over_limit() {
+    while !bench
+        .engine
+        .dashboard_outbox(dashboard)
+        .unwrap()
+        .over_limit()
+    {
         assert!(now < 1 << 40, "the events never outgrew the room");
         now += 30_000;
         bench
             .engine
-            .frame(dashboard, Inbound::Control, bench.at(now)); // pongs
-        bench.engine.tick(bench.at(now));
+            .handle_frame(dashboard, Inbound::Control, bench.at(now)); // pongs
+        bench.engine.handle_timeout(bench.at(now));
         bench.send(agent, json!({"type": "heartbeat"}), now); // online again
     }
     bench.effects();
@@ -353,7 +361,9 @@ fn events_past_the_room() -> (Bench, ConnId, u64) {
 #[test]
 fn a_dashboard_whose_events_outgrow_their_room_after_a_pump_is_closed_1013() {
     let (mut bench, dashboard, now) = events_past_the_room();
-    bench.engine.pumped(dashboard, 0, 0, true, bench.at(now));
+    bench
+        .engine
+        .handle_pumped(dashboard, 0, 0, true, bench.at(now));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(dashboard, 1013)]);
     assert!(logs(&effects)[0].contains("(1013)"), "{effects:?}");
@@ -375,7 +385,9 @@ fn an_agent_that_floods_gets_its_rate_and_the_rest_is_counted_not_sent() {
     let agent = bench.agent(0, 0);
     bench.received(dashboard, 0);
     // Its socket is full from here on.
-    bench.engine.pumped(dashboard, 0, 0, true, bench.at(0));
+    bench
+        .engine
+        .handle_pumped(dashboard, 0, 0, true, bench.at(0));
     // 1,000 samples in the same millisecond, then 1,000 over the next second.
     for i in 0..1000 {
         bench.sample(agent, f64::from(i), 1);
@@ -397,7 +409,7 @@ fn an_agent_with_an_unknown_token_is_refused_401_after_the_state_file_is_checked
     assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
     bench
         .engine
-        .registry_read(RegistryRead::Unchanged, bench.at(1));
+        .handle_registry_read(RegistryRead::Unchanged, bench.at(1));
     assert_eq!(response(&bench.effects(), id), (401, After::Close));
 }
 
@@ -409,7 +421,7 @@ fn an_agent_without_a_token_is_refused_at_once() {
 }
 
 #[test]
-fn fault8_an_agent_of_a_server_added_a_moment_ago_is_admitted() {
+fn an_agent_of_a_server_added_a_moment_ago_is_admitted() {
     let mut bench = Bench::new(&["a"]);
     let (_, token) = bench.registry.add("new", "").unwrap();
     let id = bench.request(upgrade("/ws/agent", Some(&token)), 0);
@@ -417,7 +429,7 @@ fn fault8_an_agent_of_a_server_added_a_moment_ago_is_admitted() {
     let registry = bench.registry.clone();
     bench
         .engine
-        .registry_read(RegistryRead::Loaded(registry), bench.at(1));
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(1));
     let effects = bench.effects();
     assert_eq!(response(&effects, id), (101, After::Agent));
     assert!(logs(&effects).iter().any(|l| l.contains("server new")));
@@ -434,7 +446,9 @@ fn a_newer_connection_replaces_the_old_whose_frames_and_end_no_longer_count() {
     bench.received(dashboard, 1000);
     bench.sample(old, 99.0, 1100);
     assert!(bench.received(dashboard, 1100).is_empty());
-    bench.engine.ended(old, SocketEnd::Closed, bench.at(1200));
+    bench
+        .engine
+        .handle_ended(old, SocketEnd::Closed, bench.at(1200));
     assert!(bench.online(0));
     assert!(bench.received(dashboard, 1200).is_empty());
     bench.sample(new, 1.0, 1300);
@@ -442,7 +456,7 @@ fn a_newer_connection_replaces_the_old_whose_frames_and_end_no_longer_count() {
 }
 
 #[test]
-fn fault2_a_sample_read_with_the_close_is_forwarded_before_the_agent_leaves() {
+fn a_sample_read_with_the_close_is_forwarded_before_the_agent_leaves() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 0);
@@ -450,8 +464,10 @@ fn fault2_a_sample_read_with_the_close_is_forwarded_before_the_agent_leaves() {
     bench.sample(agent, 42.0, 10);
     bench
         .engine
-        .frame(agent, Inbound::Close(Some(1000)), bench.at(10));
-    bench.engine.ended(agent, SocketEnd::Closed, bench.at(10));
+        .handle_frame(agent, Inbound::Close(Some(1000)), bench.at(10));
+    bench
+        .engine
+        .handle_ended(agent, SocketEnd::Closed, bench.at(10));
     let seen = bench.received(dashboard, 10);
     assert_eq!(seen[0].1["metrics"]["cpu"]["usage"], 42.0);
     assert_eq!(seen[1], status_message(&bench.ids[0], false));
@@ -472,11 +488,13 @@ fn ten_malformed_frames_in_a_row_close_the_agent_1007() {
     for i in 0..9 {
         bench
             .engine
-            .frame(agent, Inbound::Text("{not json"), bench.at(i));
+            .handle_frame(agent, Inbound::Text("{not json"), bench.at(i));
     }
     // A good frame resets the run.
     bench.send(agent, json!({"type": "heartbeat"}), 10);
-    bench.engine.frame(agent, Inbound::Binary, bench.at(11));
+    bench
+        .engine
+        .handle_frame(agent, Inbound::Binary, bench.at(11));
     bench.send(
         agent,
         json!({"type": "metrics", "data": {"cpu": {"usage": "high"}}}),
@@ -486,7 +504,9 @@ fn ten_malformed_frames_in_a_row_close_the_agent_1007() {
         bench.send(agent, json!({"type": "metrics"}), 20 + i);
     }
     assert!(closes(&bench.effects()).is_empty());
-    bench.engine.frame(agent, Inbound::Text("[]"), bench.at(30));
+    bench
+        .engine
+        .handle_frame(agent, Inbound::Text("[]"), bench.at(30));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(agent, 1007)]);
     assert_eq!(bench.engine.counters.malformed, 19);
@@ -516,7 +536,10 @@ fn unknown_message_types_are_ignored_not_malformed() {
 fn a_request_head_not_complete_in_ten_seconds_gets_408_and_is_dropped() {
     let mut bench = Bench::new(&[]);
     let peer = T0_PEER.parse().unwrap();
-    assert_eq!(bench.engine.accept(1, peer, bench.at(0)), Admission::Admit);
+    assert_eq!(
+        bench.engine.handle_accept(1, peer, bench.at(0)),
+        Admission::Admit
+    );
     assert!(drops(&bench.tick(9_999)).is_empty());
     let effects = bench.tick(10_000);
     let Some(Effect::Drop {
@@ -537,7 +560,7 @@ fn a_response_not_taken_for_ten_seconds_is_dropped_but_a_download_that_moves_is_
     assert_eq!(status, 200);
     let (moving, _, _) = bench.get("/healthz", 0);
     for second in 1..=30 {
-        bench.engine.wrote(moving, bench.at(second * 1000));
+        bench.engine.handle_wrote(moving, bench.at(second * 1000));
         let effects = bench.tick(second * 1000);
         if second < 10 {
             assert!(drops(&effects).is_empty());
@@ -545,7 +568,7 @@ fn a_response_not_taken_for_ten_seconds_is_dropped_but_a_download_that_moves_is_
             assert_eq!(drops(&effects), [slow]);
         }
     }
-    bench.engine.responded(moving, bench.at(30_500));
+    bench.engine.handle_responded(moving, bench.at(30_500));
     assert_eq!(drops(&bench.effects()), [moving]);
 }
 
@@ -569,7 +592,7 @@ fn websockets_are_pinged_every_30s_and_dropped_after_75s_of_silence() {
     // The agent answers; the dashboard says nothing.
     bench
         .engine
-        .frame(agent, Inbound::Control, bench.at(30_010));
+        .handle_frame(agent, Inbound::Control, bench.at(30_010));
     assert_eq!(pings(&bench.tick(60_000)), [agent, dashboard]);
     let effects = bench.tick(75_000);
     assert_eq!(drops(&effects), [dashboard]);
@@ -587,7 +610,9 @@ fn websockets_are_pinged_every_30s_and_dropped_after_75s_of_silence() {
 fn a_close_not_answered_in_five_seconds_drops_the_socket() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
-    bench.engine.fault(agent, Fault::TooLarge, bench.at(1000));
+    bench
+        .engine
+        .handle_fault(agent, Fault::TooLarge, bench.at(1000));
     assert_eq!(closes(&bench.effects()), [(agent, 1009)]);
     assert!(drops(&bench.tick(5_999)).is_empty());
     let effects = bench.tick(6_000);
@@ -636,7 +661,7 @@ fn a_dashboard_that_takes_nothing_for_15s_while_messages_wait_is_closed_1013() {
         let now = second * 1000;
         bench.sample(agent, second as f64, now);
         bench.received(reader, now);
-        bench.engine.pumped(stuck, 0, 0, true, bench.at(now));
+        bench.engine.handle_pumped(stuck, 0, 0, true, bench.at(now));
         bench.send(reader, json!({}), now); // pongs, say
         bench.send(stuck, json!({}), now);
         closed.extend(closes(&bench.tick(now)).into_iter().map(|c| (second, c)));
@@ -645,21 +670,21 @@ fn a_dashboard_that_takes_nothing_for_15s_while_messages_wait_is_closed_1013() {
 }
 
 #[test]
-fn fault4_a_failing_accept_pauses_the_listener_and_logs_once() {
+fn a_failing_accept_pauses_the_listener_and_logs_once() {
     let mut bench = Bench::new(&[]);
     let error = io::Error::from_raw_os_error(24); // EMFILE
-    bench.engine.accept_failed(&error, bench.at(0));
+    bench.engine.handle_accept_failure(&error, bench.at(0));
     let effects = bench.effects();
     assert_eq!(effects[0], Effect::PauseAccepting);
     assert_eq!(logs(&effects).len(), 1);
-    assert_eq!(bench.engine.timeout(bench.at(0)), ACCEPT_PAUSE);
+    assert_eq!(bench.engine.poll_timeout(bench.at(0)), ACCEPT_PAUSE);
     assert!(!bench.tick(99).contains(&Effect::ResumeAccepting));
     assert!(bench.tick(100).contains(&Effect::ResumeAccepting));
     for ms in [101, 500, 9_000] {
-        bench.engine.accept_failed(&error, bench.at(ms));
+        bench.engine.handle_accept_failure(&error, bench.at(ms));
         assert_eq!(logs(&bench.effects()), Vec::<String>::new());
     }
-    bench.engine.accept_failed(&error, bench.at(10_000));
+    bench.engine.handle_accept_failure(&error, bench.at(10_000));
     let logged = logs(&bench.effects());
     assert!(
         logged[0].ends_with("(3 more since the last report)"),
@@ -670,7 +695,7 @@ fn fault4_a_failing_accept_pauses_the_listener_and_logs_once() {
 // ----- registry changes --------------------------------------------------------
 
 #[test]
-fn fault3_a_rotated_token_takes_the_server_offline_at_once() {
+fn a_rotated_token_takes_the_server_offline_at_once() {
     let mut bench = Bench::new(&["a", "b"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 0);
@@ -682,7 +707,7 @@ fn fault3_a_rotated_token_takes_the_server_offline_at_once() {
     let registry = bench.registry.clone();
     bench
         .engine
-        .registry_read(RegistryRead::Loaded(registry), bench.at(1000));
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(1000));
     assert_eq!(closes(&bench.effects()), [(agent, 1008)]);
     assert!(!bench.online(0));
     assert!(bench.online(1));
@@ -692,7 +717,9 @@ fn fault3_a_rotated_token_takes_the_server_offline_at_once() {
     );
     // Its goodbye changes nothing more.
     bench.sample(agent, 1.0, 1100);
-    bench.engine.ended(agent, SocketEnd::Closed, bench.at(1200));
+    bench
+        .engine
+        .handle_ended(agent, SocketEnd::Closed, bench.at(1200));
     assert!(bench.received(dashboard, 1200).is_empty());
     let _ = other;
 }
@@ -709,7 +736,7 @@ fn a_removed_server_is_announced_and_its_agent_closed_1008() {
     let registry = bench.registry.clone();
     bench
         .engine
-        .registry_read(RegistryRead::Loaded(registry), bench.at(1000));
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(1000));
     assert_eq!(closes(&bench.effects()), [(agent, 1008)]);
     // The sample it had waiting is not sent after the removal.
     let kinds = bench.kinds(dashboard, 1000);
@@ -718,13 +745,13 @@ fn a_removed_server_is_announced_and_its_agent_closed_1008() {
 }
 
 #[test]
-fn fault6_a_missing_state_file_keeps_every_server_and_agent() {
+fn a_missing_state_file_keeps_every_server_and_agent() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
     bench.effects();
     bench
         .engine
-        .registry_read(RegistryRead::Missing, bench.at(2000));
+        .handle_registry_read(RegistryRead::Missing, bench.at(2000));
     let effects = bench.effects();
     assert!(closes(&effects).is_empty());
     assert!(logs(&effects)[0].contains("missing; keeping the registry"));
@@ -745,7 +772,7 @@ fn a_corrupt_state_file_keeps_the_registry_loaded_before() {
     let error = Registry::load(&path).unwrap_err();
     bench
         .engine
-        .registry_read(RegistryRead::Failed(error), bench.at(0));
+        .handle_registry_read(RegistryRead::Failed(error), bench.at(0));
     assert!(logs(&bench.effects())[0].contains("keeping the registry loaded before"));
     assert_eq!(bench.engine.servers(), 1);
 }
@@ -768,7 +795,7 @@ fn the_state_file_is_polled_every_two_seconds() {
 #[test]
 fn sighup_forces_a_registry_read_and_a_certificate_reload() {
     let mut bench = Bench::new(&[]);
-    bench.engine.reload();
+    bench.engine.handle_reload();
     let effects = bench.effects();
     assert!(effects.contains(&Effect::ReadRegistry { force: true }));
     assert!(effects.contains(&Effect::ReloadCertificate));
@@ -809,15 +836,17 @@ fn routes_answer_with_their_status() {
 fn a_refused_head_is_answered_with_its_status() {
     let mut bench = Bench::new(&[]);
     let peer = T0_PEER.parse().unwrap();
-    bench.engine.accept(1, peer, bench.at(0));
-    bench.engine.request(1, Request::Refuse(431), bench.at(0));
+    bench.engine.handle_accept(1, peer, bench.at(0));
+    bench
+        .engine
+        .handle_request(1, Request::Refuse(431), bench.at(0));
     assert_eq!(response(&bench.effects(), 1), (431, After::Close));
-    bench.engine.responded(1, bench.at(1));
+    bench.engine.handle_responded(1, bench.at(1));
     assert_eq!(drops(&bench.effects()), [1]);
 }
 
 #[test]
-fn fault5_a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
+fn a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
     let mut bench = Bench::with(&[], &["--dist-dir", "/srv/dist"], 100);
     let id = bench.request(get("/dl/vstats-agent-mipsel"), 0);
     assert_eq!(
@@ -830,7 +859,7 @@ fn fault5_a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
     );
     bench
         .engine
-        .file_opened(id, "vstats-agent-mipsel", Ok(30_000_000));
+        .handle_file_opened(id, "vstats-agent-mipsel", Ok(30_000_000));
     let effects = bench.effects();
     assert_eq!(response(&effects, id), (200, After::SendFile));
     let Effect::Respond { bytes, .. } = &effects[0] else {
@@ -841,17 +870,23 @@ fn fault5_a_release_file_is_opened_by_the_loop_and_sent_after_its_head() {
     let id = bench.request(get("/dl/fifo"), 0);
     bench.effects();
     let refused = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-    bench.engine.file_opened(id, "fifo", Err(refused));
+    bench.engine.handle_file_opened(id, "fifo", Err(refused));
     assert_eq!(response(&bench.effects(), id), (404, After::Close));
 }
 
 #[test]
-fn fault10_past_max_connections_a_client_gets_503_and_is_counted() {
+fn past_max_connections_a_client_gets_503_and_is_counted() {
     let mut bench = Bench::with(&[], &[], 2);
     let peer: SocketAddr = T0_PEER.parse().unwrap();
-    assert_eq!(bench.engine.accept(1, peer, bench.at(0)), Admission::Admit);
-    assert_eq!(bench.engine.accept(2, peer, bench.at(0)), Admission::Admit);
-    let Admission::Refuse(bytes) = bench.engine.accept(3, peer, bench.at(0)) else {
+    assert_eq!(
+        bench.engine.handle_accept(1, peer, bench.at(0)),
+        Admission::Admit
+    );
+    assert_eq!(
+        bench.engine.handle_accept(2, peer, bench.at(0)),
+        Admission::Admit
+    );
+    let Admission::Refuse(bytes) = bench.engine.handle_accept(3, peer, bench.at(0)) else {
         panic!("admitted");
     };
     assert_eq!(status_of(&bytes), 503);
@@ -860,19 +895,19 @@ fn fault10_past_max_connections_a_client_gets_503_and_is_counted() {
     let clock = Box::new(sim::FakeClock::new(bench.t0));
     let mut tls = Engine::new(config(&[]), true, 0, Registry::empty(), bench.at(0), clock);
     assert_eq!(
-        tls.accept(1, peer, bench.at(0)),
+        tls.handle_accept(1, peer, bench.at(0)),
         Admission::Refuse(Vec::new())
     );
 }
 
 #[test]
-fn fault9_refusals_are_logged_with_the_peer_once_per_ten_seconds_then_summed_up() {
+fn refusals_are_logged_with_the_peer_once_per_ten_seconds_then_summed_up() {
     let mut bench = Bench::new(&["a"]);
     for ms in 0..50 {
         let id = bench.request(upgrade("/ws/agent", None), ms);
         let effects = bench.effects();
         assert_eq!(response(&effects, id), (401, After::Close));
-        bench.engine.responded(id, bench.at(ms));
+        bench.engine.handle_responded(id, bench.at(ms));
         let logged = logs(&effects);
         if ms == 0 {
             assert_eq!(
@@ -893,18 +928,22 @@ fn fault9_refusals_are_logged_with_the_peer_once_per_ten_seconds_then_summed_up(
 }
 
 #[test]
-fn fault10_a_protocol_violation_is_closed_1002_and_counted() {
+fn a_protocol_violation_is_closed_1002_and_counted() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
     bench.effects();
     bench
         .engine
-        .fault(agent, Fault::Protocol("unmasked frame".into()), bench.at(1));
+        .handle_fault(agent, Fault::Protocol("unmasked frame".into()), bench.at(1));
     assert_eq!(closes(&bench.effects()), [(agent, 1002)]);
     assert_eq!(bench.engine.counters.protocol_errors, 1);
-    bench.engine.fault(agent, Fault::NotUtf8, bench.at(2));
+    bench
+        .engine
+        .handle_fault(agent, Fault::NotUtf8, bench.at(2));
     assert!(closes(&bench.effects()).is_empty(), "one close frame");
-    bench.engine.ended(agent, SocketEnd::Closed, bench.at(3));
+    bench
+        .engine
+        .handle_ended(agent, SocketEnd::Closed, bench.at(3));
     assert!(
         logs(&bench.effects())
             .iter()
@@ -920,14 +959,14 @@ fn shutdown_says_1001_to_websockets_drops_the_rest_and_admits_no_one() {
     let agent = bench.agent(0, 0);
     let dashboard = bench.dashboard(0);
     let peer: SocketAddr = T0_PEER.parse().unwrap();
-    bench.engine.accept(99, peer, bench.at(0));
+    bench.engine.handle_accept(99, peer, bench.at(0));
     bench.effects();
-    bench.engine.shut_down(bench.at(1));
+    bench.engine.handle_shutdown(bench.at(1));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(agent, 1001), (dashboard, 1001)]);
     assert_eq!(drops(&effects), [99]);
     assert!(matches!(
-        bench.engine.accept(100, peer, bench.at(2)),
+        bench.engine.handle_accept(100, peer, bench.at(2)),
         Admission::Refuse(_)
     ));
 }
@@ -1184,7 +1223,7 @@ fn an_agent_gone_past_notify_after_is_notified_offline_then_online() {
     bench.sample(agent, 5.0, 100);
     bench
         .engine
-        .ended(agent, SocketEnd::Closed, bench.at(1_000));
+        .handle_ended(agent, SocketEnd::Closed, bench.at(1_000));
     assert_eq!(
         notices_between(&mut bench, 1_000, 61_000),
         [(61_000, "offline")]
@@ -1224,7 +1263,7 @@ fn a_flap_shorter_than_notify_after_notifies_nothing() {
     bench.tick(500);
     bench
         .engine
-        .ended(agent, SocketEnd::Closed, bench.at(1_000));
+        .handle_ended(agent, SocketEnd::Closed, bench.at(1_000));
     bench.tick(1_000);
     let agent = bench.agent(0, 5_500);
     bench.sample(agent, 5.0, 5_600);
@@ -1299,7 +1338,9 @@ fn a_removed_server_leaves_no_open_alert_behind() {
     let mut bench = Bench::with(&["pi", "nas"], &["--notify-after", "0"], 100);
     let agent = bench.agent(0, 0);
     bench.sample(agent, 5.0, 0);
-    bench.engine.ended(agent, SocketEnd::Closed, bench.at(100));
+    bench
+        .engine
+        .handle_ended(agent, SocketEnd::Closed, bench.at(100));
     let effects = bench.tick(500);
     assert_eq!(notices(&effects).len(), 1, "{effects:?}");
     let saved = |effects: &[Effect]| {
@@ -1313,14 +1354,14 @@ fn a_removed_server_leaves_no_open_alert_behind() {
     let registry = bench.registry.clone();
     bench
         .engine
-        .registry_read(RegistryRead::Loaded(registry), bench.at(1_000));
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(1_000));
     let effects = bench.tick(1_500);
     assert_eq!(saved(&effects).unwrap().len(), 0, "{effects:?}");
 }
 
 /// The `history` message bytes queued to dashboard `id` (its snapshot).
 fn history_message(bench: &mut Bench, id: ConnId) -> Utf8Bytes {
-    let outbox = bench.engine.outbox(id).expect("a dashboard");
+    let outbox = bench.engine.dashboard_outbox(id).expect("a dashboard");
     std::iter::from_fn(|| outbox.pop())
         .find(|message| message.as_str().contains(r#""type":"history""#))
         .expect("a history message")
@@ -1342,7 +1383,7 @@ fn dashboards_opening_in_one_step_share_one_build_of_the_sparklines() {
     assert_eq!(first, second);
 }
 
-// ----- vStats agents (issue 14) ---------------------------------------------
+// ----- vStats agents ---------------------------------------------
 
 /// The real vStats agent's frames: auth, three metrics, aggregated_metrics.
 const VSTATS_FRAMES: &str = include_str!("../../tests/vstats-real/agent-frames.jsonl");
@@ -1377,7 +1418,7 @@ impl Bench {
             (101, After::CompatAgent),
             "{effects:?}"
         );
-        self.engine.responded(id, self.at(ms));
+        self.engine.handle_responded(id, self.at(ms));
         let effects = self.effects();
         assert!(
             effects.contains(&Effect::Upgrade {
@@ -1390,7 +1431,8 @@ impl Bench {
     }
 
     fn text(&mut self, id: ConnId, text: &str, ms: u64) {
-        self.engine.frame(id, Inbound::Text(text), self.at(ms));
+        self.engine
+            .handle_frame(id, Inbound::Text(text), self.at(ms));
     }
 
     /// A vStats agent of `server`, authenticated.
@@ -1409,7 +1451,7 @@ impl Bench {
 }
 
 #[test]
-fn issue14_a_vstats_agents_auth_admits_it_like_ours_and_its_samples_reach_dashboards() {
+fn a_vstats_agents_auth_admits_it_like_ours_and_its_samples_reach_dashboards() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     bench.received(dashboard, 0);
@@ -1456,7 +1498,7 @@ fn issue14_a_vstats_agents_auth_admits_it_like_ours_and_its_samples_reach_dashbo
 }
 
 #[test]
-fn issue14_a_wrong_token_and_an_unknown_id_get_vstats_errors_and_a_1008_close() {
+fn a_wrong_token_and_an_unknown_id_get_vstats_errors_and_a_1008_close() {
     let mut bench = Bench::new(&["a", "b"]);
     let (a, b_token) = (bench.ids[0].clone(), bench.tokens[1].clone());
     for (server_id, message) in [
@@ -1469,7 +1511,7 @@ fn issue14_a_wrong_token_and_an_unknown_id_get_vstats_errors_and_a_1008_close() 
         assert_eq!(bench.effects(), [Effect::ReadRegistry { force: false }]);
         bench
             .engine
-            .registry_read(RegistryRead::Unchanged, bench.at(20));
+            .handle_registry_read(RegistryRead::Unchanged, bench.at(20));
         let effects = bench.effects();
         assert_eq!(
             sent(&effects, agent),
@@ -1479,14 +1521,16 @@ fn issue14_a_wrong_token_and_an_unknown_id_get_vstats_errors_and_a_1008_close() 
         // Frames after the refusal change nothing.
         bench.text(agent, vstats_frame(1), 30);
         assert!(bench.effects().is_empty());
-        bench.engine.ended(agent, SocketEnd::Closed, bench.at(40));
+        bench
+            .engine
+            .handle_ended(agent, SocketEnd::Closed, bench.at(40));
         bench.effects();
     }
     assert!(!bench.online(0) && !bench.online(1));
 }
 
 #[test]
-fn issue14_refused_vstats_agents_are_logged_like_other_refusals() {
+fn refused_vstats_agents_are_logged_like_other_refusals() {
     let mut bench = Bench::new(&["a"]);
     let mut logged = Vec::new();
     for ms in 0..5 {
@@ -1494,7 +1538,7 @@ fn issue14_refused_vstats_agents_are_logged_like_other_refusals() {
         bench.text(agent, &vstats_auth("0123456789ab", "nope"), ms);
         bench
             .engine
-            .registry_read(RegistryRead::Unchanged, bench.at(ms));
+            .handle_registry_read(RegistryRead::Unchanged, bench.at(ms));
         logged.extend(logs(&bench.effects()));
     }
     // Neither the id nor the token offered.
@@ -1510,7 +1554,7 @@ fn issue14_refused_vstats_agents_are_logged_like_other_refusals() {
 }
 
 #[test]
-fn issue14_a_vstats_agent_of_a_server_added_a_moment_ago_is_admitted() {
+fn a_vstats_agent_of_a_server_added_a_moment_ago_is_admitted() {
     let mut bench = Bench::new(&["a"]);
     let (new, token) = bench.registry.add("new", "").unwrap();
     let agent = bench.vstats_upgrade(0);
@@ -1519,7 +1563,7 @@ fn issue14_a_vstats_agent_of_a_server_added_a_moment_ago_is_admitted() {
     let registry = bench.registry.clone();
     bench
         .engine
-        .registry_read(RegistryRead::Loaded(registry), bench.at(20));
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(20));
     let effects = bench.effects();
     assert_eq!(
         sent(&effects, agent),
@@ -1529,11 +1573,13 @@ fn issue14_a_vstats_agent_of_a_server_added_a_moment_ago_is_admitted() {
 }
 
 #[test]
-fn issue14_a_vstats_agent_silent_for_ten_seconds_after_the_upgrade_is_closed_1008() {
+fn a_vstats_agent_silent_for_ten_seconds_after_the_upgrade_is_closed_1008() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.vstats_upgrade(0);
     // A ping is not an auth.
-    bench.engine.frame(agent, Inbound::Control, bench.at(5_000));
+    bench
+        .engine
+        .handle_frame(agent, Inbound::Control, bench.at(5_000));
     assert!(closes(&bench.tick(9_999)).is_empty());
     let effects = bench.tick(10_000);
     assert_eq!(closes(&effects), [(agent, 1008)]);
@@ -1544,12 +1590,12 @@ fn issue14_a_vstats_agent_silent_for_ten_seconds_after_the_upgrade_is_closed_100
     assert!(closes(&bench.tick(11_000)).is_empty(), "one close frame");
     bench
         .engine
-        .ended(agent, SocketEnd::Closed, bench.at(11_500));
+        .handle_ended(agent, SocketEnd::Closed, bench.at(11_500));
     assert!(!bench.online(0));
 }
 
 #[test]
-fn issue14_a_vstats_agent_whose_first_frame_is_not_auth_is_closed_1008() {
+fn a_vstats_agent_whose_first_frame_is_not_auth_is_closed_1008() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.vstats_upgrade(0);
     bench.text(agent, vstats_frame(1), 10);
@@ -1557,13 +1603,15 @@ fn issue14_a_vstats_agent_whose_first_frame_is_not_auth_is_closed_1008() {
     assert_eq!(closes(&effects), [(agent, 1008)]);
     assert!(sent(&effects, agent).is_empty());
     let binary = bench.vstats_upgrade(20);
-    bench.engine.frame(binary, Inbound::Binary, bench.at(30));
+    bench
+        .engine
+        .handle_frame(binary, Inbound::Binary, bench.at(30));
     assert_eq!(closes(&bench.effects()), [(binary, 1008)]);
     assert!(!bench.online(0));
 }
 
 #[test]
-fn issue14_aggregated_and_batch_metrics_are_counted_and_ignored() {
+fn aggregated_and_batch_metrics_are_counted_and_ignored() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.vstats_agent(0, 0);
@@ -1593,7 +1641,7 @@ fn issue14_aggregated_and_batch_metrics_are_counted_and_ignored() {
 }
 
 #[test]
-fn issue14_a_second_vstats_connection_replaces_the_first() {
+fn a_second_vstats_connection_replaces_the_first() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let old = bench.vstats_agent(0, 0);
@@ -1602,7 +1650,9 @@ fn issue14_a_second_vstats_connection_replaces_the_first() {
     bench.received(dashboard, 1000);
     bench.text(old, vstats_frame(1), 1100);
     assert!(bench.received(dashboard, 1100).is_empty());
-    bench.engine.ended(old, SocketEnd::Closed, bench.at(1200));
+    bench
+        .engine
+        .handle_ended(old, SocketEnd::Closed, bench.at(1200));
     assert!(bench.online(0));
     bench.text(new, vstats_frame(2), 1300);
     assert_eq!(bench.kinds(dashboard, 1300), ["metrics"]);
@@ -1619,7 +1669,7 @@ fn issue14_a_second_vstats_connection_replaces_the_first() {
 }
 
 #[test]
-fn issue14_the_old_vstats_connection_is_closed_1000_when_replaced() {
+fn the_old_vstats_connection_is_closed_1000_when_replaced() {
     let mut bench = Bench::new(&["a"]);
     let old = bench.vstats_agent(0, 0);
     let new = bench.vstats_upgrade(1000);
@@ -1632,11 +1682,13 @@ fn issue14_the_old_vstats_connection_is_closed_1000_when_replaced() {
 }
 
 #[test]
-fn issue14_a_vstats_agents_pings_keep_it_online() {
+fn a_vstats_agents_pings_keep_it_online() {
     let mut bench = Bench::with(&["a"], &["--agent-timeout", "20"], 100);
     let agent = bench.vstats_agent(0, 0);
     for ms in [15_000, 30_000, 45_000] {
-        bench.engine.frame(agent, Inbound::Control, bench.at(ms));
+        bench
+            .engine
+            .handle_frame(agent, Inbound::Control, bench.at(ms));
         bench.tick(ms + 1);
     }
     assert!(bench.online(0));
@@ -1645,10 +1697,12 @@ fn issue14_a_vstats_agents_pings_keep_it_online() {
 }
 
 #[test]
-fn issue14_a_vstats_message_over_1_mib_closes_1009_naming_the_agent_option() {
+fn a_vstats_message_over_1_mib_closes_1009_naming_the_agent_option() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.vstats_agent(0, 0);
-    bench.engine.fault(agent, Fault::TooLarge, bench.at(10));
+    bench
+        .engine
+        .handle_fault(agent, Fault::TooLarge, bench.at(10));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(agent, 1009)]);
     let warned = effects.iter().any(|effect| {
@@ -1658,7 +1712,7 @@ fn issue14_a_vstats_message_over_1_mib_closes_1009_naming_the_agent_option() {
     assert!(warned, "{effects:?}");
 }
 
-// ----- issue 21: hostile input ------------------------------------------------
+// ----- hostile input -----------------------------------------------------------
 
 /// A patch whose `network.interfaces` is `entries` of `entry` each.
 fn interfaces_patch(entries: usize, entry: &Value) -> Value {
@@ -1672,8 +1726,7 @@ fn hub_sample(bench: &Bench, server: usize) -> String {
 }
 
 #[test]
-fn issue21_fault1_a_patch_that_rebuilds_a_sample_past_64_kib_is_malformed_and_the_last_good_stays()
-{
+fn a_patch_that_rebuilds_a_sample_past_64_kib_is_malformed_and_the_last_good_stays() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 0);
@@ -1705,7 +1758,7 @@ fn issue21_fault1_a_patch_that_rebuilds_a_sample_past_64_kib_is_malformed_and_th
 }
 
 #[test]
-fn issue21_fault1_a_full_sample_after_a_refused_patch_is_a_base_again() {
+fn a_full_sample_after_a_refused_patch_is_a_base_again() {
     let mut bench = Bench::new(&["a"]);
     let dashboard = bench.dashboard(0);
     let agent = bench.agent(0, 0);
@@ -1724,7 +1777,7 @@ fn issue21_fault1_a_full_sample_after_a_refused_patch_is_a_base_again() {
 }
 
 #[test]
-fn issue21_fault2_patches_cannot_grow_a_sample_past_64_kib() {
+fn patches_cannot_grow_a_sample_past_64_kib() {
     // The probe's attack: the same 4096 interfaces, each patch naming 12
     // of them with 4,000 bytes. Unbounded, 341 patches made 16 MB.
     let mut bench = Bench::with(&["a"], &["--agent-max-rate", "100000"], 100);
@@ -1758,20 +1811,20 @@ fn issue21_fault2_patches_cannot_grow_a_sample_past_64_kib() {
 }
 
 #[test]
-fn issue21_a_patch_costs_its_turn_the_sample_it_rebuilds() {
+fn a_patch_costs_its_turn_the_sample_it_rebuilds() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
     bench.send(agent, full_sample(), 10);
     let text = json!({"type": "patch", "data": {"elapsed_ms": 1000}}).to_string();
     let work = bench
         .engine
-        .frame(agent, Inbound::Text(&text), bench.at(1010));
+        .handle_frame(agent, Inbound::Text(&text), bench.at(1010));
     assert_eq!(work, hub_sample(&bench, 0).len());
     assert!(work > text.len());
 }
 
 #[test]
-fn issue21_fault12_data_that_is_not_an_object_is_malformed() {
+fn data_that_is_not_an_object_is_malformed() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
     bench.send(agent, full_sample(), 10);
@@ -1789,13 +1842,13 @@ fn issue21_fault12_data_that_is_not_an_object_is_malformed() {
 }
 
 #[test]
-fn issue21_fault12_frames_after_our_close_are_neither_parsed_nor_counted() {
+fn frames_after_our_close_are_neither_parsed_nor_counted() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
     for i in 0..MALFORMED_LIMIT {
         bench
             .engine
-            .frame(agent, Inbound::Text("{not json"), bench.at(u64::from(i)));
+            .handle_frame(agent, Inbound::Text("{not json"), bench.at(u64::from(i)));
     }
     assert_eq!(closes(&bench.effects()), [(agent, 1007)]);
     let (frames_in, malformed) = (
@@ -1805,7 +1858,7 @@ fn issue21_fault12_frames_after_our_close_are_neither_parsed_nor_counted() {
     for i in 0..1000 {
         bench
             .engine
-            .frame(agent, Inbound::Text("{not json"), bench.at(100 + i));
+            .handle_frame(agent, Inbound::Text("{not json"), bench.at(100 + i));
         bench.sample(agent, 1.0, 100 + i);
     }
     assert_eq!(bench.engine.counters.frames_in, frames_in);
@@ -1814,13 +1867,15 @@ fn issue21_fault12_frames_after_our_close_are_neither_parsed_nor_counted() {
     // Its close answer still ends it.
     bench
         .engine
-        .frame(agent, Inbound::Close(Some(1007)), bench.at(2000));
-    bench.engine.ended(agent, SocketEnd::Closed, bench.at(2000));
+        .handle_frame(agent, Inbound::Close(Some(1007)), bench.at(2000));
+    bench
+        .engine
+        .handle_ended(agent, SocketEnd::Closed, bench.at(2000));
     assert!(!bench.online(0));
 }
 
 #[test]
-fn issue21_fault3_a_vstats_socket_takes_4_kib_until_admitted_then_1_mib() {
+fn a_vstats_socket_takes_4_kib_until_admitted_then_1_mib() {
     let mut bench = Bench::new(&["a"]);
     let id = bench.vstats_upgrade(0); // asserts the 4 KiB limit
     let auth = vstats_auth(&bench.ids[0].clone(), &bench.tokens[0].clone());
@@ -1835,7 +1890,9 @@ fn issue21_fault3_a_vstats_socket_takes_4_kib_until_admitted_then_1_mib() {
     );
     // Past 4 KiB before auth: 1009, and no word of local storage.
     let other = bench.vstats_upgrade(20);
-    bench.engine.fault(other, Fault::TooLarge, bench.at(30));
+    bench
+        .engine
+        .handle_fault(other, Fault::TooLarge, bench.at(30));
     let effects = bench.effects();
     assert_eq!(closes(&effects), [(other, 1009)]);
     assert!(
@@ -1845,7 +1902,7 @@ fn issue21_fault3_a_vstats_socket_takes_4_kib_until_admitted_then_1_mib() {
 }
 
 #[test]
-fn issue21_fault3_a_second_frame_before_the_auth_answer_closes_1008() {
+fn a_second_frame_before_the_auth_answer_closes_1008() {
     let mut bench = Bench::new(&["a"]);
     let id = bench.vstats_upgrade(0);
     // An auth the registry does not know yet: the state file is checked
@@ -1861,7 +1918,7 @@ fn issue21_fault3_a_second_frame_before_the_auth_answer_closes_1008() {
 }
 
 #[test]
-fn issue21_fault3_unauthenticated_vstats_sockets_have_a_budget_per_address_and_in_all() {
+fn unauthenticated_vstats_sockets_have_a_budget_per_address_and_in_all() {
     let mut bench = Bench::new(&["a"]);
     let mut waiting: Vec<ConnId> = (0..budget::UNAUTHENTICATED_PER_ADDRESS)
         .map(|_| bench.vstats_upgrade(0))
@@ -1876,7 +1933,9 @@ fn issue21_fault3_unauthenticated_vstats_sockets_have_a_budget_per_address_and_i
     bench.text(waiting[0], &auth, 10);
     waiting.push(bench.vstats_upgrade(20));
     let gone = waiting.pop().unwrap();
-    bench.engine.ended(gone, SocketEnd::Closed, bench.at(30));
+    bench
+        .engine
+        .handle_ended(gone, SocketEnd::Closed, bench.at(30));
     waiting.push(bench.vstats_upgrade(40));
     assert_eq!(
         bench.engine.unauthenticated.held(),
@@ -1894,7 +1953,7 @@ fn issue21_fault3_unauthenticated_vstats_sockets_have_a_budget_per_address_and_i
 }
 
 #[test]
-fn issue21_fault4_a_vstats_sample_past_the_limits_is_malformed_before_mapping() {
+fn a_vstats_sample_past_the_limits_is_malformed_before_mapping() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.vstats_agent(0, 0);
     let interfaces: Vec<Value> = (0..3600)
@@ -1906,7 +1965,7 @@ fn issue21_fault4_a_vstats_sample_past_the_limits_is_malformed_before_mapping() 
     assert!(frame.len() > compat::MAX_METRICS_TEXT);
     let work = bench
         .engine
-        .frame(agent, Inbound::Text(&frame), bench.at(10));
+        .handle_frame(agent, Inbound::Text(&frame), bench.at(10));
     assert_eq!((work, bench.engine.counters.malformed), (0, 1));
     // Within the text limit but mapped past 64 KiB: malformed too.
     let interfaces: Vec<Value> = (0..1200)
@@ -1917,12 +1976,12 @@ fn issue21_fault4_a_vstats_sample_past_the_limits_is_malformed_before_mapping() 
     assert!(frame.len() < compat::MAX_METRICS_TEXT);
     bench
         .engine
-        .frame(agent, Inbound::Text(&frame), bench.at(20));
+        .handle_frame(agent, Inbound::Text(&frame), bench.at(20));
     assert_eq!(bench.engine.counters.malformed, 2);
 }
 
 #[test]
-fn issue21_fault6_metrics_needs_the_viewer_token_when_one_is_set() {
+fn metrics_needs_the_viewer_token_when_one_is_set() {
     let mut bench = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
     assert_eq!(bench.get("/metrics", 0).1, 401);
     let mut bearer = get("/metrics");
@@ -1935,7 +1994,7 @@ fn issue21_fault6_metrics_needs_the_viewer_token_when_one_is_set() {
 }
 
 #[test]
-fn issue21_fault8_without_a_viewer_token_only_ip_localhost_and_allowed_hosts_read_the_fleet() {
+fn without_a_viewer_token_only_ip_localhost_and_allowed_hosts_read_the_fleet() {
     let mut bench = Bench::new(&["a"]);
     let token = bench.tokens[0].clone();
     let at = |host: &str, head: Head| Head {
@@ -2047,10 +2106,13 @@ fn an_idle_relay_sleeps_until_its_next_chore_not_a_fixed_tick() {
     bench.effects();
     // The registry check, every 2 s, is the soonest; the agent's ping is
     // 30 s away. (A fixed tick woke the loop every 500 ms.)
-    assert_eq!(bench.engine.timeout(bench.at(0)), Duration::from_secs(2));
+    assert_eq!(
+        bench.engine.poll_timeout(bench.at(0)),
+        Duration::from_secs(2)
+    );
     bench.tick(2_000);
     assert_eq!(
-        bench.engine.timeout(bench.at(2_000)),
+        bench.engine.poll_timeout(bench.at(2_000)),
         Duration::from_secs(2)
     );
 }
@@ -2063,7 +2125,7 @@ fn timers_spread_over_a_second_are_served_by_one_wake_up() {
     bench.tick(30_000);
     // Pings due at 30.1 s and 30.9 s: one wake-up, on the grid, for both.
     assert_eq!(
-        bench.engine.timeout(bench.at(30_000)),
+        bench.engine.poll_timeout(bench.at(30_000)),
         Duration::from_secs(1)
     );
     let pings: Vec<ConnId> = bench
@@ -2084,7 +2146,7 @@ fn a_close_queued_brings_the_connections_deadline_forward() {
     bench.received(dashboard, 0);
     bench
         .engine
-        .fault(dashboard, Fault::NotUtf8, bench.at(1_000));
+        .handle_fault(dashboard, Fault::NotUtf8, bench.at(1_000));
     bench.effects();
     // Its reminder was for its ping at 30 s; the close answer is due at
     // 6 s, and the socket is dropped then, not at the silence limit.

@@ -19,6 +19,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod hush;
+pub mod lean;
 pub mod notice;
 pub mod notify;
 pub mod outbox;
@@ -106,6 +107,10 @@ enum Io {
     WebSocket(Socket),
 }
 
+/// The shell: one thread, one epoll loop, and the engine it drives. It
+/// owns every file descriptor (listener, signalfd, sockets, files being
+/// sent) and the threads that write saves and deliver notifications; it
+/// makes the syscalls the engine's effects ask for and decides nothing.
 pub struct Relay {
     poller: Poller,
     listener: TcpListener,
@@ -339,7 +344,7 @@ impl Relay {
         );
         loop {
             let timeout = if self.unfinished.is_empty() {
-                self.engine.timeout(Instant::now())
+                self.engine.poll_timeout(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -365,8 +370,8 @@ impl Relay {
             }
             self.pump_dashboards();
             let now = Instant::now();
-            if self.engine.timeout(now).is_zero() {
-                self.engine.tick(now);
+            if self.engine.poll_timeout(now).is_zero() {
+                self.engine.handle_timeout(now);
                 self.apply_effects();
                 self.write_alerts_pending(false);
             }
@@ -380,7 +385,7 @@ impl Relay {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.engine.accept_failed(&e, Instant::now());
+                    self.engine.handle_accept_failure(&e, Instant::now());
                     self.apply_effects();
                     return;
                 }
@@ -390,7 +395,9 @@ impl Relay {
             }
             let id = self.next_id;
             self.next_id += 1;
-            if let Admission::Refuse(last_words) = self.engine.accept(id, peer, Instant::now()) {
+            if let Admission::Refuse(last_words) =
+                self.engine.handle_accept(id, peer, Instant::now())
+            {
                 // Best effort, never waiting.
                 let _ = (&tcp).write(&last_words);
                 self.apply_effects();
@@ -403,8 +410,11 @@ impl Relay {
                     Ok(tls) => ServerStream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp))),
                     Err(e) => {
                         error!("tls: {e}");
-                        self.engine
-                            .ended(id, SocketEnd::Io(io::ErrorKind::Other), Instant::now());
+                        self.engine.handle_ended(
+                            id,
+                            SocketEnd::Io(io::ErrorKind::Other),
+                            Instant::now(),
+                        );
                         self.apply_effects();
                         continue;
                     }
@@ -413,7 +423,7 @@ impl Relay {
             if let Err(e) = self.poller.add(stream.tcp(), id) {
                 warn!("epoll: {e}");
                 self.engine
-                    .ended(id, SocketEnd::Io(e.kind()), Instant::now());
+                    .handle_ended(id, SocketEnd::Io(e.kind()), Instant::now());
                 self.apply_effects();
                 continue;
             }
@@ -430,7 +440,7 @@ impl Relay {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
-                    self.engine.reload();
+                    self.engine.handle_reload();
                     self.apply_effects();
                 }
                 Ok(signal) => {
@@ -455,19 +465,19 @@ impl Relay {
                 Ok(None) => {}
                 Ok(Some(request)) => {
                     if self.notifier.is_some() {
-                        self.engine.deliveries_counted(self.deliveries.snapshot());
+                        self.engine.handle_deliveries(self.deliveries.snapshot());
                     }
-                    self.engine.request(id, request, now)
+                    self.engine.handle_request(id, request, now)
                 }
                 Err(end) => self.end(id, end),
             },
             Io::Respond(respond) => match respond.write() {
                 Ok((written, bytes)) => {
                     if bytes > 0 {
-                        self.engine.wrote(id, now);
+                        self.engine.handle_wrote(id, now);
                     }
                     match written {
-                        Written::All => self.engine.responded(id, now),
+                        Written::All => self.engine.handle_responded(id, now),
                         Written::Blocked => {}
                         Written::Yielded => self.unfinished.push(id),
                     }
@@ -476,13 +486,13 @@ impl Relay {
             },
             Io::WebSocket(socket) => {
                 let engine = &mut self.engine;
-                let read = socket.read(|frame| engine.frame(id, frame, now));
+                let read = socket.read(|frame| engine.handle_frame(id, frame, now));
                 match read {
                     Ok(Turn::Drained) => {}
                     Ok(Turn::Yielded) => self.unfinished.push(id),
                     // What arrives next is discarded, in the turns to come.
                     Err(Stop::Fault(fault)) => {
-                        self.engine.fault(id, fault, now);
+                        self.engine.handle_fault(id, fault, now);
                         self.unfinished.push(id);
                     }
                     Err(Stop::Ended(end)) => {
@@ -501,7 +511,7 @@ impl Relay {
     fn end(&mut self, id: ConnId, end: SocketEnd) {
         self.io.remove(&id);
         self.opened.remove(&id);
-        self.engine.ended(id, end, Instant::now());
+        self.engine.handle_ended(id, end, Instant::now());
     }
 
     /// Writes what dashboards (and agents owing a pong) have waiting.
@@ -514,14 +524,19 @@ impl Relay {
                 continue;
             };
             let now = Instant::now();
-            let result = match self.engine.outbox(id) {
+            let result = match self.engine.dashboard_outbox(id) {
                 Some(outbox) => socket.pump(outbox).map(Some),
                 None => socket.flush().map(|_| None),
             };
             match result {
                 Ok(Some(pumped)) => {
-                    self.engine
-                        .pumped(id, pumped.messages, pumped.bytes, pumped.blocked, now);
+                    self.engine.handle_pumped(
+                        id,
+                        pumped.messages,
+                        pumped.bytes,
+                        pumped.blocked,
+                        now,
+                    );
                 }
                 Ok(None) => {}
                 Err(end) => self.end(id, end),
@@ -533,7 +548,7 @@ impl Relay {
     /// Carries out what the engine decided, and what that leads to.
     fn apply_effects(&mut self) {
         loop {
-            let effects = self.engine.take_effects();
+            let effects = self.engine.poll_effects();
             if effects.is_empty() {
                 return;
             }
@@ -561,7 +576,7 @@ impl Relay {
                     self.opened.insert(id, Body::new(file, len));
                     len
                 });
-                self.engine.file_opened(id, &name, opened);
+                self.engine.handle_file_opened(id, &name, opened);
             }
             Effect::Upgrade { id, max_message } => {
                 if let Some(Io::Respond(respond)) = self.io.remove(&id) {
@@ -610,7 +625,7 @@ impl Relay {
             Effect::Log { level, text } => log::log!(level, "{text}"),
             Effect::ReadRegistry { force } => {
                 let read = self.read_registry(force);
-                self.engine.registry_read(read, Instant::now());
+                self.engine.handle_registry_read(read, Instant::now());
             }
             Effect::ReloadCertificate => self.reload_certificate(),
             Effect::SaveHistory { bytes, last } => self.save_history(bytes, last),
@@ -731,7 +746,7 @@ impl Relay {
     /// Says goodbye (1001) to every WebSocket, waits briefly for the close
     /// frames to be answered, then returns.
     fn shut_down(&mut self) {
-        self.engine.shut_down(Instant::now());
+        self.engine.handle_shutdown(Instant::now());
         self.apply_effects();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Instant::now() < deadline && !self.io.is_empty() {
@@ -747,7 +762,7 @@ impl Relay {
                 }
             }
             // Log lines only: nothing new is admitted or sent.
-            for effect in self.engine.take_effects() {
+            for effect in self.engine.poll_effects() {
                 if let Effect::Log { level, text } = effect {
                     log::log!(level, "{text}");
                 }

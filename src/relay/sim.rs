@@ -65,19 +65,19 @@ pub fn engine(
 /// head, as the loop does once the head is read. Panics if the
 /// connection is refused.
 pub fn open(engine: &mut Engine, id: ConnId, peer: SocketAddr, head: Box<Head>, now: Instant) {
-    assert_eq!(engine.accept(id, peer, now), Admission::Admit);
-    engine.request(id, Request::Complete(head), now);
+    assert_eq!(engine.handle_accept(id, peer, now), Admission::Admit);
+    engine.handle_request(id, Request::Complete(head), now);
 }
 
 /// Takes every message waiting for dashboard `id`, as a reader that
 /// keeps up would, and tells the engine they went out. Empty for a
 /// connection with no outbox (not a dashboard, or closing).
 pub fn drain(engine: &mut Engine, id: ConnId, now: Instant) -> Vec<Utf8Bytes> {
-    let Some(outbox) = engine.outbox(id) else {
+    let Some(outbox) = engine.dashboard_outbox(id) else {
         return Vec::new();
     };
     let messages: Vec<Utf8Bytes> = std::iter::from_fn(|| outbox.pop()).collect();
     let bytes = messages.iter().map(|m| m.len() as u64).sum();
-    engine.pumped(id, messages.len() as u64, bytes, false, now);
+    engine.handle_pumped(id, messages.len() as u64, bytes, false, now);
     messages
 }
