@@ -212,7 +212,7 @@ impl From<lexopt::Error> for ConfigError {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     /// Stream to the relay until SIGTERM or SIGINT.
-    Run(Config, Relay),
+    Run(Config, RelayTarget),
     /// Print one sample and exit.
     Once(Config),
     Help,
@@ -244,7 +244,7 @@ pub enum Protocol {
 
 /// Where to stream and how to prove who we are.
 #[derive(PartialEq)]
-pub struct Relay {
+pub struct RelayTarget {
     pub endpoint: Endpoint,
     pub protocol: Protocol,
     pub token: String,
@@ -257,7 +257,7 @@ pub struct Relay {
     pub full_samples: bool,
 }
 
-impl Relay {
+impl RelayTarget {
     /// The URL to request. The token stays out of it unless asked for:
     /// reverse proxies log request targets, not `Authorization` headers.
     pub fn request_url(&self) -> String {
@@ -269,10 +269,10 @@ impl Relay {
     }
 }
 
-impl fmt::Debug for Relay {
+impl fmt::Debug for RelayTarget {
     // The token never reaches a log, not even through a Debug print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Relay")
+        f.debug_struct("RelayTarget")
             .field("endpoint", &self.endpoint)
             .field("protocol", &self.protocol)
             .field("token", &"<redacted>")
@@ -521,7 +521,7 @@ fn parse_interval(text: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
+fn validate_relay(raw: Raw) -> Result<RelayTarget, ConfigError> {
     let protocol = validate_protocol(raw.protocol.as_deref(), raw.server_id.as_deref())?;
     let vstats = protocol != Protocol::Relay;
     let server = raw.server.ok_or(ConfigError::NoServer)?;
@@ -549,7 +549,7 @@ fn validate_relay(raw: Raw) -> Result<Relay, ConfigError> {
     if vstats && token_in_query {
         return Err(ConfigError::TokenInQueryWithVstats);
     }
-    Ok(Relay {
+    Ok(RelayTarget {
         endpoint,
         protocol,
         token,
@@ -615,7 +615,7 @@ mod tests {
         parse(args.iter().map(OsString::from), crate::test_env(env))
     }
 
-    fn run_config(args: &[&str], env: &[(&str, &str)]) -> (Config, Relay) {
+    fn run_config(args: &[&str], env: &[(&str, &str)]) -> (Config, RelayTarget) {
         match parse_with(args, env) {
             Ok(Command::Run(config, relay)) => (config, relay),
             other => panic!("expected Run, got {other:?}"),
@@ -781,7 +781,7 @@ mod tests {
         assert!(err.starts_with("VSTATS_FULL_SAMPLES: '2'"), "{err}");
     }
 
-    fn relay_of(args: &[&str], env: &[(&str, &str)]) -> Relay {
+    fn relay_of(args: &[&str], env: &[(&str, &str)]) -> RelayTarget {
         let (_, relay) = run_config(args, env);
         relay
     }

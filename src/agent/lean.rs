@@ -492,11 +492,11 @@ mod tests {
 
     /// The relay's side: what it holds after each frame, by its own code.
     #[derive(Default)]
-    struct Relay {
+    struct RelayView {
         state: Option<LeanState>,
     }
 
-    impl Relay {
+    impl RelayView {
         fn receive(&mut self, text: &str) -> &'static str {
             let frame = AgentMessage::parse(text).expect("a frame the relay reads");
             match frame.message {
@@ -520,7 +520,7 @@ mod tests {
         }
     }
 
-    fn send(wire: &mut LeanWire, relay: &mut Relay, host: &Host) -> (&'static str, String) {
+    fn send(wire: &mut LeanWire, relay: &mut RelayView, host: &Host) -> (&'static str, String) {
         let text = wire.frame(host.sample(), SECOND, T0).unwrap();
         let kind = relay.receive(&text);
         assert_eq!(relay.sample(), host.sample(), "after {text}");
@@ -529,7 +529,8 @@ mod tests {
 
     #[test]
     fn the_relay_rebuilds_every_sample_the_agent_took() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         assert_eq!(send(&mut wire, &mut relay, &host).0, "metrics");
         // Traffic, then a quiet second (rates back to 0), then nothing.
         host.step(&[(1500, 300), (10, 0)]);
@@ -567,7 +568,8 @@ mod tests {
 
     #[test]
     fn a_steady_patch_carries_only_what_moved() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         send(&mut wire, &mut relay, &host);
         host.busy = 12.3;
         host.available += 2 << 20;
@@ -586,7 +588,8 @@ mod tests {
 
     #[test]
     fn sizes_are_sent_once_they_moved_by_what_a_person_reads() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         send(&mut wire, &mut relay, &host);
         let start = host.available;
         // 1 GiB of memory: a tenth of a percent is about 1 MiB. Each step
@@ -619,7 +622,8 @@ mod tests {
 
     #[test]
     fn a_section_that_went_away_sends_the_whole_sample() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         send(&mut wire, &mut relay, &host);
         host.step(&[(0, 0), (0, 0)]);
         let mut sample = host.sample();
@@ -634,7 +638,8 @@ mod tests {
 
     #[test]
     fn the_uptime_is_sent_only_when_it_strays() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         send(&mut wire, &mut relay, &host);
         host.step(&[(0, 0), (0, 0)]);
         // The agent's clock read 1.4 s where /proc/uptime moved 1 s.
@@ -648,7 +653,8 @@ mod tests {
 
     #[test]
     fn a_whole_sample_over_the_frame_limit_is_cut_and_patches_keep_to_the_cut() {
-        let (mut wire, mut relay, mut host) = (LeanWire::default(), Relay::default(), Host::new());
+        let (mut wire, mut relay, mut host) =
+            (LeanWire::default(), RelayView::default(), Host::new());
         // 64 filesystems (within the caps) at mount paths of 1,500 bytes.
         host.disks = (0..64)
             .map(|i| (format!("/{i}{}", "m".repeat(1500)), 1 << 30))
@@ -682,7 +688,7 @@ mod tests {
         assert_eq!(caps.disks, 32);
         let mut next = LeanWire::new(false, caps);
         let text = next.frame(host.sample(), SECOND, T0).unwrap();
-        let mut relay = Relay::default();
+        let mut relay = RelayView::default();
         assert_eq!(relay.receive(&text), "metrics");
         assert_eq!(relay.sample().disks.len(), 32);
         assert_eq!(next.caps(), caps);
@@ -691,7 +697,7 @@ mod tests {
     #[test]
     fn whole_only_sends_every_sample_whole() {
         let (mut wire, mut relay, mut host) =
-            (LeanWire::new(true, CAPS), Relay::default(), Host::new());
+            (LeanWire::new(true, CAPS), RelayView::default(), Host::new());
         for _ in 0..3 {
             assert_eq!(send(&mut wire, &mut relay, &host).0, "metrics");
             host.step(&[(10, 10), (0, 0)]);

@@ -14,7 +14,7 @@
 
 use super::backoff::Backoff;
 use super::collect::{self, Collector};
-use super::config::{Config, Endpoint, Protocol, Relay};
+use super::config::{Config, Endpoint, Protocol, RelayTarget};
 use super::fit::{CAPS, Caps};
 use super::lean::LeanWire;
 #[cfg(feature = "vstats-compat")]
@@ -161,7 +161,7 @@ enum End {
 }
 
 /// The socket under the agent's WebSocket.
-pub type Stream = MaybeTls<ClientConnection>;
+pub type ClientStream = MaybeTls<ClientConnection>;
 
 /// SIGTERM and SIGINT, blocked and delivered through a file descriptor so
 /// the one `poll` of the loop sees them (no handler, no unsafe code).
@@ -220,7 +220,12 @@ fn websocket_config() -> WebSocketConfig {
 }
 
 /// Streams to the relay until SIGTERM or SIGINT, reconnecting as needed.
-pub fn run(config: &Config, relay: &Relay, tls: Option<Arc<ClientConfig>>, signals: &Signals) {
+pub fn run(
+    config: &Config,
+    relay: &RelayTarget,
+    tls: Option<Arc<ClientConfig>>,
+    signals: &Signals,
+) {
     let mut collector = Collector::new(config.paths.clone(), config.counted_interfaces.clone());
     let mut next_sample = Instant::now() + config.interval;
     let mut backoff = Backoff::default();
@@ -332,10 +337,10 @@ fn random() -> u64 {
 /// deadline and watching for SIGTERM and SIGINT throughout. The socket it
 /// returns is non-blocking.
 pub fn connect(
-    relay: &Relay,
+    relay: &RelayTarget,
     tls: Option<Arc<ClientConfig>>,
     signals: &Signals,
-) -> Result<WebSocket<Stream>, ConnectError> {
+) -> Result<WebSocket<ClientStream>, ConnectError> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let addresses = resolve(&relay.endpoint, deadline, signals)?;
     let tcp = connect_tcp(&addresses, deadline, signals)?;
@@ -354,7 +359,7 @@ pub fn connect(
 /// are skipped; their server sends none.
 #[cfg(feature = "vstats-compat")]
 fn authenticate(
-    ws: &mut WebSocket<Stream>,
+    ws: &mut WebSocket<ClientStream>,
     server_id: &str,
     token: &str,
     deadline: Instant,
@@ -509,12 +514,12 @@ fn connect_to(
 /// each time tungstenite's handshake meets WouldBlock it is resumed once
 /// the socket is ready, until it completes, fails, or the step runs out.
 fn upgrade(
-    relay: &Relay,
+    relay: &RelayTarget,
     tcp: TcpStream,
     tls: Option<Arc<ClientConfig>>,
     deadline: Instant,
     signals: &Signals,
-) -> Result<WebSocket<Stream>, ConnectError> {
+) -> Result<WebSocket<ClientStream>, ConnectError> {
     let endpoint = &relay.endpoint;
     let stream = match tls {
         None => MaybeTls::Plain(tcp),
@@ -548,7 +553,7 @@ fn upgrade(
     }
 }
 
-pub(crate) fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
+pub(crate) fn upgrade_request(relay: &RelayTarget) -> Result<Request, ConnectError> {
     let mut request = relay
         .request_url()
         .into_client_request()
@@ -571,7 +576,7 @@ pub(crate) fn upgrade_request(relay: &Relay) -> Result<Request, ConnectError> {
 
 /// What a handshake stopped at WouldBlock waits for, and the phase to
 /// blame if the step runs out meanwhile.
-fn awaited(stream: &Stream) -> (PollFlags, Timeout) {
+fn awaited(stream: &ClientStream) -> (PollFlags, Timeout) {
     match stream {
         // The request, a few hundred bytes, goes into a fresh socket's send
         // buffer (kilobytes) in one write: only the response is awaited.
@@ -649,7 +654,7 @@ impl Wire {
     /// The wire of a connection opened at `opened`;
     /// `caps`: what an earlier connection's samples were cut to.
     #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
-    fn new(relay: &Relay, opened: Instant, caps: Caps) -> Wire {
+    fn new(relay: &RelayTarget, opened: Instant, caps: Caps) -> Wire {
         match relay.protocol {
             Protocol::Relay => Wire::Relay(LeanWire::new(relay.full_samples, caps)),
             #[cfg(feature = "vstats-compat")]
@@ -751,7 +756,7 @@ impl Wire {
 
 /// One open connection.
 struct Session {
-    ws: WebSocket<Stream>,
+    ws: WebSocket<ClientStream>,
     /// A flush stopped at WouldBlock: wait for the socket to take more.
     write_pending: bool,
     last_sent: Instant,

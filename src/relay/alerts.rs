@@ -4,7 +4,7 @@
 //! readings in, and gets back what changed; [`super::notify`] delivers.
 //!
 //! Each server has a [`Watch`]:
-//! - **Presence.** A server never seen by this relay (added, its agent not
+//! - **Seen.** A server never seen by this relay (added, its agent not
 //!   yet installed) is not watched. Once seen, going offline starts a
 //!   clock; if it is still offline when `--notify-after` has passed, that is
 //!   notified, and only then is its return notified too, so a flap shorter
@@ -278,7 +278,7 @@ impl Unit {
 
 /// Whether a server is watched for going offline, and how far along.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Presence {
+enum Seen {
     /// Not seen by this relay yet: not watched.
     #[default]
     Unseen,
@@ -303,7 +303,7 @@ struct RuleWatch {
 /// What [`Alerts`] knows of one server.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Watch {
-    presence: Presence,
+    presence: Seen,
     /// One per rule, in the order of [`Alerts::rules`]; empty until the
     /// first sample.
     rules: Vec<RuleWatch>,
@@ -312,7 +312,7 @@ pub struct Watch {
 impl Watch {
     /// Whether anything notified is still open: what [`to_file`] saves.
     fn is_open(&self) -> bool {
-        matches!(self.presence, Presence::Offline { notified: true, .. })
+        matches!(self.presence, Seen::Offline { notified: true, .. })
             || self.rules.iter().any(|rule| rule.firing)
     }
 
@@ -321,7 +321,7 @@ impl Watch {
     /// rules need no timer: a sample is what moves them.)
     pub fn due(&self) -> Option<Instant> {
         match self.presence {
-            Presence::Offline {
+            Seen::Offline {
                 due,
                 notified: false,
                 ..
@@ -373,25 +373,25 @@ impl Alerts {
     /// that lasts less than a tick is not seen, which is the point.
     pub fn presence(&mut self, watch: &mut Watch, online: bool, now: Instant) -> Option<Change> {
         match (watch.presence, online) {
-            (Presence::Unseen, false) | (Presence::Online, true) => None,
-            (Presence::Unseen, true) => {
-                watch.presence = Presence::Online;
+            (Seen::Unseen, false) | (Seen::Online, true) => None,
+            (Seen::Unseen, true) => {
+                watch.presence = Seen::Online;
                 None
             }
             (
-                Presence::Offline {
+                Seen::Offline {
                     since, notified, ..
                 },
                 true,
             ) => {
-                watch.presence = Presence::Online;
+                watch.presence = Seen::Online;
                 notified.then(|| {
                     self.dirty = true;
                     Change::Online(now.saturating_duration_since(since))
                 })
             }
-            (Presence::Online, false) => {
-                watch.presence = Presence::Offline {
+            (Seen::Online, false) => {
+                watch.presence = Seen::Offline {
                     since: now,
                     due: now + self.notify_after,
                     notified: false,
@@ -402,8 +402,8 @@ impl Alerts {
                 // Due at once with `--notify-after 0`.
                 self.presence(watch, false, now)
             }
-            (Presence::Offline { since, due, .. }, false) => {
-                let Presence::Offline { notified, .. } = &mut watch.presence else {
+            (Seen::Offline { since, due, .. }, false) => {
+                let Seen::Offline { notified, .. } = &mut watch.presence else {
                     return None;
                 };
                 if *notified || now < due {
@@ -525,7 +525,7 @@ impl Alerts {
                 .map(|at| Duration::from_secs(unix_secs.saturating_sub(at)))
                 .and_then(|ago| now.checked_sub(ago))
                 .unwrap_or(now);
-            watch.presence = Presence::Offline {
+            watch.presence = Seen::Offline {
                 since,
                 due: now + self.notify_after.max(START_GRACE),
                 notified,
@@ -580,7 +580,7 @@ pub fn to_file<'a>(
         .filter(|(_, watch)| watch.is_open())
         .map(|(id, watch)| {
             let offline_since = match watch.presence {
-                Presence::Offline {
+                Seen::Offline {
                     since,
                     notified: true,
                     ..

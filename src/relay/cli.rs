@@ -62,7 +62,7 @@ fn run(
 /// Why a `server` command failed. The usage mistakes exit with 2, the
 /// rest with 1.
 #[derive(Debug)]
-enum Failure {
+enum CommandError {
     /// The arguments do not parse: an unknown option, an option without
     /// its value, text that is not UTF-8.
     Args(lexopt::Error),
@@ -84,59 +84,59 @@ enum Failure {
     Output(io::Error),
 }
 
-impl Failure {
+impl CommandError {
     fn is_usage(&self) -> bool {
-        !matches!(self, Failure::Registry(_) | Failure::Output(_))
+        !matches!(self, CommandError::Registry(_) | CommandError::Output(_))
     }
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for CommandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Args(e) => write!(f, "{e}"),
-            Failure::MissingCommand => {
+            CommandError::Args(e) => write!(f, "{e}"),
+            CommandError::MissingCommand => {
                 f.write_str("missing command: add, list, remove or rotate-token")
             }
-            Failure::UnknownCommand(command) => write!(f, "unknown command '{command}'"),
-            Failure::FlagNotTaken { command, flag } => {
+            CommandError::UnknownCommand(command) => write!(f, "unknown command '{command}'"),
+            CommandError::FlagNotTaken { command, flag } => {
                 write!(f, "'{command}' does not take {flag}")
             }
-            Failure::MissingId(command) => write!(f, "'{command}' needs a server ID"),
-            Failure::MissingName => f.write_str("'add' needs --name NAME"),
-            Failure::Unexpected(argument) => write!(f, "unexpected argument '{argument}'"),
-            Failure::Registry(e) => return write!(f, "{e}"),
-            Failure::Output(e) => return write!(f, "writing the output: {e}"),
+            CommandError::MissingId(command) => write!(f, "'{command}' needs a server ID"),
+            CommandError::MissingName => f.write_str("'add' needs --name NAME"),
+            CommandError::Unexpected(argument) => write!(f, "unexpected argument '{argument}'"),
+            CommandError::Registry(e) => return write!(f, "{e}"),
+            CommandError::Output(e) => return write!(f, "writing the output: {e}"),
         }?;
         f.write_str(" (try 'vstats-relay server --help')")
     }
 }
 
-impl std::error::Error for Failure {
+impl std::error::Error for CommandError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Failure::Args(e) => Some(e),
-            Failure::Registry(e) => Some(e),
-            Failure::Output(e) => Some(e),
+            CommandError::Args(e) => Some(e),
+            CommandError::Registry(e) => Some(e),
+            CommandError::Output(e) => Some(e),
             _ => None,
         }
     }
 }
 
-impl From<lexopt::Error> for Failure {
+impl From<lexopt::Error> for CommandError {
     fn from(e: lexopt::Error) -> Self {
-        Failure::Args(e)
+        CommandError::Args(e)
     }
 }
 
-impl From<RegistryError> for Failure {
+impl From<RegistryError> for CommandError {
     fn from(e: RegistryError) -> Self {
-        Failure::Registry(e)
+        CommandError::Registry(e)
     }
 }
 
-impl From<io::Error> for Failure {
+impl From<io::Error> for CommandError {
     fn from(e: io::Error) -> Self {
-        Failure::Output(e)
+        CommandError::Output(e)
     }
 }
 
@@ -158,7 +158,10 @@ struct Invocation {
     json: bool,
 }
 
-fn parse(args: Vec<OsString>, state_from_env: Option<OsString>) -> Result<Invocation, Failure> {
+fn parse(
+    args: Vec<OsString>,
+    state_from_env: Option<OsString>,
+) -> Result<Invocation, CommandError> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let (mut command, mut id, mut name, mut location, mut url) = (None, None, None, None, None);
@@ -195,33 +198,35 @@ fn parse(args: Vec<OsString>, state_from_env: Option<OsString>) -> Result<Invoca
             Value(value) if command.is_none() => command = Some(value.string()?),
             Value(value) if id.is_none() => id = Some(value.string()?),
             Value(extra) => {
-                return Err(Failure::Unexpected(extra.to_string_lossy().into_owned()));
+                return Err(CommandError::Unexpected(
+                    extra.to_string_lossy().into_owned(),
+                ));
             }
             _ => return Err(arg.unexpected().into()),
         }
     }
     let Some(command) = command else {
-        return Err(Failure::MissingCommand);
+        return Err(CommandError::MissingCommand);
     };
     let (allowed, takes_id): (&[&str], bool) = match command.as_str() {
         "add" => (&["--name", "--location", "--url", "--json"], false),
         "list" => (&["--json"], false),
         "remove" => (&[], true),
         "rotate-token" => (&["--json"], true),
-        _ => return Err(Failure::UnknownCommand(command)),
+        _ => return Err(CommandError::UnknownCommand(command)),
     };
     if let Some(&flag) = given.iter().find(|flag| !allowed.contains(flag)) {
-        return Err(Failure::FlagNotTaken { command, flag });
+        return Err(CommandError::FlagNotTaken { command, flag });
     }
     let id = match (id, takes_id) {
         (Some(id), true) => id,
-        (None, true) => return Err(Failure::MissingId(command)),
-        (Some(extra), false) => return Err(Failure::Unexpected(extra)),
+        (None, true) => return Err(CommandError::MissingId(command)),
+        (Some(extra), false) => return Err(CommandError::Unexpected(extra)),
         (None, false) => String::new(),
     };
     let command = match command.as_str() {
         "add" => Command::Add {
-            name: name.ok_or(Failure::MissingName)?,
+            name: name.ok_or(CommandError::MissingName)?,
             location: location.unwrap_or_default(),
             url,
         },
@@ -236,7 +241,7 @@ fn parse(args: Vec<OsString>, state_from_env: Option<OsString>) -> Result<Invoca
     })
 }
 
-fn execute(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
+fn execute(invocation: Invocation, out: &mut dyn Write) -> Result<(), CommandError> {
     let Invocation {
         command,
         state,

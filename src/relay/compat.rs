@@ -214,7 +214,7 @@ struct TheirInterface {
 /// interface's byte counters but no rate, so the rates come from two
 /// samples' counters and timestamps.
 #[derive(Debug, Default)]
-pub struct Session {
+pub struct RateBase {
     previous: Option<Counters>,
 }
 
@@ -233,7 +233,7 @@ struct Counters {
 /// frame, and the result still goes through the relay's usual check
 /// (within [`MAX_SAMPLE_BYTES`](protocol::MAX_SAMPLE_BYTES) among them).
 /// `now` stamps a sample whose own time cannot be read.
-pub fn sample(text: &str, session: &mut Session, now: SystemTime) -> Result<String, SampleError> {
+pub fn sample(text: &str, session: &mut RateBase, now: SystemTime) -> Result<String, SampleError> {
     if text.len() > MAX_METRICS_TEXT {
         return Err(SampleError::TooLarge);
     }
@@ -427,7 +427,7 @@ mod tests {
         FRAMES.lines().collect()
     }
 
-    fn mapped(session: &mut Session, frame: &str) -> Value {
+    fn mapped(session: &mut RateBase, frame: &str) -> Value {
         let text = sample(frame, session, SystemTime::UNIX_EPOCH).unwrap();
         serde_json::from_str(&text).unwrap()
     }
@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn the_real_agents_first_sample_maps_field_by_field() {
-        let ours = mapped(&mut Session::default(), frames()[1]);
+        let ours = mapped(&mut RateBase::default(), frames()[1]);
         assert_eq!(ours["timestamp"], "2026-12-01T10:56:18Z");
         assert_eq!(ours["hostname"], "vm");
         assert_eq!(
@@ -539,7 +539,7 @@ mod tests {
         }
         assert!(network.get("daily_rx").is_none());
         // What dashboards and history read parses as our sample.
-        let text = sample(frames()[1], &mut Session::default(), SystemTime::now()).unwrap();
+        let text = sample(frames()[1], &mut RateBase::default(), SystemTime::now()).unwrap();
         let raw = serde_json::value::RawValue::from_string(text).unwrap();
         let (_, reading) = crate::relay::hub::check_sample(&raw).unwrap();
         assert_eq!(reading.values[0], Some(100.0));
@@ -549,13 +549,13 @@ mod tests {
     #[test]
     fn a_disk_speed_left_out_counts_as_zero_and_no_speed_at_all_leaves_disk_io_out() {
         // The second frame has read_speed only (write_speed 0, omitted).
-        let ours = mapped(&mut Session::default(), frames()[2]);
+        let ours = mapped(&mut RateBase::default(), frames()[2]);
         assert_eq!(
             ours["disk_io"],
             json!({"read_rate": 719366, "write_rate": 0})
         );
         let older = r#"{"type":"metrics","metrics":{"disks":[{"name":"sda","mount_points":["/data","/"],"total":10,"used":5,"usage_percent":50}]}}"#;
-        let ours = mapped(&mut Session::default(), older);
+        let ours = mapped(&mut RateBase::default(), older);
         assert!(ours.get("disk_io").is_none());
         assert_eq!(ours["disks"][0]["mount"], "/");
     }
@@ -570,7 +570,7 @@ mod tests {
                 "network": {"interfaces": interfaces}}})
             .to_string()
         };
-        let mut session = Session::default();
+        let mut session = RateBase::default();
         mapped(&mut session, &frame(2, 100));
         // 1,200 names of 40 bytes: within the text limit, mapped past 64 KiB.
         let hostile = frame(1200, 0);
@@ -606,7 +606,7 @@ mod tests {
             r#"{{"type":"metrics","metrics":{{"disks":[{{"name":"a","read_speed":{max}}},
                 {{"name":"b","read_speed":{max},"write_speed":{max}}}]}}}}"#
         );
-        let ours = mapped(&mut Session::default(), &frame);
+        let ours = mapped(&mut RateBase::default(), &frame);
         assert_eq!(ours["disk_io"]["read_rate"], max as f64);
         assert_eq!(ours["disk_io"]["write_rate"], max as f64);
     }
@@ -619,7 +619,7 @@ mod tests {
                 "total_rx": rx, "total_tx": tx, "rx_speed": 7, "tx_speed": 8}}})
             .to_string()
         };
-        let mut session = Session::default();
+        let mut session = RateBase::default();
         let first = mapped(&mut session, &frame("2026-12-01T10:00:00.5Z", 1000, 5000));
         assert_eq!(first["network"]["interfaces"][0]["rx"], 0);
         let second = mapped(&mut session, &frame("2026-12-01T10:00:02.5Z", 3000, 4000));
@@ -642,12 +642,12 @@ mod tests {
             "]".repeat(20)
         );
         assert!(matches!(
-            sample(&deep, &mut Session::default(), SystemTime::now()),
+            sample(&deep, &mut RateBase::default(), SystemTime::now()),
             Err(SampleError::TooDeep)
         ));
         let wrong = r#"{"type":"metrics","metrics":{"cpu":{"usage":"high"}}}"#;
-        assert!(sample(wrong, &mut Session::default(), SystemTime::now()).is_err());
+        assert!(sample(wrong, &mut RateBase::default(), SystemTime::now()).is_err());
         let empty = r#"{"type":"metrics"}"#;
-        assert!(sample(empty, &mut Session::default(), SystemTime::now()).is_err());
+        assert!(sample(empty, &mut RateBase::default(), SystemTime::now()).is_err());
     }
 }

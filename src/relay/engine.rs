@@ -269,7 +269,7 @@ struct AgentConn {
     /// What its next patch applies to.
     lean: PatchBase,
     /// A vStats agent's: its frames are theirs, mapped to our samples.
-    compat: Option<Box<compat::Session>>,
+    compat: Option<Box<compat::RateBase>>,
 }
 
 /// A vStats agent's WebSocket before its `auth` frame is accepted.
@@ -910,7 +910,7 @@ impl Engine {
         &mut self,
         id: ConnId,
         server_id: String,
-        compat: Option<Box<compat::Session>>,
+        compat: Option<Box<compat::RateBase>>,
         now: Instant,
     ) {
         let kind = if compat.is_some() {
