@@ -745,7 +745,9 @@ fn dashboard_shows_live_servers() {
 #[test]
 fn a_fresh_page_draws_sparklines_from_the_history_the_relay_loaded() {
     use vstats::protocol::{Cpu, Metrics, Network};
-    use vstats::relay::history::{History, Reading, file_beside, to_file};
+    use vstats::relay::{
+        History, Reading, history_file_beside as file_beside, history_to_file as to_file,
+    };
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let added = relay_command()
@@ -1001,7 +1003,9 @@ fn relay_with_history(dir: &Path, servers: usize) -> Relay {
 #[test]
 fn the_detail_view_charts_the_saved_history_and_shows_the_agent() {
     use vstats::protocol::{Cpu, DiskIo, LoadAverage, Memory, Metrics, Network};
-    use vstats::relay::history::{History, Reading, file_beside, to_file};
+    use vstats::relay::{
+        History, Reading, history_file_beside as file_beside, history_to_file as to_file,
+    };
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     let (id, token) = register(&state, "saved", "Lyon");
@@ -1216,8 +1220,8 @@ fn made_up_history(
     cpu: f64,
     memory: f64,
     gaps: &[(u64, u64)],
-) -> vstats::relay::history::History {
-    use vstats::relay::history::{History, Reading};
+) -> vstats::relay::History {
+    use vstats::relay::{History, Reading};
     let now = unix_now();
     let mut history = History::default();
     let times = (60..1440u64).rev().map(|k| k * 60);
@@ -1327,7 +1331,7 @@ fn fake_agent(port: u16, token: &str, sample: &Value) -> WebSocket<TcpStream> {
 /// pictures in docs/ come from here.
 #[test]
 fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
-    use vstats::relay::history::{file_beside, to_file};
+    use vstats::relay::{history_file_beside as file_beside, history_to_file as to_file};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     // name, location, CPU %, memory %, cores

@@ -4,8 +4,7 @@
 use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use vstats::relay::cli::server_command;
-use vstats::relay::registry::Registry;
+use vstats::relay::{Registry, server_command};
 
 struct Output {
     code: u8,

@@ -1,7 +1,7 @@
 //! The real relay process with real agents, scripted agents and dashboard
 //! clients over loopback, plain and TLS.
 
-mod common;
+use crate::common;
 
 use common::relay::{Relay, Seen, is};
 use common::{Agent, TestCa};
@@ -451,7 +451,7 @@ fn a_dashboard_that_cannot_take_the_events_is_closed_with_1013() {
     }
     // ...then bring thousands of events at once: a registry of 10,000 more
     // servers means 10,000 server_added, over 1 MiB.
-    vstats::relay::registry::update(&relay.state, |registry| {
+    vstats::relay::update_registry(&relay.state, |registry| {
         for i in 0..10_000 {
             registry.add(&format!("bulk-{i}"), "somewhere far away")?;
         }

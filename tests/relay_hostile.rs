@@ -4,7 +4,7 @@
 //! fix (`VSTATS_RELAY_BIN` runs another build). `scripts/bench-hostile.sh`
 //! measures the same attacks at full size (BENCHMARKS.md).
 
-mod common;
+use crate::common;
 
 use common::relay::Relay;
 use serde_json::{Value, json};
@@ -45,7 +45,7 @@ fn wait_for_metric(relay: &Relay, name: &str, value: f64) {
 }
 
 #[test]
-fn issue21_fault1_a_patch_that_rebuilds_past_64_kib_drops_no_dashboard() {
+fn a_patch_that_rebuilds_past_64_kib_drops_no_dashboard() {
     let relay = Relay::start(&[]);
     let (id, token) = relay.add_server("pi", "");
     let mut dashboards: Vec<_> = (0..2).map(|_| relay.dashboard()).collect();
@@ -72,7 +72,7 @@ fn issue21_fault1_a_patch_that_rebuilds_past_64_kib_drops_no_dashboard() {
 }
 
 #[test]
-fn issue21_fault2_patches_cannot_grow_a_sample_or_the_relay() {
+fn patches_cannot_grow_a_sample_or_the_relay() {
     let relay = Relay::start(&["--agent-max-rate", "1000"]);
     let (_, token) = relay.add_server("pi", "");
     let mut agent = relay.fake_agent(&token);
@@ -107,7 +107,7 @@ fn issue21_fault2_patches_cannot_grow_a_sample_or_the_relay() {
 }
 
 #[test]
-fn issue21_fault12_frames_after_a_1007_close_are_not_counted() {
+fn frames_after_a_1007_close_are_not_counted() {
     let relay = Relay::start(&[]);
     let (_, token) = relay.add_server("pi", "");
     // A raw client, which does not answer the relay's close as
@@ -216,7 +216,7 @@ fn close_code(tcp: &mut TcpStream) -> Option<u16> {
 }
 
 #[test]
-fn issue21_fault3_a_vstats_socket_before_auth_takes_4_kib_not_1_mib() {
+fn a_vstats_socket_before_auth_takes_4_kib_not_1_mib() {
     let relay = Relay::start(&[]);
     let (mut tcp, status) = compat_upgrade(&relay, [127, 0, 0, 1]);
     assert_eq!(status, 101);
@@ -228,7 +228,7 @@ fn issue21_fault3_a_vstats_socket_before_auth_takes_4_kib_not_1_mib() {
 }
 
 #[test]
-fn issue21_fault3_unauthenticated_vstats_sockets_are_few_per_address() {
+fn unauthenticated_vstats_sockets_are_few_per_address() {
     let relay = Relay::start(&[]);
     let held: Vec<TcpStream> = (0..16)
         .map(|_| {
@@ -255,7 +255,7 @@ fn issue21_fault3_unauthenticated_vstats_sockets_are_few_per_address() {
 }
 
 #[test]
-fn issue21_fault4_a_vstats_sample_of_thousands_of_long_interfaces_is_malformed() {
+fn a_vstats_sample_of_thousands_of_long_interfaces_is_malformed() {
     let relay = Relay::start(&[]);
     let (id, token) = relay.add_server("vs", "");
     let mut agent = relay.connect("/compat/ws/agent", &[]).unwrap();
@@ -280,7 +280,7 @@ fn issue21_fault4_a_vstats_sample_of_thousands_of_long_interfaces_is_malformed()
 }
 
 #[test]
-fn issue21_fault6_metrics_needs_the_viewer_token_as_a_bearer_token() {
+fn metrics_needs_the_viewer_token_as_a_bearer_token() {
     let relay = Relay::start(&["--viewer-token", "viewer-secret"]);
     let (status, _) = relay.get("/metrics");
     assert_eq!(status, 401);
@@ -292,7 +292,7 @@ fn issue21_fault6_metrics_needs_the_viewer_token_as_a_bearer_token() {
 }
 
 #[test]
-fn issue21_fault8_a_page_on_another_name_cannot_read_the_fleet_without_a_viewer_token() {
+fn a_page_on_another_name_cannot_read_the_fleet_without_a_viewer_token() {
     let relay = Relay::start(&["--allowed-host", "relay.lan"]);
     let request = |path: &str, host: &str| {
         relay.http(&format!(
@@ -319,8 +319,8 @@ fn issue21_fault8_a_page_on_another_name_cannot_read_the_fleet_without_a_viewer_
 }
 
 #[test]
-fn issue21_fault9_a_history_saved_with_steps_from_the_future_records_again() {
-    use vstats::relay::history::{History, Reading, to_file};
+fn a_history_saved_with_steps_from_the_future_records_again() {
+    use vstats::relay::{History, Reading, history_to_file as to_file};
     let relay = Relay::start(&[]);
     let (id, token) = relay.add_server("pi", "");
     let relay = relay.restart_with(

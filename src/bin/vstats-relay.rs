@@ -2,11 +2,11 @@
 //! `notify test` to the notifier, otherwise serve.
 
 use std::process::ExitCode;
-use vstats::relay::config::{self, Command};
+use vstats::relay::{self, Command};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let command = match config::parse(args, |name| std::env::var(name).ok()) {
+    let command = match relay::parse_command_line(args, |name| std::env::var(name).ok()) {
         Ok(command) => command,
         Err(e) => {
             eprintln!("vstats-relay: {e}\nTry 'vstats-relay --help'.");
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => {
-            print!("{}", config::USAGE);
+            print!("{}", relay::USAGE);
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Registry(args) => {
-            let code = vstats::relay::cli::server_command(
+            let code = relay::server_command(
                 args,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         }
         Command::NotifyTest(config) => {
             vstats::init_logging(config.log_level);
-            let code = vstats::relay::notify::test_command(
+            let code = relay::notify_test_command(
                 &config.notify,
                 config.notify_ca_file.as_deref(),
                 &mut std::io::stdout().lock(),
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(config) => {
             vstats::init_logging(config.log_level);
-            match vstats::relay::run(config) {
+            match relay::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vstats-relay: {e}");

@@ -365,10 +365,6 @@ impl Alerts {
         }
     }
 
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-
     /// The server's online state now, checked on every tick: a state
     /// that lasts less than a tick is not seen, which is the point.
     pub fn presence(&mut self, watch: &mut Watch, online: bool, now: Instant) -> Option<Change> {

@@ -77,6 +77,7 @@ impl Budget {
     }
 
     /// Places held in all.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held_total
     }

@@ -290,6 +290,7 @@ pub struct Socket<S: Read + Write = ServerStream> {
 
 impl<S: Read + Write> Socket<S> {
     /// A socket taking messages of up to [`MAX_FRAME`] bytes.
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub fn new(stream: S, rest: Vec<u8>) -> Socket<S> {
         Socket::with_limit(stream, rest, MAX_FRAME)
     }

@@ -8,33 +8,41 @@
 //! to dashboards, then the clock work; after each step it carries out the
 //! engine's effects.
 
-pub mod alerts;
-pub mod budget;
-pub mod cli;
-pub mod compat;
-pub mod config;
-pub mod conn;
-pub mod engine;
-pub mod history;
-pub mod http;
-pub mod hub;
-pub mod hush;
-pub mod lean;
-pub mod notice;
-pub mod notify;
-pub mod outbox;
-pub mod page;
-pub mod poller;
-pub mod presence;
-pub mod prometheus;
-pub mod rate;
-pub mod registry;
-pub mod shared;
+pub(crate) mod alerts;
+pub(crate) mod budget;
+pub(crate) mod cli;
+pub(crate) mod compat;
+pub(crate) mod config;
+pub(crate) mod conn;
+pub(crate) mod engine;
+pub(crate) mod history;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod hush;
+pub(crate) mod lean;
+pub(crate) mod notice;
+pub(crate) mod notify;
+pub(crate) mod outbox;
+pub(crate) mod page;
+pub(crate) mod poller;
+pub(crate) mod presence;
+pub(crate) mod prometheus;
+pub(crate) mod rate;
+pub(crate) mod registry;
+pub(crate) mod shared;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
-pub mod sim;
-pub mod timers;
+pub(crate) mod sim;
+pub(crate) mod timers;
 
-use config::Config;
+// What the binaries, examples and tests use. The modules are private: the
+// rest is the relay's own business and may change without notice.
+pub use cli::server_command;
+pub use config::{Command, Config, ConfigError, USAGE, parse as parse_command_line};
+pub use history::to_file as history_to_file;
+pub use history::{History, Reading, file_beside as history_file_beside};
+pub use notify::test_command as notify_test_command;
+pub use registry::{Registry, update as update_registry};
+
 use conn::{Body, HeadPhase, RespondPhase, ServerStream, Socket, Stop, Turn, Written};
 use engine::{Admission, After, Effect, Engine, RegistryRead};
 use log::{debug, error, info, warn};
@@ -42,7 +50,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use notify::{Notifier, NotifyCounters};
 use poller::Poller;
-use registry::{FileStamp, Registry};
+use registry::FileStamp;
 use rustls::ServerConfig;
 use shared::{ConnId, SocketEnd, WallClock, unix_seconds};
 use std::collections::HashMap;

@@ -410,6 +410,7 @@ pub const QUEUE_LIMIT: usize = 64;
 const WORKER_STACK: usize = 256 * 1024;
 
 /// The wait before retry number `attempt + 1`: 1 s, 2 s, 4 s, ... 60 s.
+#[cfg(test)]
 pub fn backoff(attempt: u32) -> Duration {
     doubling(FIRST_RETRY, attempt)
 }
@@ -423,6 +424,7 @@ fn doubling(first: Duration, attempt: u32) -> Duration {
 /// Whether a notice queued `waited` ago is given up rather than retried
 /// after `wait` more: once [`GIVE_UP_AFTER`] has passed, or would have by
 /// the end of the wait.
+#[cfg(test)]
 pub fn give_up(waited: Duration, wait: Duration) -> bool {
     gives_up_after(GIVE_UP_AFTER, waited, wait)
 }

@@ -28,6 +28,7 @@ fn read_stat(stat: &Path, buf: &mut Vec<u8>) -> Option<(Ticks, Vec<Ticks>)> {
 }
 
 /// All-CPU and per-CPU ticks from the whole text of `stat`.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) fn parse_stat(text: &[u8]) -> Option<(Ticks, Vec<Ticks>)> {
     scan_stat(text).0
 }
@@ -284,6 +285,7 @@ impl CpuCollector {
 
     /// A collector of readings handed to [`CpuCollector::account`], with no
     /// brand and no baseline, that reads no file (for fuzzing).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(crate) fn detached() -> CpuCollector {
         CpuCollector {
             stat: PathBuf::new(),

@@ -85,6 +85,7 @@ impl DiskIoCollector {
     /// A collector of text handed to [`DiskIoCollector::account`], that
     /// reads no file and asks no sysfs, as on a host without one (for tests
     /// and fuzzing).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(crate) fn detached() -> DiskIoCollector {
         DiskIoCollector {
             diskstats: PathBuf::new(),

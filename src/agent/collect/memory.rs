@@ -16,6 +16,7 @@ pub(super) fn read(meminfo: &Path, buf: &mut Vec<u8>) -> Option<Memory> {
 }
 
 /// `meminfo` from its whole text.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) fn parse(text: &[u8]) -> Option<Memory> {
     memory(scan(text).0)
 }

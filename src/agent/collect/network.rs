@@ -96,6 +96,7 @@ impl NetworkCollector {
 
     /// A collector of text handed to [`NetworkCollector::account`] that
     /// counts every interface but `lo` and reads no file (for fuzzing).
+    #[cfg(any(test, fuzzing, feature = "fuzzing"))]
     pub(crate) fn detached() -> NetworkCollector {
         NetworkCollector {
             dev: PathBuf::new(),

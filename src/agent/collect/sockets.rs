@@ -24,6 +24,7 @@ pub(crate) fn both(mut total: Sockets, v6: Option<Sockets>) -> Sockets {
 }
 
 /// `sockstat` (or `sockstat6`) from its whole text.
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) fn parse(text: &[u8]) -> Option<Sockets> {
     sockets(scan(text).0)
 }
