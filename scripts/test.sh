@@ -9,5 +9,8 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features vstats-compat -- -D warnings
 scripts/build-release.sh
 cargo test --locked
-# What the vstats-compat feature adds (the release builds have it).
-cargo test --locked --features vstats-compat --lib --test vstats_server
+# What the vstats-compat feature adds (the release builds have it): the
+# library's tests, and the vstats_server module of the one integration-test
+# binary (tests/integration.rs).
+cargo test --locked --features vstats-compat --lib
+cargo test --locked --features vstats-compat --test integration vstats_server::

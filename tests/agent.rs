@@ -1,6 +1,6 @@
 //! The real agent binary against a stand-in relay on loopback, plain and TLS.
 
-mod common;
+use crate::common;
 
 use common::{Admission, Agent, Event, FakeRelay, Order, Process, TestCa, Trickler};
 use nix::sys::signal::Signal;
@@ -288,7 +288,7 @@ fn agent_backs_off_while_the_relay_hangs_up() {
 }
 
 #[test]
-fn issue21_fault7_a_relay_that_refuses_the_sample_does_not_reset_the_backoff() {
+fn a_relay_that_refuses_the_sample_does_not_reset_the_backoff() {
     let relay = FakeRelay::start(None);
     relay.admit(Admission::CloseAfterFrame(1009));
     let mut agent = agent_for(&relay, &[]);

@@ -1,7 +1,7 @@
 //! Alerts end to end: a real relay and real agents over loopback, and a
 //! real HTTP receiver (plain or TLS with a test CA) taking the webhooks.
 
-mod common;
+use crate::common;
 
 use common::relay::{Relay, is};
 use common::{Agent, TestCa, relay_command, unanswered_listener};

@@ -8,7 +8,7 @@
 //!
 //! `scripts/test.sh` builds `dist/` first; `VSTATS_DIST` points elsewhere.
 
-mod common;
+use crate::common;
 
 use common::relay::{Relay, is};
 use common::{Process, TestCa};

@@ -5,7 +5,7 @@
 //! `systemctl` and a stand-in OpenWrt `/etc/rc.common`
 //! (`packaging/openwrt/test/rc.common`) record the service calls.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

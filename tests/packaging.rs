@@ -4,7 +4,7 @@
 //! the stand-in `packaging/openwrt/test/rc.common`), and every shell script
 //! passes shellcheck.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

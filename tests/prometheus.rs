@@ -3,7 +3,7 @@
 //! real agent, and the alerting rules in `packaging/prometheus/` (promtool's
 //! checks and unit tests, and only metrics a relay exports).
 
-mod common;
+use crate::common;
 
 use common::relay::Relay;
 use common::{Agent, Process};

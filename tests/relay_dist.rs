@@ -2,7 +2,7 @@
 //! download of a large file runs to the end at a bounded cost, and the
 //! folder serves regular files inside it only.
 
-mod common;
+use crate::common;
 
 use common::relay::Relay;
 use std::io::{Read, Write};

@@ -6,7 +6,7 @@
 //! `scripts/bench-flood.sh` runs the flood against the release build and
 //! prints the figures in BENCHMARKS.md.
 
-mod common;
+use crate::common;
 
 use common::relay::{Relay, Seen};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! loaded at start; a removed server's is dropped, and a corrupt file never
 //! stops a start.
 
-mod common;
+use crate::common;
 
 use common::relay::Relay;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The relay at its limits, as a real process on loopback: the open-files
 //! limit, `--max-connections`, protocol violations and the sample limits.
 
-mod common;
+use crate::common;
 
 use common::relay::{Relay, is};
 use serde_json::json;

@@ -10,7 +10,7 @@
 //! `scripts/setup-dev.sh` installs. Without them the test says so and passes,
 //! except under CI (`CI` set), where it fails instead.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

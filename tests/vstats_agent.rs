@@ -3,7 +3,7 @@
 //! `/compat/ws/agent`, with the server id and token `server add` gave, and
 //! what a dashboard, `/api/servers` and `/metrics` see is checked.
 
-mod common;
+use crate::common;
 
 use common::relay::{Client, Relay, Seen, is};
 use serde_json::{Value, json};

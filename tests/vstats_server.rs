@@ -12,7 +12,7 @@
 //! `SystemMetrics`: a `uint64` field holding a fraction or a sign would
 //! make their server drop the whole frame.
 
-mod common;
+use crate::common;
 
 /// Either build refuses a half-given vStats configuration with exit code 2
 /// and a message; a build without `vstats-compat` refuses the protocol.
