@@ -468,11 +468,13 @@ fn default_body(notice: &Notice) -> Vec<u8> {
     // Strings, a float and a bool: nothing here can fail to serialize.
     to_json(&body).unwrap_or_default().into_bytes()
 }
+
+/// The tests' helpers are shared with the delivery tests in `notify`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn notice(event: Event) -> Notice {
+    pub(crate) fn notice(event: Event) -> Notice {
         Notice {
             event,
             server_id: "web-1".to_owned(),
@@ -496,11 +498,11 @@ mod tests {
         }
     }
 
-    fn target(url: &str) -> Target {
+    pub(crate) fn target(url: &str) -> Target {
         Target::parse(url, None).unwrap()
     }
 
-    fn json(body: &[u8]) -> serde_json::Value {
+    pub(crate) fn json(body: &[u8]) -> serde_json::Value {
         serde_json::from_slice(body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
     }

@@ -903,31 +903,9 @@ mod test_ca;
 mod tests {
     use super::test_ca::TestCa;
     use super::*;
+    use crate::relay::notice::tests::{json, notice, target};
     use rustls::ServerConnection;
     use std::net::TcpListener;
-
-    fn notice(event: Event) -> Notice {
-        Notice {
-            event,
-            server_id: "web-1".to_owned(),
-            server_name: "Web 1".to_owned(),
-            server_location: "Frankfurt".to_owned(),
-            at: humantime::parse_rfc3339("2026-12-02T01:03:04Z").unwrap(),
-            message: "Web 1 is offline".to_owned(),
-            rule: None,
-            value: None,
-            resolved: false,
-        }
-    }
-
-    fn target(url: &str) -> Target {
-        Target::parse(url, None).unwrap()
-    }
-
-    fn json(body: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
-    }
 
     #[test]
     fn statuses_are_judged() {
