@@ -1,6 +1,7 @@
 //! Golden samples: for every machine tree in `tests/fixtures/`, the first
 //! sample of a collector rooted there must equal `tests/golden/<tree>.json`.
-//! `VSTATS_BLESS=1 cargo test --test golden` rewrites the golden files.
+//! `VSTATS_BLESS=1 cargo test --test integration golden::` rewrites the
+//! golden files.
 
 use std::fs;
 use std::path::Path;
