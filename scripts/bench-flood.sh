@@ -25,9 +25,9 @@ if [ -z "${VSTATS_RELAY_BIN:-}" ]; then
     VSTATS_RELAY_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/vstats-relay
 fi
 export VSTATS_RELAY_BIN
-cargo test --quiet --locked --test relay_fairness --no-run
+cargo test --quiet --locked --test integration --no-run
 i=0
 while [ "$i" -lt "$runs" ]; do
     i=$((i + 1))
-    taskset -c 0 cargo test --quiet --locked --test relay_fairness flood -- --nocapture 2>&1 | grep '^flood:' || true
+    taskset -c 0 cargo test --quiet --locked --test integration relay_fairness::a_flooding_agent -- --nocapture 2>&1 | grep '^flood:' || true
 done

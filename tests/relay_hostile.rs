@@ -1,4 +1,4 @@
-//! Issue 21: what a probe of the relay found it could be taken down with,
+//! What a probe of the relay found it could be taken down with,
 //! each tried again on a real relay process over loopback. A test per
 //! fault, named after what it guards; each fails on the relay before the
 //! fix (`VSTATS_RELAY_BIN` runs another build). `scripts/bench-hostile.sh`

@@ -1,4 +1,4 @@
-//! Issue 14: a real vStats agent reports into our relay. The frames its Go
+//! A real vStats agent reports into our relay. The frames its Go
 //! agent really sent (`tests/vstats-real/`) are replayed to a real relay's
 //! `/compat/ws/agent`, with the server id and token `server add` gave, and
 //! what a dashboard, `/api/servers` and `/metrics` see is checked.
