@@ -394,8 +394,11 @@ pub struct Engine {
     tls: bool,
     max_connections: usize,
     registry: Registry,
-    registry_checked: Instant,
-    history_saved: Instant,
+    /// When the state file is next checked, and history next saved: on
+    /// a fixed schedule from the start, so that a chore done a little past
+    /// its time does not push the next one a whole grid step later.
+    registry_due: Instant,
+    history_due: Instant,
     hub: Hub,
     conns: HashMap<ConnId, Conn>,
     dashboards: Vec<ConnId>,
@@ -435,8 +438,8 @@ impl Engine {
             tls,
             max_connections,
             registry,
-            registry_checked: now,
-            history_saved: now,
+            registry_due: now + REGISTRY_CHECK_EVERY,
+            history_due: now + HISTORY_SAVE_EVERY,
             conns: HashMap::new(),
             dashboards: Vec::new(),
             counters: Counters::default(),
@@ -479,8 +482,8 @@ impl Engine {
     pub fn poll_timeout(&self, now: Instant) -> Duration {
         let chores = [
             self.timers.next(),
-            Some(self.registry_checked + REGISTRY_CHECK_EVERY),
-            Some(self.history_saved + HISTORY_SAVE_EVERY),
+            Some(self.registry_due),
+            Some(self.history_due),
             self.refusals.summary_at(),
             self.malformed.summary_at(),
             self.alerts.dirty.then_some(now),
@@ -1711,12 +1714,12 @@ impl Engine {
         if self.alerts.dirty {
             self.save_alerts(false, now);
         }
-        if now.saturating_duration_since(self.history_saved) >= HISTORY_SAVE_EVERY {
-            self.history_saved = now;
+        if now >= self.history_due {
+            self.history_due = next_period(self.history_due, HISTORY_SAVE_EVERY, now);
             self.save_history(false);
         }
-        if now.saturating_duration_since(self.registry_checked) >= REGISTRY_CHECK_EVERY {
-            self.registry_checked = now;
+        if now >= self.registry_due {
+            self.registry_due = next_period(self.registry_due, REGISTRY_CHECK_EVERY, now);
             self.effects.push(Effect::ReadRegistry { force: false });
         }
     }
@@ -2084,6 +2087,14 @@ fn wake(effects: &mut Vec<Effect>, id: ConnId, dashboard: &mut DashboardConn) {
         dashboard.woken = true;
         effects.push(Effect::Wake { id });
     }
+}
+
+/// The time a chore done for `due` is due next: a period later, or a
+/// period from `now` if the loop fell that far behind (no burst of
+/// catching up).
+fn next_period(due: Instant, every: Duration, now: Instant) -> Instant {
+    let next = due + every;
+    if next <= now { now + every } else { next }
 }
 
 /// The earliest time [`Engine::handle_timeout`] has something to do for this

@@ -2158,3 +2158,23 @@ fn a_close_queued_brings_the_connections_deadline_forward() {
     assert!(!dropped(&bench.tick(5_999)));
     assert!(dropped(&bench.tick(6_000)));
 }
+
+#[test]
+fn a_chore_done_late_keeps_its_schedule() {
+    let mut bench = Bench::new(&["pi"]);
+    let reads = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::ReadRegistry { .. }))
+            .count()
+    };
+    // The check due at 2 s runs at 2.3 s; the next is still due at 4 s,
+    // not at 4.3 s (which the grid would make 5 s: every 3 s).
+    assert_eq!(reads(&bench.tick(2_300)), 1);
+    assert_eq!(
+        bench.engine.poll_timeout(bench.at(2_300)),
+        Duration::from_millis(1_700)
+    );
+    assert_eq!(reads(&bench.tick(3_999)), 0);
+    assert_eq!(reads(&bench.tick(4_000)), 1);
+}

@@ -14,7 +14,14 @@ fn relay_dir() -> PathBuf {
 /// import what they like.
 fn production_code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    match text.find("\n#[cfg(test)]\nmod tests") {
+    let end = [
+        "\n#[cfg(test)]\nmod tests",
+        "\n#[cfg(test)]\npub(crate) mod tests",
+    ]
+    .iter()
+    .filter_map(|start| text.find(start))
+    .min();
+    match end {
         Some(end) => text[..end].to_owned(),
         None => text,
     }
