@@ -59,6 +59,8 @@ pub const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 pub const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
 /// Consecutive malformed frames that close an agent (1007).
 pub const MALFORMED_LIMIT: u32 = 10;
+/// Stale reminders the timers' heap may hold beyond twice the live ones.
+pub const STALE_REMINDERS_SLACK: usize = 1024;
 /// How long accepting stops after `accept` fails (out of file descriptors).
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Event bytes a dashboard may have waiting beyond its snapshot (1013 past it).
@@ -1787,7 +1789,23 @@ impl Engine {
         if conn.reminder.is_none_or(|set| at < set) {
             conn.reminder = Some(at);
             self.timers.set(at, Due::Conn(id));
+            self.drop_stale_reminders();
         }
+    }
+
+    /// Keeps the timers' heap within twice the live reminders (plus some
+    /// slack, so that the sweep is rare): each is swept once it is
+    /// stale, at a cost spread over the pushes that made it so.
+    fn drop_stale_reminders(&mut self) {
+        let live = self.conns.len() + self.hub.servers.len();
+        if self.timers.len() <= 2 * live + STALE_REMINDERS_SLACK {
+            return;
+        }
+        let (conns, hub) = (&self.conns, &self.hub);
+        self.timers.retain(|at, due| match due {
+            Due::Conn(id) => conns.get(&id).is_some_and(|c| c.reminder == Some(at)),
+            Due::Server(slot) => hub.reminder_of(slot) == Some(at),
+        });
     }
 
     /// The same for a server: its agent timeout while online, its offline
@@ -1804,6 +1822,7 @@ impl Engine {
         if server.reminder.is_none_or(|set| at < set) {
             server.reminder = Some(at);
             self.timers.set(at, Due::Server(slot));
+            self.drop_stale_reminders();
         }
     }
 

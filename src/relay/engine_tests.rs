@@ -2178,3 +2178,20 @@ fn a_chore_done_late_keeps_its_schedule() {
     assert_eq!(reads(&bench.tick(3_999)), 0);
     assert_eq!(reads(&bench.tick(4_000)), 1);
 }
+
+#[test]
+fn connections_opened_and_closed_fast_leave_no_pile_of_reminders() {
+    let mut bench = Bench::new(&["pi"]);
+    // Each accepted connection gets a reminder for its head deadline, 10 s
+    // away; one that closes at once leaves it stale.
+    for ms in 0..20_000 {
+        let id = bench.request(get("/healthz"), ms / 10);
+        bench.engine.handle_responded(id, bench.at(ms / 10));
+        bench.effects();
+    }
+    assert!(
+        bench.engine.timers.len() <= STALE_REMINDERS_SLACK + 2,
+        "{} reminders for no connection and 1 server",
+        bench.engine.timers.len()
+    );
+}

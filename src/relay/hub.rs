@@ -128,6 +128,12 @@ impl Hub {
         self.servers.get_mut(index)
     }
 
+    /// The time of the reminder of the server in `slot`, if it is still
+    /// registered and has one.
+    pub fn reminder_of(&self, slot: Slot) -> Option<Instant> {
+        self.servers.get(*self.slots.get(&slot)?)?.reminder
+    }
+
     /// Where the server in `slot` is in registry order (past the end if
     /// it is gone).
     pub fn index_of_slot(&self, slot: Slot) -> usize {

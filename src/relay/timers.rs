@@ -48,6 +48,19 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// How many reminders are kept, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops the reminders `live` says are stale: a connection gone, or
+    /// one whose reminder was moved earlier. Otherwise they would stay
+    /// until their time, and a peer opening and closing connections fast
+    /// would fill the heap with ten seconds' worth of them.
+    pub fn retain(&mut self, mut live: impl FnMut(Instant, Due) -> bool) {
+        self.heap.retain(|Reverse((at, due))| live(*at, *due));
+    }
+
     /// Takes the reminders due by `now`, earliest first, each with the
     /// time it was set for (for its owner to tell a stale one).
     pub fn take_due(&mut self, now: Instant) -> Vec<(Instant, Due)> {
