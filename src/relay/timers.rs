@@ -11,16 +11,13 @@
 //!
 //! [`round_up`] puts the loop's wake-ups on a grid, so that thousands of
 //! connections' timers spread over a second cost one wake-up, not one
-//! each: a timer fires up to [`GRANULE`] late, never early.
+//! each: a timer fires up to a second late, never early.
 
 use super::outbox::Slot;
 use super::shared::ConnId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
-
-/// The grid the loop wakes on for timers.
-pub const GRANULE: Duration = Duration::from_secs(1);
 
 /// What a reminder is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,15 +74,14 @@ impl Timers {
 }
 
 /// `at`, moved later to the next point of the grid that starts at
-/// `origin` and has a point every [`GRANULE`].
+/// `origin` and has a point every second (counted without 128-bit
+/// division, which costs a 32-bit target code of its own).
 pub fn round_up(at: Instant, origin: Instant) -> Instant {
     let Some(since) = at.checked_duration_since(origin) else {
         return at;
     };
-    let granule = GRANULE.as_nanos();
-    let points = since.as_nanos().div_ceil(granule);
-    let offset = u64::try_from(points * granule).unwrap_or(u64::MAX);
-    origin + Duration::from_nanos(offset)
+    let seconds = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    origin + Duration::from_secs(seconds)
 }
 
 #[cfg(test)]
