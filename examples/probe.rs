@@ -1234,6 +1234,14 @@ impl Report {
         self.specific.push((key, value));
     }
 
+    /// How the attacking agent's connection ended, and the relay's count
+    /// of malformed frames: the last figures of each agent attack.
+    fn agent_ended(&mut self, agent: &Agent, malformed: Option<u64>) {
+        self.add("agent_closed_with", End::code(&agent.end));
+        self.add("agent_end", json!(End::text(&agent.end)));
+        self.add("malformed_total", json!(malformed));
+    }
+
     fn tail(&mut self, key: &'static str, value: Value) {
         self.tail.push((key, value));
     }
@@ -1346,9 +1354,7 @@ fn patch_oversize(relay: &Relay, server: &Server, report: &mut Report) -> Result
     report.add("dashboard_ends", json!(ends));
     report.add("new_dashboard_snapshot_ok", json!(snapshot_ok));
     report.add("new_dashboard_saw", json!(snapshot));
-    report.add("agent_closed_with", End::code(&agent.end));
-    report.add("agent_end", json!(End::text(&agent.end)));
-    report.add("malformed_total", json!(malformed));
+    report.agent_ended(&agent, malformed);
     Ok(())
 }
 
@@ -1437,9 +1443,7 @@ fn patch_growth(
     );
     report.add("dashboard_messages", json!(dashboard.messages()));
     report.add("dashboard_end", json!(dashboard.end()));
-    report.add("agent_closed_with", End::code(&agent.end));
-    report.add("agent_end", json!(End::text(&agent.end)));
-    report.add("malformed_total", json!(malformed));
+    report.agent_ended(&agent, malformed);
     Ok(())
 }
 
@@ -1661,9 +1665,7 @@ fn compat_interfaces(
     report.add("interfaces", json!(interfaces));
     report.add("frame_bytes", json!(frame_bytes));
     report.add("cpu_ms_per_frame", json!(cpu_ms_per_frame));
-    report.add("agent_closed_with", End::code(&agent.end));
-    report.add("agent_end", json!(End::text(&agent.end)));
-    report.add("malformed_total", json!(malformed));
+    report.agent_ended(&agent, malformed);
     Ok(())
 }
 
