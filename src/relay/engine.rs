@@ -1058,16 +1058,11 @@ impl Engine {
             return 0; // dashboards have nothing to say
         };
         let server_id = agent.server_id.clone();
-        let speaks_for_server = self
-            .hub
-            .get(&server_id)
-            .is_some_and(|server| server.presence.speaks(id));
-        if !speaks_for_server {
+        if !self.agent_heard(id, &server_id, now) {
             // Replaced by a newer connection, or its server was removed:
             // what it still sends while closing is not the server's state.
             return 0;
         }
-        self.agent_heard(&server_id, now);
         match frame {
             Inbound::Text(text) => {
                 self.counters.frames_in += 1;
@@ -1081,16 +1076,21 @@ impl Engine {
         }
     }
 
-    /// Any frame (or pong) keeps the server online.
-    fn agent_heard(&mut self, server_id: &str, now: Instant) {
+    /// Any frame (or pong) from the connection in charge keeps the server
+    /// online. Returns whether connection `id` is that connection.
+    fn agent_heard(&mut self, id: ConnId, server_id: &str, now: Instant) -> bool {
         let wall = self.wall(now);
         let Some(server) = self.hub.get_mut(server_id) else {
-            return;
+            return false;
         };
+        if !server.presence.speaks(id) {
+            return false;
+        }
         if server.presence.heard(now, wall) {
             self.broadcast(hub::status(server_id, true, wall));
             self.presence_changed(server_id, now);
         }
+        true
     }
 
     fn agent(&mut self, id: ConnId) -> Option<&mut AgentConn> {
@@ -1286,13 +1286,13 @@ impl Engine {
     /// offline batches are counted and dropped, recognised by the start
     /// of the text without being parsed; other types are ignored.
     fn compat_text(&mut self, id: ConnId, server_id: &str, text: &str, now: Instant) -> usize {
-        let wall = self.wall(now);
         let Some(kind) = compat::kind(text) else {
             self.malformed(id, server_id, "not a vStats frame", now);
             return 0;
         };
         match kind.as_ref() {
             "metrics" => {
+                let wall = self.wall(now);
                 let Some(agent) = self.agent(id) else {
                     return 0;
                 };
@@ -1435,14 +1435,19 @@ impl Engine {
         dashboard.woken = false;
         let waiting = blocked || !dashboard.outbox.is_empty();
         dashboard.outbox.wrote(!waiting);
-        if messages > 0 || !waiting {
-            dashboard.stalled_since = None;
-        } else {
+        let stalled = messages == 0 && waiting;
+        let stalled_now = stalled && dashboard.stalled_since.is_none();
+        if stalled {
             dashboard.stalled_since.get_or_insert(now);
+        } else {
+            dashboard.stalled_since = None;
         }
         let over_limit = dashboard.outbox.over_limit() && dashboard.link.closing.is_none();
-        // A stall makes a deadline sooner than any it had.
-        self.remind(id);
+        if stalled_now {
+            // A stall makes a deadline sooner than any it had; a pump that
+            // changes nothing of it costs no timer work.
+            self.remind(id);
+        }
         if over_limit {
             self.counters.slow_dashboards += 1;
             let peer = conn_peer(&self.conns, id);
@@ -1840,9 +1845,9 @@ impl Engine {
 
     /// What the alerts file of a previous run holds (empty if none), once
     /// history is restored: a server with a history was seen before.
-    /// `unix_secs` is the wall clock at `now`, which the file's times are
-    /// on.
-    pub fn restore_alerts(&mut self, saved: HashMap<String, Saved>, now: Instant, unix_secs: u64) {
+    /// The file's times are on the wall clock, read at `now`.
+    pub fn restore_alerts(&mut self, saved: HashMap<String, Saved>, now: Instant) {
+        let unix_secs = unix_seconds(self.wall(now));
         for server in &mut self.hub.servers {
             let seen = server.history.is_some();
             self.alerts.restore(
@@ -2008,14 +2013,15 @@ impl Engine {
 
     /// The history a previous run saved: kept for the servers still
     /// registered, dropped for the others, and without steps that are not
-    /// in the past at `unix_secs` (the clock went back since it was saved).
+    /// in the past at `now` (the wall clock went back since it was saved).
     /// Returns how many were kept, and how many of those had steps from
     /// the future.
     pub fn restore_history(
         &mut self,
         saved: Vec<(String, history::History)>,
-        unix_secs: u64,
+        now: Instant,
     ) -> (usize, usize) {
+        let unix_secs = unix_seconds(self.wall(now));
         let (mut kept, mut from_the_future) = (0, 0);
         for (id, mut history) in saved {
             if let Some(server) = self.hub.get_mut(&id) {

@@ -52,7 +52,7 @@ use notify::{Notifier, NotifyCounters};
 use poller::Poller;
 use registry::FileStamp;
 use rustls::ServerConfig;
-use shared::{ConnId, SocketEnd, WallClock, unix_seconds};
+use shared::{ConnId, SocketEnd, WallClock};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -174,7 +174,7 @@ fn load_alerts(engine: &mut Engine, path: &Path) {
             path.display()
         );
     }
-    engine.restore_alerts(saved, Instant::now(), unix_seconds(SystemTime::now()));
+    engine.restore_alerts(saved, Instant::now());
 }
 
 /// The history a previous run saved, if any. A missing file (a first
@@ -196,8 +196,7 @@ fn load_history(engine: &mut Engine, path: &Path) {
     match history::from_file(&bytes) {
         Ok(saved) => {
             let saved_count = saved.len();
-            let (kept, from_the_future) =
-                engine.restore_history(saved, unix_seconds(SystemTime::now()));
+            let (kept, from_the_future) = engine.restore_history(saved, Instant::now());
             if from_the_future > 0 {
                 warn!(
                     "history: {from_the_future} server(s) had steps later than the clock's time \
