@@ -261,7 +261,7 @@ pub fn run(
                 };
                 let end =
                     session.stream(&mut collector, &mut next_sample, config.interval, signals);
-                caps = session.wire.caps(caps);
+                caps = session.wire.caps().unwrap_or(caps);
                 match end {
                     End::Stopped => return,
                     End::Lost(reason) => warn!("connection lost: {reason}"),
@@ -678,13 +678,13 @@ impl Wire {
         }
     }
 
-    /// What samples are cut to, for the next connection to start from.
-    #[cfg_attr(not(feature = "vstats-compat"), allow(unused_variables))]
-    fn caps(&self, before: Caps) -> Caps {
+    /// What samples are cut to, for the next connection to start from
+    /// (`None`: this wire does not cut them).
+    fn caps(&self) -> Option<Caps> {
         match self {
-            Wire::Relay(lean) => lean.caps(),
+            Wire::Relay(lean) => Some(lean.caps()),
             #[cfg(feature = "vstats-compat")]
-            Wire::Vstats { .. } => before,
+            Wire::Vstats { .. } => None,
         }
     }
 
