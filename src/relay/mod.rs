@@ -48,7 +48,7 @@ use engine::{Admission, After, Effect, Engine, RegistryRead};
 use log::{debug, error, info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use notify::{Notifier, NotifyCounters};
+use notify::Notifier;
 use poller::Poller;
 use registry::FileStamp;
 use rustls::ServerConfig;
@@ -140,9 +140,6 @@ pub struct Relay {
     /// megabytes never holds up the loop.
     history_writer: Option<std::thread::JoinHandle<()>>,
     notifier: Option<Notifier>,
-    /// What the notification threads count, told to the engine before a
-    /// request it may render on `/metrics`.
-    deliveries: Arc<NotifyCounters>,
     alerts_path: PathBuf,
     /// The thread writing the alerts file, and what to write once it is
     /// done: a slow disk delays the file, never the loop.
@@ -310,12 +307,9 @@ impl Relay {
         );
         load_history(&mut engine, &history_path);
         load_alerts(&mut engine, &alerts_path);
-        let deliveries = Arc::<NotifyCounters>::default();
-        let notifier =
-            notifier.map(|(targets, tls)| Notifier::start(targets, tls, deliveries.clone()));
+        let notifier = notifier.map(|(targets, tls)| Notifier::start(targets, tls));
         Ok(Relay {
             notifier,
-            deliveries,
             alerts_path,
             alerts_writer: None,
             alerts_pending: None,
@@ -471,8 +465,9 @@ impl Relay {
             Io::Head(head) => match head.read() {
                 Ok(None) => {}
                 Ok(Some(request)) => {
-                    if self.notifier.is_some() {
-                        self.engine.handle_deliveries(self.deliveries.snapshot());
+                    // What the delivery threads counted, for a `/metrics`.
+                    if let Some(notifier) = &self.notifier {
+                        self.engine.handle_deliveries(notifier.deliveries());
                     }
                     self.engine.handle_request(id, request, now)
                 }

@@ -639,12 +639,14 @@ impl Notifier {
     /// One thread per target (`notify-0`, `notify-1`, ...); none without
     /// targets. A thread that cannot be started is logged, and its URL
     /// gets nothing.
-    pub fn start(
-        targets: Vec<Target>,
-        tls: Arc<ClientConfig>,
-        counters: Arc<NotifyCounters>,
-    ) -> Notifier {
+    pub fn start(targets: Vec<Target>, tls: Arc<ClientConfig>) -> Notifier {
+        let counters = Arc::default();
         Notifier::start_with(targets, tls, counters, Schedule::PRODUCTION)
+    }
+
+    /// What the delivery threads have counted so far.
+    pub fn deliveries(&self) -> Deliveries {
+        self.counters.snapshot()
     }
 
     fn start_with(
