@@ -1616,46 +1616,19 @@ impl Engine {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            match &mut conn.phase {
-                Phase::Head | Phase::AwaitingRegistry(_) if now >= conn.deadline => {
-                    expired.push((id, Timer::Head));
-                }
-                Phase::OpeningFile { .. } | Phase::Respond { .. } if now >= conn.deadline => {
-                    expired.push((id, Timer::Response));
-                }
-                Phase::Head
-                | Phase::AwaitingRegistry(_)
-                | Phase::OpeningFile { .. }
-                | Phase::Respond { .. } => {}
-                Phase::CompatAuth(wait) => {
-                    if let Some(timeout) = link_timeout(&wait.link, now) {
-                        expired.push((id, timeout));
-                    } else if now >= conn.deadline && wait.link.closing.is_none() {
-                        expired.push((id, Timer::Auth));
-                    }
-                }
-                Phase::Agent(AgentConn { link, .. }) => {
-                    if let Some(timeout) = link_timeout(link, now) {
-                        expired.push((id, timeout));
-                    } else if now.saturating_duration_since(link.last_ping) >= PING_EVERY {
+            let run_out = conn_timers(conn)
+                .into_iter()
+                .flatten()
+                .find(|(at, _)| now >= *at);
+            match run_out {
+                Some((_, Check::Expire(timer))) => expired.push((id, timer)),
+                Some((_, Check::Ping)) => {
+                    if let Some(link) = conn.link() {
                         link.last_ping = now;
-                        pings.push(id);
                     }
+                    pings.push(id);
                 }
-                Phase::Dashboard(dashboard) => {
-                    let stalled = dashboard
-                        .stalled_since
-                        .is_some_and(|at| now.saturating_duration_since(at) >= WRITE_STALL);
-                    if let Some(timeout) = link_timeout(&dashboard.link, now) {
-                        expired.push((id, timeout));
-                    } else if stalled && dashboard.link.closing.is_none() {
-                        expired.push((id, Timer::Stalled));
-                    } else if now.saturating_duration_since(dashboard.link.last_ping) >= PING_EVERY
-                    {
-                        dashboard.link.last_ping = now;
-                        pings.push(id);
-                    }
-                }
+                None => {}
             }
         }
         // In id order, so a run's effects do not depend on hashing.
@@ -2122,57 +2095,72 @@ fn next_period(due: Instant, every: Duration, now: Instant) -> Instant {
     if next <= now { now + every } else { next }
 }
 
-/// The earliest time [`Engine::handle_timeout`] has something to do for this
-/// connection: what it checks, in the same terms.
-fn conn_deadline(conn: &Conn) -> Option<Instant> {
-    let link_deadlines = |link: &Link| {
-        let closing = link.closing.map(|at| at + CLOSE_TIMEOUT);
-        [Some(link.last_heard + SILENCE_LIMIT), closing]
+/// What a connection's timer does when it runs out.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    Expire(Timer),
+    Ping,
+}
+
+/// A connection's timers, in the order [`Engine::handle_timeout`] looks at
+/// them: the first that has run out is what happens. The one place a
+/// connection's deadlines are written: its reminder ([`conn_deadline`]) is
+/// the earliest of them.
+fn conn_timers(conn: &Conn) -> [Option<(Instant, Check)>; 4] {
+    let link = |link: &Link| {
+        let silence = (
+            link.last_heard + SILENCE_LIMIT,
+            Check::Expire(Timer::Silence),
+        );
+        let answer = link
+            .closing
+            .map(|at| (at + CLOSE_TIMEOUT, Check::Expire(Timer::CloseAnswer)));
+        [Some(silence), answer]
     };
-    let deadlines: [Option<Instant>; 4] = match &conn.phase {
-        Phase::Head
-        | Phase::AwaitingRegistry(_)
-        | Phase::OpeningFile { .. }
-        | Phase::Respond { .. } => [Some(conn.deadline), None, None, None],
+    match &conn.phase {
+        Phase::Head | Phase::AwaitingRegistry(_) => [
+            Some((conn.deadline, Check::Expire(Timer::Head))),
+            None,
+            None,
+            None,
+        ],
+        Phase::OpeningFile { .. } | Phase::Respond { .. } => [
+            Some((conn.deadline, Check::Expire(Timer::Response))),
+            None,
+            None,
+            None,
+        ],
         Phase::CompatAuth(wait) => {
-            let [silence, closing] = link_deadlines(&wait.link);
-            let auth = wait.link.closing.is_none().then_some(conn.deadline);
-            [silence, closing, auth, None]
+            let [silence, answer] = link(&wait.link);
+            let auth = (wait.link.closing.is_none())
+                .then_some((conn.deadline, Check::Expire(Timer::Auth)));
+            [silence, answer, auth, None]
         }
         Phase::Agent(agent) => {
-            let [silence, closing] = link_deadlines(&agent.link);
-            [
-                silence,
-                closing,
-                Some(agent.link.last_ping + PING_EVERY),
-                None,
-            ]
+            let [silence, answer] = link(&agent.link);
+            let ping = (agent.link.last_ping + PING_EVERY, Check::Ping);
+            [silence, answer, Some(ping), None]
         }
         Phase::Dashboard(dashboard) => {
-            let [silence, closing] = link_deadlines(&dashboard.link);
+            let [silence, answer] = link(&dashboard.link);
             let stalled = dashboard
                 .stalled_since
                 .filter(|_| dashboard.link.closing.is_none())
-                .map(|at| at + WRITE_STALL);
-            let ping = Some(dashboard.link.last_ping + PING_EVERY);
-            [silence, closing, stalled, ping]
+                .map(|at| (at + WRITE_STALL, Check::Expire(Timer::Stalled)));
+            let ping = (dashboard.link.last_ping + PING_EVERY, Check::Ping);
+            [silence, answer, stalled, Some(ping)]
         }
-    };
-    deadlines.into_iter().flatten().min()
+    }
 }
 
-/// The timer of a WebSocket that has run out, if one has.
-fn link_timeout(link: &Link, now: Instant) -> Option<Timer> {
-    if now.saturating_duration_since(link.last_heard) >= SILENCE_LIMIT {
-        Some(Timer::Silence)
-    } else if link
-        .closing
-        .is_some_and(|at| now.saturating_duration_since(at) >= CLOSE_TIMEOUT)
-    {
-        Some(Timer::CloseAnswer)
-    } else {
-        None
-    }
+/// The earliest time [`Engine::handle_timeout`] has something to do for
+/// this connection.
+fn conn_deadline(conn: &Conn) -> Option<Instant> {
+    conn_timers(conn)
+        .into_iter()
+        .flatten()
+        .map(|(at, _)| at)
+        .min()
 }
 
 #[cfg(test)]
