@@ -26,9 +26,10 @@ fi
 # systemd-analyze (installer and packaging tests), systemd-container and
 # mmdebstrap (a real systemd booted in systemd-nspawn: tests/systemd.rs),
 # prometheus (scrape test; promtool for /metrics and the alerting rules),
-# qemu-user-static (cross tests), chromium and a CJK font (browser test).
+# qemu-user-static (cross tests), chromium and a CJK font (browser test),
+# iproute2 (ss: a test reads the relay's kernel send buffers).
 missing=""
-for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei; do
+for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei iproute2; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -1,6 +1,7 @@
 //! `--dist-dir` downloads from a real relay process on loopback: a slow
-//! download of a large file runs to the end at a bounded cost, and the
-//! folder serves regular files inside it only.
+//! download of a large file runs to the end at a bounded cost, one that
+//! is never read pins a small kernel send buffer, and the folder serves
+//! regular files inside it only.
 
 use crate::common;
 
@@ -89,4 +90,50 @@ fn dist_dir_serves_regular_files_inside_it_only() {
     // Opening a FIFO would wait for a writer and hang the loop.
     assert_eq!(relay.get("/dl/fifo"), (404, "not found\n".to_owned()));
     assert_eq!(relay.get("/healthz"), (200, "ok\n".to_owned()));
+}
+
+/// The kernel's send buffers (`skmem` `tb`) of the relay's established
+/// sockets on `port`, as `ss` reports them.
+fn relay_send_buffers(port: u16) -> Vec<u64> {
+    let filter = format!("sport = :{port}");
+    let output = Command::new("ss")
+        .args(["-tmnH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split("tb")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_that_never_reads_a_large_response_pins_a_small_send_buffer() {
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::write(dist.path().join("big.bin"), vec![7u8; 16 << 20]).unwrap();
+    let relay = Relay::start(&["--dist-dir", dist.path().to_str().unwrap()]);
+    let mut stream = TcpStream::connect(relay.addr).unwrap();
+    write!(
+        stream,
+        "GET /dl/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    // It never reads: the relay writes until the socket is full. Linux
+    // would grow the send buffer of such a socket to 4 MiB (net.ipv4.
+    // tcp_wmem); a few hundred of them would pin gigabytes of kernel
+    // memory. The relay asks for 128 KiB, which the kernel doubles.
+    thread::sleep(Duration::from_secs(2));
+    let buffers = relay_send_buffers(relay.addr.port());
+    assert_eq!(buffers.len(), 1, "the download's socket: {buffers:?}");
+    assert!(
+        buffers[0] <= 256 * 1024,
+        "send buffer of {} bytes",
+        buffers[0]
+    );
+    // And the loop serves others meanwhile.
+    assert_eq!(relay.client.get("/healthz").0, 200);
+    drop(stream);
 }
