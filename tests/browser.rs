@@ -1256,6 +1256,7 @@ fn made_up_history(
             now - ago,
             &Reading {
                 values: values.map(Some),
+                ..Reading::default()
             },
         );
     }

@@ -4,6 +4,7 @@
 use super::alerts::{DEFAULT_RULES, Rule};
 use super::http::is_host_name;
 use super::notice::Target;
+use super::rollup::Retention;
 use crate::{LOG_LEVELS, parse_log_level};
 use std::ffi::OsString;
 use std::fmt;
@@ -54,6 +55,12 @@ Options (each also read from the environment variable shown):
       --alert RULE             a threshold that notifies, like 'disk>=90 for 5m' (repeatable;
                                'off' for none; default: disk>=90, memory>=90 and cpu>=95,
                                each for 5m)                          [VSTATS_ALERTS, comma-separated]
+      --history-db PATH        the history database, SQLite (default: NAME.db beside the
+                               --state file NAME.json); 'off' keeps 1 h and 24 h in memory
+                                                                          [VSTATS_HISTORY_DB]
+      --history-keep STEP=AGE  how long the database keeps each step: 1m=24h, 15m=31d,
+                               1h=366d and 1d=731d (the days' traffic) are the defaults
+                               (repeatable)           [VSTATS_HISTORY_KEEP, comma-separated]
       --log-level LEVEL        error, warn, info (default), debug or trace [VSTATS_LOG_LEVEL]
   -h, --help                   print this help
   -V, --version                print the version
@@ -98,6 +105,9 @@ pub enum ConfigError {
     Alert(super::alerts::RuleError),
     /// `notify` without `test`.
     NotifyCommand,
+    /// A `--history-keep` that is not `STEP=AGE` with a known step and an
+    /// age of an hour to a hundred years.
+    HistoryKeep(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -146,6 +156,11 @@ impl fmt::Display for ConfigError {
             ConfigError::NotifyCommand => {
                 f.write_str("'notify' takes one command: test (vstats-relay notify test)")
             }
+            ConfigError::HistoryKeep(text) => write!(
+                f,
+                "--history-keep: '{text}' is not STEP=AGE with STEP one of 1m, 15m, 1h, 1d \
+                 and AGE from 1h to 100y, like 1m=48h or 1h=2y"
+            ),
         }
     }
 }
@@ -187,6 +202,18 @@ pub struct Config {
     pub notify_after: Duration,
     pub notify_ca_file: Option<PathBuf>,
     pub alert_rules: Vec<Rule>,
+    pub history_db: HistoryDb,
+    pub history_keep: Retention,
+}
+
+/// Where the history database is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryDb {
+    /// `NAME.db` beside the state file `NAME.json`.
+    BesideState,
+    At(PathBuf),
+    /// None: the last hour and day in memory only.
+    Off,
 }
 
 #[derive(Debug, PartialEq)]
@@ -237,6 +264,9 @@ pub fn parse(
     let mut notify_after = env("VSTATS_NOTIFY_AFTER");
     let mut notify_ca_file = env("VSTATS_NOTIFY_CA_FILE");
     let mut alerts = env("VSTATS_ALERTS").map(|rules| list(Some(rules)));
+    let mut history_db = env("VSTATS_HISTORY_DB");
+    let mut history_keep = list(env("VSTATS_HISTORY_KEEP"));
+    let mut keep_from_flags = Vec::new();
     let (mut urls_from_flags, mut templates_from_flags, mut alerts_from_flags) =
         (Vec::new(), Vec::new(), Vec::new());
 
@@ -262,6 +292,8 @@ pub fn parse(
             Long("notify-after") => notify_after = Some(parser.value()?.string()?),
             Long("notify-ca-file") => notify_ca_file = Some(parser.value()?.string()?),
             Long("alert") => alerts_from_flags.push(parser.value()?.string()?),
+            Long("history-db") => history_db = Some(parser.value()?.string()?),
+            Long("history-keep") => keep_from_flags.push(parser.value()?.string()?),
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -289,6 +321,9 @@ pub fn parse(
     }
     if !alerts_from_flags.is_empty() {
         alerts = Some(alerts_from_flags);
+    }
+    if !keep_from_flags.is_empty() {
+        history_keep = keep_from_flags;
     }
     let listen = listen.as_deref().unwrap_or("0.0.0.0:3001");
     let listen = listen.parse().map_err(|source| ConfigError::Listen {
@@ -356,6 +391,29 @@ pub fn parse(
         Some(rules) => rules.iter().map(|rule| Rule::parse(rule)).collect(),
     }
     .map_err(ConfigError::Alert)?;
+    let history_db = match history_db.as_deref() {
+        None => HistoryDb::BesideState,
+        Some("off") => HistoryDb::Off,
+        Some(path) => HistoryDb::At(PathBuf::from(path)),
+    };
+    let mut retention = Retention::default();
+    for keep in history_keep {
+        let age = |text: &str| {
+            humantime::parse_duration(text)
+                .ok()
+                .filter(|age| (3600..=100 * 366 * 86_400).contains(&age.as_secs()))
+        };
+        let kept = match keep.split_once('=') {
+            Some(("1m", text)) => age(text).map(|age| retention.minutes = age),
+            Some(("15m", text)) => age(text).map(|age| retention.quarters = age),
+            Some(("1h", text)) => age(text).map(|age| retention.hours = age),
+            Some(("1d", text)) => age(text).map(|age| retention.days = age),
+            _ => None,
+        };
+        if kept.is_none() {
+            return Err(ConfigError::HistoryKeep(keep));
+        }
+    }
     Ok(Command::Serve(Config {
         listen,
         state: PathBuf::from(state.unwrap_or_else(|| "./vstats-relay.json".into())),
@@ -372,6 +430,8 @@ pub fn parse(
         notify_after,
         notify_ca_file: notify_ca_file.map(PathBuf::from),
         alert_rules,
+        history_db,
+        history_keep: retention,
     }))
 }
 
@@ -406,6 +466,46 @@ mod tests {
         assert_eq!(config.agent_timeout, Duration::from_secs(90));
         assert_eq!(config.agent_max_rate, 20.0);
         assert_eq!(config.tls, None);
+        assert_eq!(config.history_db, HistoryDb::BesideState);
+        assert_eq!(config.history_keep, Retention::default());
+    }
+
+    #[test]
+    fn the_history_database_and_its_retention_come_from_flags_or_the_environment() {
+        let Ok(Command::Serve(config)) = parse_with(
+            &[
+                "--history-db",
+                "/var/lib/h.db",
+                "--history-keep",
+                "1m=48h",
+                "--history-keep",
+                "1h=2y",
+            ],
+            &[("VSTATS_HISTORY_KEEP", "15m=1d")],
+        ) else {
+            panic!()
+        };
+        assert_eq!(config.history_db, HistoryDb::At("/var/lib/h.db".into()));
+        let keep = config.history_keep;
+        assert_eq!(keep.minutes, Duration::from_secs(48 * 3600));
+        assert_eq!(keep.hours.as_secs(), 2 * 31_557_600);
+        // The flags replace the variable's list.
+        assert_eq!(keep.quarters, Retention::default().quarters);
+        let Ok(Command::Serve(config)) = parse_with(
+            &[],
+            &[
+                ("VSTATS_HISTORY_DB", "off"),
+                ("VSTATS_HISTORY_KEEP", "15m=7d, 1d=30d"),
+            ],
+        ) else {
+            panic!()
+        };
+        assert_eq!(config.history_db, HistoryDb::Off);
+        assert_eq!(
+            config.history_keep.quarters,
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(config.history_keep.days, Duration::from_secs(30 * 86_400));
     }
 
     #[test]
@@ -569,6 +669,13 @@ mod tests {
             (&["--frobnicate"][..], "--frobnicate"),
             (&["--notify-after", "86401"][..], "--notify-after"),
             (&["--alert", "disk=90"][..], "--alert: 'disk=90'"),
+            (&["--history-keep", "5m=1d"][..], "--history-keep: '5m=1d'"),
+            (
+                &["--history-keep", "1m=59m"][..],
+                "--history-keep: '1m=59m'",
+            ),
+            (&["--history-keep", "1h=1000y"][..], "--history-keep"),
+            (&["--history-keep", "1h"][..], "--history-keep"),
             (
                 &[
                     "--notify-url",

@@ -11,7 +11,7 @@
 use super::alerts::{self, Alerts, Change, Saved};
 use super::budget::{self, Budget};
 use super::compat;
-use super::config::Config;
+use super::config::{Config, HistoryDb};
 use super::history::{self, Reading};
 use super::http::{self, Head, Request, Route};
 use super::hub::{self, Hub};
@@ -24,8 +24,9 @@ use super::page::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP};
 use super::prometheus;
 use super::rate::RateLimit;
 use super::registry::{self, Refusal, Registry, RegistryError};
+use super::rollup::{self, Answer, Ask, Job, Params, Row, Source};
 use super::shared::{
-    ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, WallClock, unix_seconds,
+    ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, StoreCounts, WallClock, unix_seconds,
 };
 use super::timers::{self, Due, Timers};
 use crate::protocol::{MAX_SAMPLE_BYTES, MetricsPatch, SampleError, check_data, rfc3339};
@@ -57,6 +58,8 @@ pub const WRITE_STALL: Duration = Duration::from_secs(15);
 pub const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How often history is saved, besides at shutdown: what a crash can lose.
 pub const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
+/// How often the minutes that ended are handed to the history database.
+pub const MINUTE: Duration = Duration::from_secs(60);
 /// Consecutive malformed frames that close an agent (1007).
 pub const MALFORMED_LIMIT: u32 = 10;
 /// Stale reminders the timers' heap may hold beyond twice the live ones.
@@ -154,6 +157,11 @@ pub enum Effect {
         bytes: Vec<u8>,
         last: bool,
     },
+    /// Hand this to the history database's writer; never waits.
+    Store(Job),
+    /// Read the history database for a request (off the loop), and tell
+    /// [`Engine::handle_history_answer`].
+    QueryHistory(Box<Ask>),
     /// Stop watching the listener until [`Effect::ResumeAccepting`].
     PauseAccepting,
     ResumeAccepting,
@@ -305,6 +313,11 @@ enum Phase {
         status: u16,
         next: Next,
     },
+    /// Waiting for the history database to answer a request.
+    Querying {
+        head_only: bool,
+        csv: bool,
+    },
     /// A vStats agent's WebSocket, until its `auth` frame is accepted
     /// (then [`Phase::Agent`]); `Conn::deadline` is the auth deadline.
     CompatAuth(Box<CompatWait>),
@@ -401,6 +414,12 @@ pub struct Engine {
     /// its time does not push the next one a whole grid step later.
     registry_due: Instant,
     history_due: Instant,
+    /// Whether there is a history database; when the minutes that ended
+    /// are next handed to it (just after each minute of the wall clock),
+    /// and those finished since the last batch.
+    store: bool,
+    minutes_due: Instant,
+    minutes: Vec<Row>,
     hub: Hub,
     conns: HashMap<ConnId, Conn>,
     dashboards: Vec<ConnId>,
@@ -435,7 +454,17 @@ impl Engine {
         now: Instant,
         clock: Box<dyn WallClock>,
     ) -> Engine {
+        // Just past the wall clock's next minute.
+        let into_minute = clock
+            .wall(now)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(Duration::ZERO, |since| {
+                Duration::from_nanos((since.as_nanos() % MINUTE.as_nanos()) as u64)
+            });
         Engine {
+            store: config.history_db != HistoryDb::Off,
+            minutes_due: now + (MINUTE - into_minute) + Duration::from_millis(500),
+            minutes: Vec::new(),
             hub: Hub::new(&registry),
             tls,
             max_connections,
@@ -467,6 +496,12 @@ impl Engine {
         self.counters.notifications = deliveries;
     }
 
+    /// What the history database's threads did, as the shell counted it:
+    /// shown on `/metrics`.
+    pub fn handle_store_counts(&mut self, counts: StoreCounts) {
+        self.counters.store = counts;
+    }
+
     /// The effects decided since the last call, in order.
     pub fn poll_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
@@ -486,6 +521,7 @@ impl Engine {
             self.timers.next(),
             Some(self.registry_due),
             Some(self.history_due),
+            self.store.then_some(self.minutes_due),
             self.refusals.summary_at(),
             self.malformed.summary_at(),
             self.alerts.dirty.then_some(now),
@@ -643,7 +679,7 @@ impl Engine {
                 200,
                 http::page_response(DASHBOARD_PAGE.as_bytes(), false, head_only).into(),
             ),
-            Route::History => self.history(&head, head_only, now),
+            Route::History => return self.history(id, &head, head_only, now),
             Route::Dist => return self.dist_file(id, &head.path, head_only),
             Route::NotFound => (404, http::text_response(404, "not found").into()),
             Route::MethodNotAllowed => (405, http::text_response(405, "method not allowed").into()),
@@ -701,31 +737,140 @@ impl Engine {
         bytes
     }
 
-    /// `GET /api/servers/{id}/history?range=1h|24h` (1h if not given).
-    fn history(&self, head: &Head, head_only: bool, now: Instant) -> (u16, Rc<[u8]>) {
-        let span = match head.query_param("range").as_deref() {
-            None | Some("1h") => history::HOUR,
-            Some("24h") => history::DAY,
-            Some(_) => {
-                return (
-                    400,
-                    http::text_response(400, "range must be 1h or 24h").into(),
-                );
-            }
+    /// `GET /api/servers/{id}/history`: `range=1h|24h|7d|30d|1y` (1h if
+    /// not given) or `from` (and `to`) in unix seconds, as `format=json`
+    /// or `csv`. The last hour comes from memory, at once; longer spans
+    /// from the database, read off the loop ([`Effect::QueryHistory`]).
+    /// Without a database, the day's 5 min steps in memory are all there
+    /// is beyond the hour.
+    fn history(&mut self, id: ConnId, head: &Head, head_only: bool, now: Instant) {
+        let unix_secs = unix_seconds(self.wall(now));
+        let (range, from, to, format) = (
+            head.query_param("range"),
+            head.query_param("from"),
+            head.query_param("to"),
+            head.query_param("format"),
+        );
+        let params = Params {
+            range: range.as_deref(),
+            from: from.as_deref(),
+            to: to.as_deref(),
+            format: format.as_deref(),
+        };
+        let reach = if self.store {
+            self.config.history_keep.longest()
+        } else {
+            Duration::from_secs(rollup::DAY_SECS)
+        };
+        let query = match rollup::parse_query(params, unix_secs, reach) {
+            Ok(query) => query,
+            Err(why) => return self.respond(id, http::text_response(400, &why), 400, Next::Close),
         };
         let server = http::history_server(&head.path).and_then(|id| self.hub.get(id));
         let Some(server) = server else {
-            return (404, http::text_response(404, "no such server").into());
+            let text = http::text_response(404, "no such server");
+            return self.respond(id, text, 404, Next::Close);
         };
-        let json = history::to_json(
-            &server.id,
-            server.presence.last_seen().map(rfc3339),
-            server.history.as_deref(),
-            span,
-            unix_seconds(self.wall(now)),
-        );
-        let bytes = http::response(200, "application/json", json.as_bytes(), head_only);
-        (200, bytes.into())
+        let last_seen = server.presence.last_seen().map(rfc3339);
+        let plan = rollup::plan(&query, unix_secs, &self.config.history_keep);
+        let content_type = if query.csv {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        let body = match plan.source {
+            // As it always was: the hour's 10 s steps whole.
+            _ if query.range == "1h" && !query.csv => history::to_json(
+                &server.id,
+                last_seen,
+                server.history.as_deref(),
+                history::HOUR,
+                unix_secs,
+            ),
+            Source::Memory => {
+                let points = rollup::memory_points(server.history.as_deref(), &plan);
+                if query.csv {
+                    rollup::to_csv(&points)
+                } else {
+                    rollup::to_json(&server.id, last_seen, query.range, &points)
+                }
+            }
+            Source::Database(_) if !self.store && query.range == "24h" && !query.csv => {
+                history::to_json(
+                    &server.id,
+                    last_seen,
+                    server.history.as_deref(),
+                    history::DAY,
+                    unix_secs,
+                )
+            }
+            Source::Database(_) if !self.store => {
+                let text = http::text_response(
+                    404,
+                    "this relay keeps no history database (--history-db off): \
+                     the last hour, and the last day as JSON, are all it has",
+                );
+                return self.respond(id, text, 404, Next::Close);
+            }
+            Source::Database(tier) => {
+                let ask = Ask {
+                    id,
+                    server: server.id.clone(),
+                    tier,
+                    plan,
+                    csv: query.csv,
+                    range: query.range,
+                    last_seen,
+                };
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.phase = Phase::Querying {
+                        head_only,
+                        csv: query.csv,
+                    };
+                    self.effects.push(Effect::QueryHistory(Box::new(ask)));
+                }
+                return;
+            }
+        };
+        let bytes = http::response(200, content_type, body.as_bytes(), head_only);
+        self.respond(id, bytes, 200, Next::Close);
+    }
+
+    /// What the history database answered to [`Effect::QueryHistory`]:
+    /// the body, or why it could not be read (`503`).
+    pub fn handle_history_answer(&mut self, answer: Answer, now: Instant) {
+        let Some(Conn {
+            phase: Phase::Querying { head_only, csv },
+            ..
+        }) = self.conns.get(&answer.id)
+        else {
+            return;
+        };
+        let (head_only, csv) = (*head_only, *csv);
+        let (status, bytes) = match answer.body {
+            Ok(body) => {
+                let content_type = if csv {
+                    "text/csv; charset=utf-8"
+                } else {
+                    "application/json"
+                };
+                (
+                    200,
+                    http::response(200, content_type, body.as_bytes(), head_only),
+                )
+            }
+            Err(why) => {
+                if let Some(earlier) = self.malformed.pass(now) {
+                    self.log(
+                        Level::Warn,
+                        format!("history request not answered: {why}{}", held_back(earlier)),
+                    );
+                }
+                let text = format!("history unavailable: {why}");
+                (503, http::text_response(503, &text))
+            }
+        };
+        self.respond(answer.id, bytes, status, Next::Close);
     }
 
     fn respond(&mut self, id: ConnId, bytes: impl Into<Rc<[u8]>>, status: u16, next: Next) {
@@ -942,6 +1087,7 @@ impl Engine {
         };
         let admitted = server.presence.admitted(id, now, wall);
         server.connections += 1;
+        server.rollup.reconnected();
         // Seen at once: a connection shorter than a tick still counts, and
         // a return closes an offline notified before.
         let change = self.alerts.presence(&mut server.watch, true, now);
@@ -1360,10 +1506,17 @@ impl Engine {
         let Some(server) = self.hub.get_mut(server_id) else {
             return;
         };
-        server
-            .history
-            .get_or_insert_default()
-            .record(unix_seconds(wall), reading);
+        let unix_secs = unix_seconds(wall);
+        let history = server.history.get_or_insert_default();
+        if self.store {
+            history.record_hour(unix_secs, reading);
+            if let Some(step) = server.rollup.record(unix_secs, reading) {
+                let server = server.id.clone();
+                self.minutes.push(Row { server, step });
+            }
+        } else {
+            history.record(unix_secs, reading);
+        }
         let changes = self.alerts.reading(&mut server.watch, reading, now);
         let message = hub::metrics(server_id, &sample, wall);
         server.latest_message = Some(message.clone());
@@ -1698,6 +1851,10 @@ impl Engine {
             self.history_due = next_period(self.history_due, HISTORY_SAVE_EVERY, now);
             self.save_history(false);
         }
+        if self.store && now >= self.minutes_due {
+            self.minutes_due = next_period(self.minutes_due, MINUTE, now);
+            self.store_minutes(unix_seconds(wall), false);
+        }
         if now >= self.registry_due {
             self.registry_due = next_period(self.registry_due, REGISTRY_CHECK_EVERY, now);
             self.effects.push(Effect::ReadRegistry { force: false });
@@ -1917,6 +2074,10 @@ impl Engine {
                 format!("server {} ({}) removed", server.name, server.id),
             );
             self.broadcast(hub::server_removed(&server.id, wall));
+            if self.store {
+                self.effects
+                    .push(Effect::Store(Job::Forget(server.id.clone())));
+            }
             each_dashboard(&self.dashboards, &mut self.conns, |_, dashboard| {
                 dashboard.outbox.forget(server.slot);
             });
@@ -1959,6 +2120,9 @@ impl Engine {
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.stopping = true;
         self.save_history(true);
+        if self.store {
+            self.store_minutes(unix_seconds(self.wall(now)), true);
+        }
         self.save_alerts(true, now);
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
@@ -1972,6 +2136,26 @@ impl Engine {
             } else {
                 self.finish(id, Cause::ShuttingDown, None, now);
             }
+        }
+    }
+
+    /// Hands the minutes that ended before `unix_secs` (the minute in
+    /// progress too, when `all`: at shutdown) to the database, in one batch.
+    fn store_minutes(&mut self, unix_secs: u64, all: bool) {
+        for server in &mut self.hub.servers {
+            let step = if all {
+                server.rollup.finish()
+            } else {
+                server.rollup.finish_before(unix_secs)
+            };
+            if let Some(step) = step {
+                let server = server.id.clone();
+                self.minutes.push(Row { server, step });
+            }
+        }
+        if !self.minutes.is_empty() {
+            let minutes = std::mem::take(&mut self.minutes);
+            self.effects.push(Effect::Store(Job::Minutes(minutes)));
         }
     }
 
@@ -1996,12 +2180,27 @@ impl Engine {
     ) -> (usize, usize) {
         let unix_secs = unix_seconds(self.wall(now));
         let (mut kept, mut from_the_future) = (0, 0);
+        let mut import = Vec::new();
         for (id, mut history) in saved {
             if let Some(server) = self.hub.get_mut(&id) {
                 from_the_future += usize::from(history.resume(unix_secs));
+                if self.store {
+                    // The database keeps the day from now on: what the file
+                    // held of it is imported there (once), and dropped here.
+                    import.push((id, Box::new(history.clone())));
+                    history.drop_day();
+                }
                 server.history = Some(Box::new(history));
                 kept += 1;
             }
+        }
+        if self.store {
+            if !import.is_empty() {
+                self.effects.push(Effect::Store(Job::Import(import)));
+            }
+            let registered = self.hub.servers.iter().map(|server| server.id.clone());
+            self.effects
+                .push(Effect::Store(Job::Keep(registered.collect())));
         }
         (kept, from_the_future)
     }
@@ -2124,7 +2323,7 @@ fn conn_timers(conn: &Conn) -> [Option<(Instant, Check)>; 4] {
             None,
             None,
         ],
-        Phase::OpeningFile { .. } | Phase::Respond { .. } => [
+        Phase::OpeningFile { .. } | Phase::Respond { .. } | Phase::Querying { .. } => [
             Some((conn.deadline, Check::Expire(Timer::Response))),
             None,
             None,

@@ -1133,7 +1133,12 @@ fn response_json(bench: &mut Bench, path: &str, ms: u64) -> (u16, Value) {
 
 #[test]
 fn history_is_served_per_server_and_range_behind_the_viewer_token() {
-    let mut bench = Bench::with(&["a", "b"], &["--viewer-token", "secret"], 100);
+    // Without a database: the hour and the day in memory.
+    let mut bench = Bench::with(
+        &["a", "b"],
+        &["--viewer-token", "secret", "--history-db", "off"],
+        100,
+    );
     let agent = bench.agent(0, 0);
     bench.sample(agent, 12.5, 10);
     let id = bench.ids[0].clone();
@@ -1191,6 +1196,295 @@ fn history_is_served_per_server_and_range_behind_the_viewer_token() {
         bench.get("/api/servers/nope/history?token=secret", 50).1,
         404
     );
+}
+
+/// The database's jobs among `effects`.
+fn store_jobs(effects: Vec<Effect>) -> Vec<Job> {
+    effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Store(job) => Some(job),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The minutes handed to the database among `effects`: `(server, time,
+/// cpu mean, cpu max)`.
+fn stored_minutes(effects: Vec<Effect>) -> Vec<(String, u64, Option<f64>, Option<f64>)> {
+    store_jobs(effects)
+        .into_iter()
+        .flat_map(|job| match job {
+            Job::Minutes(rows) => rows,
+            other => panic!("{other:?}"),
+        })
+        .map(|row| {
+            let cpu = |point| history::decode(0, point);
+            (
+                row.server,
+                row.step.time,
+                cpu(&row.step.mean),
+                cpu(&row.step.max),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn minutes_go_to_the_database_in_one_batch_just_after_each_minute() {
+    // The fake wall clock starts 1 s into 08:00 (sim::wall_start).
+    let minute = unix_seconds(sim::wall_start()) - 1;
+    let mut bench = Bench::new(&["a", "b"]);
+    let (a, b) = (bench.agent(0, 0), bench.agent(1, 0));
+    bench.sample(a, 10.0, 1_000);
+    bench.sample(a, 30.0, 30_000);
+    bench.sample(b, 50.0, 40_000);
+    // b falls silent; a goes on into the next minute, which finishes its
+    // first at once: it waits for the batch.
+    bench.sample(a, 70.0, 61_000);
+    assert_eq!(stored_minutes(bench.tick(58_000)), []);
+    bench.effects();
+    let due = bench.engine.poll_timeout(bench.at(58_000));
+    assert!(due <= Duration::from_secs(2), "{due:?}");
+    let batch = stored_minutes(bench.tick(60_000));
+    let (ida, idb) = (bench.ids[0].clone(), bench.ids[1].clone());
+    assert_eq!(
+        batch,
+        [
+            (ida.clone(), minute, Some(20.0), Some(30.0)),
+            (idb, minute, Some(50.0), Some(50.0)),
+        ]
+    );
+    // The next batch is a minute later, with a's second minute.
+    assert_eq!(stored_minutes(bench.tick(100_000)), []);
+    let batch = stored_minutes(bench.tick(120_000));
+    assert_eq!(batch, [(ida, minute + 60, Some(70.0), Some(70.0))]);
+}
+
+#[test]
+fn a_stop_hands_the_minute_in_progress_to_the_database() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 42.0, 5_000);
+    bench.effects();
+    bench.engine.handle_shutdown(bench.at(6_000));
+    let minutes = stored_minutes(
+        bench
+            .effects()
+            .into_iter()
+            .filter(|effect| matches!(effect, Effect::Store(_)))
+            .collect(),
+    );
+    assert_eq!(minutes.len(), 1);
+    assert_eq!(minutes[0].2, Some(42.0));
+}
+
+#[test]
+fn without_a_database_no_minutes_are_kept_and_the_day_stays_in_memory() {
+    let mut bench = Bench::with(&["a"], &["--history-db", "off"], 100);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 42.0, 5_000);
+    assert!(store_jobs(bench.tick(125_000)).is_empty());
+    bench.engine.handle_shutdown(bench.at(126_000));
+    assert!(store_jobs(bench.effects()).is_empty());
+    let server = bench.engine.hub.get(&bench.ids[0]).unwrap();
+    let day = server
+        .history
+        .as_ref()
+        .unwrap()
+        .day
+        .view(unix_seconds(sim::wall_start()) + 10);
+    assert!(day.series[0].iter().any(Option::is_some));
+}
+
+#[test]
+fn a_removed_server_has_its_rows_forgotten_by_the_database() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let gone = bench.ids[1].clone();
+    let mut registry = bench.registry.clone();
+    registry.remove(&gone).unwrap();
+    bench
+        .engine
+        .handle_registry_read(RegistryRead::Loaded(registry), bench.at(10));
+    let jobs = store_jobs(bench.effects());
+    assert_eq!(jobs, [Job::Forget(gone)]);
+}
+
+#[test]
+fn restored_history_is_handed_to_the_database_once_with_the_servers_to_keep() {
+    let mut bench = Bench::new(&["a", "b"]);
+    let wall = unix_seconds(sim::wall_start());
+    let mut saved = history::History::default();
+    let mut reading = Reading::default();
+    reading.values[0] = Some(5.0);
+    saved.record(wall - 600, &reading);
+    let kept = bench.engine.restore_history(
+        vec![
+            (bench.ids[0].clone(), saved.clone()),
+            ("removed-long-ago".into(), saved.clone()),
+        ],
+        bench.at(0),
+    );
+    assert_eq!(kept, (1, 0));
+    let jobs = store_jobs(bench.effects());
+    assert_eq!(
+        jobs,
+        [
+            Job::Import(vec![(bench.ids[0].clone(), Box::new(saved))]),
+            Job::Keep(bench.ids.clone()),
+        ]
+    );
+    // The day is the database's now: memory keeps the hour only.
+    let server = bench.engine.hub.get(&bench.ids[0]).unwrap();
+    let history = server.history.as_ref().unwrap();
+    assert!(history.day.view(wall).series[0].iter().all(Option::is_none));
+    assert!(
+        history.hour.view(wall).series[0]
+            .iter()
+            .any(Option::is_some)
+    );
+}
+
+/// The whole response the engine decided for `id`, as text.
+fn response_text(effects: &[Effect], id: ConnId) -> String {
+    effects
+        .iter()
+        .find_map(|effect| match effect {
+            Effect::Respond { id: to, bytes, .. } if *to == id => {
+                Some(String::from_utf8_lossy(bytes).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no response for {id} in {effects:?}"))
+}
+
+/// The read the engine asked of the database for `id`.
+fn asked(effects: Vec<Effect>, id: ConnId) -> Ask {
+    effects
+        .into_iter()
+        .find_map(|effect| match effect {
+            Effect::QueryHistory(ask) if ask.id == id => Some(*ask),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no query for {id}"))
+}
+
+#[test]
+fn a_long_range_is_read_off_the_loop_and_answered_when_the_database_answers() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.ids[0].clone();
+    let request = bench.request(get(&format!("/api/servers/{id}/history?range=30d")), 10);
+    let ask = asked(bench.effects(), request);
+    assert_eq!(
+        (ask.server.as_str(), ask.tier, ask.csv),
+        (id.as_str(), rollup::Tier::Quarters, false)
+    );
+    assert_eq!((ask.range, ask.plan.step), ("30d", 2700));
+    // Nothing is written until the answer comes; another's answer is
+    // ignored.
+    bench.engine.handle_history_answer(
+        Answer {
+            id: 999,
+            body: Ok("{}".into()),
+        },
+        bench.at(20),
+    );
+    assert!(bench.effects().is_empty());
+    bench.engine.handle_history_answer(
+        Answer {
+            id: request,
+            body: Ok("{\"id\":1}".into()),
+        },
+        bench.at(30),
+    );
+    let effects = bench.effects();
+    assert_eq!(response(&effects, request), (200, After::Close));
+    let text = response_text(&effects, request);
+    assert!(
+        text.contains("application/json") && text.ends_with("{\"id\":1}"),
+        "{text}"
+    );
+
+    let csv = bench.request(
+        get(&format!("/api/servers/{id}/history?range=1y&format=csv")),
+        40,
+    );
+    let ask = asked(bench.effects(), csv);
+    assert_eq!((ask.tier, ask.csv), (rollup::Tier::Hours, true));
+    bench.engine.handle_history_answer(
+        Answer {
+            id: csv,
+            body: Err("disk I/O error".into()),
+        },
+        bench.at(50),
+    );
+    assert_eq!(response(&bench.effects(), csv), (503, After::Close));
+}
+
+#[test]
+fn a_history_read_the_database_never_answers_ends_at_the_response_deadline() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.ids[0].clone();
+    let request = bench.request(get(&format!("/api/servers/{id}/history?range=7d")), 0);
+    asked(bench.effects(), request);
+    let before = HEAD_TIMEOUT.as_millis() as u64 - 1;
+    assert!(bench.tick(before).is_empty() || bench.engine.conns.contains_key(&request));
+    let effects = bench.tick(HEAD_TIMEOUT.as_millis() as u64 + 1_000);
+    assert!(
+        effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Drop { id, .. } if *id == request)),
+        "{effects:?}"
+    );
+    assert!(!bench.engine.conns.contains_key(&request));
+}
+
+#[test]
+fn bad_history_requests_get_400_with_the_reason() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.ids[0].clone();
+    let wall = unix_seconds(sim::wall_start());
+    for (query, why) in [
+        ("range=2w", "range must be one of 1h, 24h, 7d, 30d, 1y"),
+        ("from=yesterday", "from must be a time in unix seconds"),
+        (
+            &format!("from={}&to={}", wall, wall - 10),
+            "from is later than to",
+        ),
+        (
+            &format!("from={}", wall - 400 * 86_400),
+            "older than the history kept",
+        ),
+        ("range=1h&from=1", "not both"),
+        ("format=xml", "format must be json or csv"),
+    ] {
+        let request = bench.request(get(&format!("/api/servers/{id}/history?{query}")), 10);
+        let effects = bench.effects();
+        assert_eq!(response(&effects, request).0, 400, "{query}");
+        let text = response_text(&effects, request);
+        assert!(text.contains(why), "{query}: {text}");
+    }
+    // Without a database, what only it keeps is not found.
+    let mut bench = Bench::with(&["a"], &["--history-db", "off"], 100);
+    let id = bench.ids[0].clone();
+    let path = format!("/api/servers/{id}/history?from={}&format=csv", wall - 7200);
+    assert_eq!(bench.get(&path, 10).1, 404);
+}
+
+#[test]
+fn the_last_hour_is_served_from_memory_as_csv_too() {
+    let mut bench = Bench::new(&["a"]);
+    let agent = bench.agent(0, 0);
+    bench.sample(agent, 12.5, 10);
+    let id = bench.ids[0].clone();
+    let request = bench.request(get(&format!("/api/servers/{id}/history?format=csv")), 20);
+    let effects = bench.effects();
+    assert_eq!(response(&effects, request).0, 200);
+    let text = response_text(&effects, request);
+    assert!(text.contains("text/csv"), "{text}");
+    let lines: Vec<&str> = text.split("\r\n\r\n").nth(1).unwrap().lines().collect();
+    assert_eq!(lines.len(), 361, "a header and 360 steps of 10 s");
+    assert!(lines[360].contains(",12.5,,"), "{}", lines[360]);
 }
 
 /// The notifications among `effects`: `(event, message)`.

@@ -32,6 +32,9 @@ const ALL_SERIES: [usize; SERIES.len()] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Reading {
     pub values: [Option<f64>; SERIES.len()],
+    /// The network's byte counters since boot (received, sent), from which
+    /// the database's traffic totals are counted.
+    pub bytes: Option<(u64, u64)>,
 }
 
 impl Reading {
@@ -59,6 +62,7 @@ impl Reading {
                 sample.load_average.as_ref().map(|load| load.one),
                 hottest,
             ],
+            bytes: sample.network.as_ref().map(|n| (n.rx_total, n.tx_total)),
         }
     }
 }
@@ -85,21 +89,21 @@ pub const DAY: Span = Span {
 /// percent apart), the four byte rates and the load two bytes each (a
 /// logarithmic code, 0.07 % apart), the temperature one byte (whole °C).
 pub const POINT_BYTES: usize = PERCENTS + 2 * 5 + 1;
-type Point = [u8; POINT_BYTES];
+pub type Point = [u8; POINT_BYTES];
 
 /// "Missing" in a one-byte temperature: -128 °C.
 const NO_TEMPERATURE: u8 = 0x80;
 
 /// A step with no sample at all (the server was offline): every series
 /// missing.
-const GAP: Point = {
+pub const GAP: Point = {
     let mut point = [0xff; POINT_BYTES];
     point[POINT_BYTES - 1] = NO_TEMPERATURE;
     point
 };
 
 /// Where series `index` sits in a point, and its width in bytes.
-fn layout(index: usize) -> (usize, usize) {
+pub fn layout(index: usize) -> (usize, usize) {
     match index {
         i if i < PERCENTS => (i, 1),
         TEMPERATURE => (POINT_BYTES - 1, 1),
@@ -107,7 +111,7 @@ fn layout(index: usize) -> (usize, usize) {
     }
 }
 
-fn encode(index: usize, value: Option<f64>, point: &mut Point) {
+pub fn encode(index: usize, value: Option<f64>, point: &mut Point) {
     let (at, width) = layout(index);
     let Some(value) = value.filter(|v| v.is_finite()) else {
         point[at..at + width].copy_from_slice(&GAP[at..at + width]);
@@ -125,7 +129,7 @@ fn encode(index: usize, value: Option<f64>, point: &mut Point) {
     }
 }
 
-fn decode(index: usize, point: &Point) -> Option<f64> {
+pub fn decode(index: usize, point: &Point) -> Option<f64> {
     let (at, width) = layout(index);
     if point[at..at + width] == GAP[at..at + width] {
         return None;
@@ -149,7 +153,7 @@ fn decode(index: usize, point: &Point) -> Option<f64> {
 
 /// The samples of the step in progress: sums for means, the maximum for
 /// temperature.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Accumulator {
     step: u64,
     sums: [f64; SERIES.len()],
@@ -203,7 +207,7 @@ impl Accumulator {
 }
 
 /// One tier: a ring of finished steps, and the step in progress.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tier {
     span: Span,
     /// Empty until the first sample, then always the whole span: step `k`
@@ -284,6 +288,12 @@ impl Tier {
         self.last_steps(unix_secs, self.span.steps, &ALL_SERIES)
     }
 
+    /// As [`Tier::view`], for the `count` steps up to the one `unix_secs`
+    /// falls in.
+    pub fn view_until(&self, unix_secs: u64, count: usize) -> View {
+        self.last_steps(unix_secs, count, &ALL_SERIES)
+    }
+
     /// As [`Tier::view`], for the last `count` steps and the series at
     /// `indexes` only.
     fn last_steps(&self, unix_secs: u64, count: usize, indexes: &[usize]) -> View {
@@ -332,6 +342,21 @@ impl Tier {
         newest > current
     }
 
+    /// The steps that hold samples, oldest first: the unix time each
+    /// starts at, and its point (the step in progress as if finished).
+    pub fn kept_steps(&self) -> Vec<(u64, Point)> {
+        let (newest, points) = self.finished();
+        let (Some(newest), false) = (newest, points.is_empty()) else {
+            return Vec::new();
+        };
+        let steps = self.span.steps as u64;
+        (newest.saturating_sub(steps - 1)..=newest)
+            .map(|step| (step, points[(step % steps) as usize]))
+            .filter(|(_, point)| *point != GAP)
+            .map(|(step, point)| (step * self.span.step_secs, point))
+            .collect()
+    }
+
     /// Heap bytes the points take once the ring is full.
     pub const fn full_bytes(span: Span) -> usize {
         span.steps * POINT_BYTES
@@ -348,7 +373,7 @@ pub struct View {
 }
 
 /// One server's history: both tiers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct History {
     pub hour: Tier,
     pub day: Tier,
@@ -367,6 +392,17 @@ impl History {
     pub fn record(&mut self, unix_secs: u64, reading: &Reading) {
         self.hour.record(unix_secs, reading);
         self.day.record(unix_secs, reading);
+    }
+
+    /// Records the hour only: the database keeps the day, and finer.
+    pub fn record_hour(&mut self, unix_secs: u64, reading: &Reading) {
+        self.hour.record(unix_secs, reading);
+    }
+
+    /// Forgets the day tier (kept by the database from now on), and its
+    /// memory.
+    pub fn drop_day(&mut self) {
+        self.day = Tier::new(DAY);
     }
 
     /// Makes a loaded history ready to record from `unix_secs` on (see

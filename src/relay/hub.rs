@@ -7,6 +7,7 @@ use super::history::{HOUR, History, Reading, sparklines};
 use super::outbox::Slot;
 use super::presence::Presence;
 use super::registry::Registry;
+use super::rollup::Rollup;
 use super::shared::unix_seconds;
 use crate::protocol::{
     DashboardMessage, Frame, Hello, Metrics, SampleError, ServerInfo, ServerMetrics, ServerRef,
@@ -39,6 +40,8 @@ pub struct ServerState {
     /// Allocated with the first sample: servers never heard from cost
     /// nothing.
     pub history: Option<Box<History>>,
+    /// Its minute in progress, for the history database.
+    pub rollup: Rollup,
 }
 
 #[derive(Default)]
@@ -93,6 +96,7 @@ impl Hub {
                         latest_data: None,
                         latest_message: None,
                         history: None,
+                        rollup: Rollup::default(),
                     }
                 }
             };

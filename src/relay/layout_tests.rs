@@ -48,6 +48,7 @@ const CLOCKLESS: &[&str] = &[
     "src/relay/lean.rs",
     "src/relay/alerts.rs",
     "src/relay/history.rs",
+    "src/relay/rollup.rs",
     "src/relay/hush.rs",
     "src/relay/rate.rs",
     "src/relay/budget.rs",

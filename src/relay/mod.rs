@@ -29,15 +29,17 @@ pub(crate) mod presence;
 pub(crate) mod prometheus;
 pub(crate) mod rate;
 pub(crate) mod registry;
+pub(crate) mod rollup;
 pub(crate) mod shared;
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub(crate) mod sim;
+pub(crate) mod store;
 pub(crate) mod timers;
 
 // What the binaries, examples and tests use. The modules are private: the
 // rest is the relay's own business and may change without notice.
 pub use cli::server_command;
-pub use config::{Command, Config, ConfigError, USAGE, parse as parse_command_line};
+pub use config::{Command, Config, ConfigError, HistoryDb, USAGE, parse as parse_command_line};
 pub use history::to_file as history_to_file;
 pub use history::{History, Reading, file_beside as history_file_beside};
 pub use notify::test_command as notify_test_command;
@@ -51,6 +53,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use notify::Notifier;
 use poller::Poller;
 use registry::FileStamp;
+use rollup::Answer;
 use rustls::ServerConfig;
 use shared::{ConnId, SocketEnd, WallClock};
 use std::collections::HashMap;
@@ -60,12 +63,17 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use store::Store;
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
+/// The history database's eventfd: answers are ready.
+const STORE: u64 = 2;
 
 /// How long a shutdown waits for close frames to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a stop waits for the history database's last writes.
+const STORE_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the relay could not start, or stopped.
 #[derive(Debug)]
@@ -145,6 +153,8 @@ pub struct Relay {
     /// done: a slow disk delays the file, never the loop.
     alerts_writer: Option<std::thread::JoinHandle<()>>,
     alerts_pending: Option<Vec<u8>>,
+    /// The history database's threads, unless `--history-db off`.
+    store: Option<Store>,
 }
 
 /// The open alerts a previous run saved, if any; an unreadable file is
@@ -178,38 +188,41 @@ fn load_alerts(engine: &mut Engine, path: &Path) {
 /// start, most likely) is said at info level; a corrupt or unreadable one is
 /// warned about and skipped: history is worth less than starting.
 fn load_history(engine: &mut Engine, path: &Path) {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let saved = match std::fs::read(path) {
+        Ok(bytes) => history::from_file(&bytes).unwrap_or_else(|e| {
+            warn!("history: {}: {e}; starting without", path.display());
+            Vec::new()
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return info!("no history in {} yet: starting without", path.display());
+            info!("no history in {} yet: starting without", path.display());
+            Vec::new()
         }
         Err(e) => {
-            return warn!(
+            warn!(
                 "history: cannot read {}: {e}; starting without",
                 path.display()
             );
+            Vec::new()
         }
     };
-    match history::from_file(&bytes) {
-        Ok(saved) => {
-            let saved_count = saved.len();
-            let (kept, from_the_future) = engine.restore_history(saved, Instant::now());
-            if from_the_future > 0 {
-                warn!(
-                    "history: {from_the_future} server(s) had steps later than the clock's time \
-                     (was the clock set back?): those steps are dropped"
-                );
+    let saved_count = saved.len();
+    // Called with nothing too: the database learns which servers remain.
+    let (kept, from_the_future) = engine.restore_history(saved, Instant::now());
+    if from_the_future > 0 {
+        warn!(
+            "history: {from_the_future} server(s) had steps later than the clock's time \
+             (was the clock set back?): those steps are dropped"
+        );
+    }
+    if saved_count > 0 {
+        info!(
+            "history of {kept} server(s) loaded from {}{}",
+            path.display(),
+            match saved_count - kept {
+                0 => String::new(),
+                gone => format!(" ({gone} no longer registered: dropped)"),
             }
-            info!(
-                "history of {kept} server(s) loaded from {}{}",
-                path.display(),
-                match saved_count - kept {
-                    0 => String::new(),
-                    gone => format!(" ({gone} no longer registered: dropped)"),
-                }
-            );
-        }
-        Err(e) => warn!("history: {}: {e}; starting without", path.display()),
+        );
     }
 }
 
@@ -294,6 +307,22 @@ impl Relay {
                 .map_err(RelayError::Tls)?;
             Some((config.notify.clone(), Arc::new(tls)))
         };
+        let store = match &config.history_db {
+            HistoryDb::Off => None,
+            HistoryDb::BesideState => Some(store::file_beside(&registry::resolve(&config.state))),
+            HistoryDb::At(path) => Some(path.clone()),
+        }
+        .map(|path| {
+            info!("history database: {}", path.display());
+            Store::start(path, config.history_keep)
+        })
+        .transpose()
+        .map_err(|e| RelayError::Io("history database", e))?;
+        if let Some(store) = &store {
+            poller
+                .add_readable(store.ready_fd(), STORE)
+                .map_err(|e| RelayError::Io("epoll", e))?;
+        }
         let registry_stamp = registry::file_stamp(&config.state);
         let history_path = history::file_beside(&registry::resolve(&config.state));
         let alerts_path = alerts::file_beside(&registry::resolve(&config.state));
@@ -308,7 +337,8 @@ impl Relay {
         load_history(&mut engine, &history_path);
         load_alerts(&mut engine, &alerts_path);
         let notifier = notifier.map(|(targets, tls)| Notifier::start(targets, tls));
-        Ok(Relay {
+        let mut relay = Relay {
+            store,
             notifier,
             alerts_path,
             alerts_writer: None,
@@ -322,11 +352,15 @@ impl Relay {
             signals,
             tls,
             io: HashMap::new(),
-            next_id: SIGNALS + 1,
+            next_id: STORE + 1,
             unfinished: Vec::new(),
             to_pump: Vec::new(),
             opened: HashMap::new(),
-        })
+        };
+        // What restoring history hands the database: an import, the
+        // servers to keep.
+        relay.apply_effects();
+        Ok(relay)
     }
 
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
@@ -361,10 +395,11 @@ impl Relay {
                         self.shut_down();
                         return Ok(());
                     }
+                    STORE => self.history_answers(),
                     _ => {}
                 }
             }
-            ready.retain(|&key| key > SIGNALS);
+            ready.retain(|&key| key > STORE);
             let unfinished = std::mem::take(&mut self.unfinished);
             for id in one_turn_each(ready, unfinished) {
                 self.drive(id);
@@ -468,6 +503,9 @@ impl Relay {
                     // What the delivery threads counted, for a `/metrics`.
                     if let Some(notifier) = &self.notifier {
                         self.engine.handle_deliveries(notifier.deliveries());
+                    }
+                    if let Some(store) = &self.store {
+                        self.engine.handle_store_counts(store.counts());
                     }
                     self.engine.handle_request(id, request, now)
                 }
@@ -631,6 +669,24 @@ impl Relay {
             }
             Effect::ReloadCertificate => self.reload_certificate(),
             Effect::SaveHistory { bytes, last } => self.save_history(bytes, last),
+            Effect::Store(job) => {
+                if let Some(store) = &self.store {
+                    store.send(job);
+                }
+            }
+            Effect::QueryHistory(ask) => {
+                let refused = match &self.store {
+                    Some(store) => store.ask(*ask).err(),
+                    None => Some(*ask),
+                };
+                if let Some(ask) = refused {
+                    let answer = Answer {
+                        id: ask.id,
+                        body: Err("too many history requests waiting".into()),
+                    };
+                    self.engine.handle_history_answer(answer, Instant::now());
+                }
+            }
             Effect::Notify(notice) => {
                 if let Some(notifier) = &self.notifier {
                     notifier.send(&notice);
@@ -652,6 +708,15 @@ impl Relay {
                 self.accept();
             }
         }
+    }
+
+    /// Hands the database's answers to the engine.
+    fn history_answers(&mut self) {
+        let Some(store) = &self.store else { return };
+        for answer in store.answers() {
+            self.engine.handle_history_answer(answer, Instant::now());
+        }
+        self.apply_effects();
     }
 
     /// The state file, if it is not the version last read (one stat when
@@ -756,7 +821,7 @@ impl Relay {
                 Ok(ready) => ready.collect(),
                 Err(_) => break,
             };
-            for id in ready.into_iter().filter(|k| *k > SIGNALS) {
+            for id in ready.into_iter().filter(|k| *k > STORE) {
                 if let Some(Io::WebSocket(socket)) = self.io.get_mut(&id)
                     && let Err(Stop::Ended(end)) = socket.read(|_| 0)
                 {
@@ -772,6 +837,9 @@ impl Relay {
         }
         if let Some(notifier) = self.notifier.take() {
             notifier.finish(SHUTDOWN_GRACE);
+        }
+        if let Some(store) = self.store.take() {
+            store.finish(STORE_GRACE);
         }
         info!("stopped");
     }

@@ -520,6 +520,48 @@ fn relay_series(x: &mut Exposition, servers: usize, counters: &Counters, connect
             ("dropped", delivered.dropped),
         ],
     );
+    let store = counters.store;
+    labelled_counter(
+        x,
+        "vstats_relay_history_rows_total",
+        "Minutes of history handed to the database, by result: written, or dropped (the oldest, \
+         with the queue full while the disk was full or slow).",
+        "result",
+        &[
+            ("written", store.rows_written),
+            ("dropped", store.rows_dropped),
+        ],
+    );
+    let history = [
+        (
+            "vstats_relay_history_write_errors_total",
+            "counter",
+            "Writes to the history database that failed and wait to be tried again.",
+            store.write_errors,
+        ),
+        (
+            "vstats_relay_history_queries_total",
+            "counter",
+            "Reads of the history database for requests.",
+            store.queries,
+        ),
+        (
+            "vstats_relay_history_queued_rows",
+            "gauge",
+            "Minutes waiting to be written to the history database.",
+            store.rows_queued,
+        ),
+        (
+            "vstats_relay_history_database_bytes",
+            "gauge",
+            "The history database's size, as of its last write.",
+            store.bytes,
+        ),
+    ];
+    for (name, kind, help, value) in history {
+        x.family(name, kind, help);
+        x.sample(name, &[], value as f64);
+    }
 }
 
 /// A counter family of one label, a sample for each of its values.

@@ -61,6 +61,25 @@ pub struct Counters {
     /// Notification deliveries by result, as the shell last told the
     /// engine (the delivery threads count them).
     pub notifications: Deliveries,
+    /// What the history database did, as the shell last told the engine
+    /// (its threads count it).
+    pub store: StoreCounts,
+}
+
+/// The history database's work, counted by its threads (`store.rs`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct StoreCounts {
+    pub rows_written: u64,
+    /// Minutes dropped, oldest first, because the queue was full (the
+    /// disk full or too slow for longer than the queue holds).
+    pub rows_dropped: u64,
+    /// Rows waiting in the queue now.
+    pub rows_queued: u64,
+    /// Batches that failed and wait to be tried again.
+    pub write_errors: u64,
+    pub queries: u64,
+    /// The database file's size, as of the last write.
+    pub bytes: u64,
 }
 
 /// vStats agents' frames that the relay reads and drops: their own
