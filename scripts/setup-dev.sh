@@ -27,9 +27,10 @@ fi
 # mmdebstrap (a real systemd booted in systemd-nspawn: tests/systemd.rs),
 # prometheus (scrape test; promtool for /metrics and the alerting rules),
 # qemu-user-static (cross tests), chromium and a CJK font (browser test),
-# iproute2 (ss: a test reads the relay's kernel send buffers).
+# iproute2 (ss: a test reads the relay's kernel send buffers), sqlite3 (a
+# user's reads of the history database while the relay writes it).
 missing=""
-for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei iproute2; do
+for package in valgrind busybox dash shellcheck systemd systemd-container mmdebstrap prometheus qemu-user-static chromium fonts-wqy-microhei iproute2 sqlite3; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

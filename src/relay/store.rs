@@ -10,7 +10,7 @@
 //! tries again every [`RETRY_EVERY`], with one log line a minute; a
 //! corrupt file is renamed aside and a fresh one started.
 
-use super::history::{GAP, POINT_BYTES, Point, SERIES};
+use super::history::{GAP, History, POINT_BYTES, Point, SERIES};
 use super::rollup::{self, Answer, Ask, DAY_SECS, Job, Retention, Row, Step, Tier};
 use super::shared::StoreCounts;
 use log::{debug, info, warn};
@@ -40,6 +40,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// A quarter, hour or day is rolled up this long after it ends, when its
 /// last minute has surely been written.
 const ROLLUP_GRACE: u64 = 30;
+/// Servers a transaction of an import holds (about 1,500 minutes each).
+const IMPORT_CHUNK: usize = 100;
 /// How long a write waits for a lock another process holds (a user's
 /// `sqlite3` in a transaction) before it is tried again later.
 const BUSY_WAIT: Duration = Duration::from_secs(2);
@@ -251,16 +253,27 @@ impl Store {
     /// Writes what is queued and rolls up what is open, waiting at most
     /// `grace`; then stops both threads.
     pub fn finish(mut self, grace: Duration) {
-        lock(&self.shared.queue).stop = true;
-        self.shared.queued.notify_all();
+        let deadline = Instant::now() + grace;
+        // The reader first: its connection closed, the writer's is the last,
+        // and closing it folds the WAL back into the file.
         lock(&self.shared.asks).stop = true;
         self.shared.asked.notify_all();
-        let deadline = Instant::now() + grace;
+        if let Some(reader) = self.reader.take() {
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
+        lock(&self.shared.queue).stop = true;
+        self.shared.queued.notify_all();
         while !self.shared.done.load(Ordering::Acquire) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         match self.writer.take() {
-            Some(writer) if writer.is_finished() => {
+            // Done: it is returning.
+            Some(writer) if self.shared.done.load(Ordering::Acquire) => {
                 let _ = writer.join();
             }
             Some(_) => warn!(
@@ -268,9 +281,6 @@ impl Store {
                 lock(&self.shared.queue).rows
             ),
             None => {}
-        }
-        if let Some(reader) = self.reader.take().filter(|reader| reader.is_finished()) {
-            let _ = reader.join();
         }
     }
 }
@@ -352,7 +362,11 @@ impl Writer {
                 continue;
             }
             let written = rows_in(&jobs);
-            match self.apply(&jobs) {
+            let imported = jobs.iter().try_for_each(|job| match job {
+                Job::Import(histories) => self.import(histories),
+                _ => Ok(()),
+            });
+            match imported.and_then(|()| self.apply(&jobs)) {
                 Ok(()) => {
                     self.shared
                         .counts
@@ -384,6 +398,9 @@ impl Writer {
                 break;
             }
         }
+        // Closing the last connection checkpoints the WAL into the file
+        // and removes it: a stopped relay leaves one file.
+        self.db = None;
         self.shared.done.store(true, Ordering::Release);
     }
 
@@ -548,38 +565,8 @@ impl Writer {
                             marks.push((id, step.time));
                         }
                     }
-                    Job::Import(histories) => {
-                        let done: Option<i64> = tx
-                            .query_row("SELECT 1 FROM meta WHERE key = 'imported'", [], |row| {
-                                row.get(0)
-                            })
-                            .optional()?;
-                        if done.is_some() {
-                            continue;
-                        }
-                        // What the relay has written since start is newer:
-                        // an imported minute never replaces it.
-                        let mut insert = tx.prepare(
-                            "INSERT OR IGNORE INTO minutes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        )?;
-                        let mut count = 0;
-                        for (server, history) in histories {
-                            let id = server_id(&tx, &self.ids, &mut new_ids, server)?;
-                            for step in rollup::minutes_of_saved(history) {
-                                insert_step(&mut insert, id, &step)?;
-                                marks.push((id, step.time));
-                                count += 1;
-                            }
-                        }
-                        tx.execute(
-                            "INSERT INTO meta VALUES ('imported', ?1)",
-                            [unix_now() as i64],
-                        )?;
-                        info!(
-                            "history: {count} minutes of {} server(s) imported from the history file",
-                            histories.len()
-                        );
-                    }
+                    // In transactions of their own (see `import`).
+                    Job::Import(_) => {}
                     Job::Forget(server) => {
                         if let Some(id) = self.lookup(&tx, &new_ids, server)? {
                             delete_server(&tx, id)?;
@@ -615,6 +602,59 @@ impl Writer {
         for (id, time) in marks {
             self.mark(id, time);
         }
+        Ok(())
+    }
+
+    /// Imports a history file's histories, [`IMPORT_CHUNK`] servers a
+    /// transaction: a migration of thousands of servers never holds the
+    /// whole of it in one WAL. A stop half-way imports the rest next time
+    /// (a minute already there is kept), and the database then notes that
+    /// it is done.
+    fn import(&mut self, histories: &[(String, Box<History>)]) -> Result<(), Trouble> {
+        let done: Option<i64> = self
+            .db()?
+            .query_row("SELECT 1 FROM meta WHERE key = 'imported'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let mut count = 0;
+        for chunk in histories.chunks(IMPORT_CHUNK) {
+            let mut new_ids = Vec::new();
+            let mut marks = Vec::new();
+            {
+                let db = self.db()?;
+                let tx = db.unchecked_transaction()?;
+                // What the relay wrote since it started is newer: an
+                // imported minute never replaces it.
+                let mut insert =
+                    tx.prepare("INSERT OR IGNORE INTO minutes VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+                for (server, history) in chunk {
+                    let id = server_id(&tx, &self.ids, &mut new_ids, server)?;
+                    for step in rollup::minutes_of_saved(history) {
+                        insert_step(&mut insert, id, &step)?;
+                        marks.push((id, step.time));
+                        count += 1;
+                    }
+                }
+                drop(insert);
+                tx.commit()?;
+            }
+            self.ids.extend(new_ids);
+            for (id, time) in marks {
+                self.mark(id, time);
+            }
+        }
+        self.db()?.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('imported', ?1)",
+            [unix_now() as i64],
+        )?;
+        info!(
+            "history: {count} minutes of {} server(s) imported from the history file",
+            histories.len()
+        );
         Ok(())
     }
 
@@ -1055,7 +1095,7 @@ fn render(ask: &Ask, steps: Vec<Step>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::history::{self, History, Reading};
+    use crate::relay::history::{self, Reading};
     use crate::relay::rollup::{Plan, Source};
 
     /// A day in the past, so every quarter, hour and day of it is over.
