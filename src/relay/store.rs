@@ -19,7 +19,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -116,16 +116,6 @@ struct Asks {
     stop: bool,
 }
 
-#[derive(Default)]
-struct Counts {
-    rows_written: AtomicU64,
-    rows_dropped: AtomicU64,
-    rows_queued: AtomicU64,
-    write_errors: AtomicU64,
-    queries: AtomicU64,
-    bytes: AtomicU64,
-}
-
 /// What the loop and the two threads share.
 struct Shared {
     path: PathBuf,
@@ -137,12 +127,19 @@ struct Shared {
     answers: Mutex<Vec<Answer>>,
     /// Written once an answer is ready: the loop polls it.
     ready: EventFd,
-    counts: Counts,
+    /// Plain counts behind a lock: MIPS32 has no 64-bit atomics.
+    counts: Mutex<StoreCounts>,
     /// Bumped each time the writer starts a new file (a corrupt one was
     /// put aside): the reader opens the new one.
-    generation: AtomicU64,
+    generation: AtomicUsize,
     /// The writer has finished its last work (at shutdown).
     done: AtomicBool,
+}
+
+impl Shared {
+    fn count(&self, change: impl FnOnce(&mut StoreCounts)) {
+        change(&mut lock(&self.counts));
+    }
 }
 
 /// Locks a mutex, even one a panicking thread left poisoned: the queues
@@ -174,8 +171,8 @@ impl Store {
             asked: Condvar::new(),
             answers: Mutex::default(),
             ready,
-            counts: Counts::default(),
-            generation: AtomicU64::new(0),
+            counts: Mutex::default(),
+            generation: AtomicUsize::new(0),
             done: AtomicBool::new(false),
         });
         let writer = {
@@ -207,15 +204,11 @@ impl Store {
         let mut queue = lock(&self.shared.queue);
         let dropped = queue.push(job);
         self.shared
-            .counts
-            .rows_queued
-            .store(queue.rows as u64, Ordering::Relaxed);
+            .count(|counts| counts.rows_queued = queue.rows as u64);
         drop(queue);
         if dropped > 0 {
             self.shared
-                .counts
-                .rows_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
+                .count(|counts| counts.rows_dropped += dropped as u64);
         }
         self.shared.queued.notify_one();
     }
@@ -239,15 +232,7 @@ impl Store {
     }
 
     pub fn counts(&self) -> StoreCounts {
-        let counts = &self.shared.counts;
-        StoreCounts {
-            rows_written: counts.rows_written.load(Ordering::Relaxed),
-            rows_dropped: counts.rows_dropped.load(Ordering::Relaxed),
-            rows_queued: counts.rows_queued.load(Ordering::Relaxed),
-            write_errors: counts.write_errors.load(Ordering::Relaxed),
-            queries: counts.queries.load(Ordering::Relaxed),
-            bytes: counts.bytes.load(Ordering::Relaxed),
-        }
+        *lock(&self.shared.counts)
     }
 
     /// Writes what is queued and rolls up what is open, waiting at most
@@ -369,16 +354,11 @@ impl Writer {
             match imported.and_then(|()| self.apply(&jobs)) {
                 Ok(()) => {
                     self.shared
-                        .counts
-                        .rows_written
-                        .fetch_add(written as u64, Ordering::Relaxed);
+                        .count(|counts| counts.rows_written += written as u64);
                     self.clear_trouble("write");
                 }
                 Err(trouble) => {
-                    self.shared
-                        .counts
-                        .write_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.count(|counts| counts.write_errors += 1);
                     let dropped = lock(&self.shared.queue).put_back(jobs);
                     self.count_dropped(dropped);
                     self.trouble(trouble, "write");
@@ -418,7 +398,7 @@ impl Writer {
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
         let jobs = queue.take();
-        self.shared.counts.rows_queued.store(0, Ordering::Relaxed);
+        self.shared.count(|counts| counts.rows_queued = 0);
         (jobs, queue.stop)
     }
 
@@ -436,9 +416,7 @@ impl Writer {
     fn count_dropped(&self, dropped: usize) {
         if dropped > 0 {
             self.shared
-                .counts
-                .rows_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
+                .count(|counts| counts.rows_dropped += dropped as u64);
         }
     }
 
@@ -762,10 +740,7 @@ impl Writer {
             |row| row.get(0),
         );
         if let Ok(size) = size {
-            self.shared
-                .counts
-                .bytes
-                .store(size as u64, Ordering::Relaxed);
+            self.shared.count(|counts| counts.bytes = size as u64);
         }
     }
 }
@@ -1016,7 +991,7 @@ fn open_for_writing(path: &Path) -> Result<(Connection, Vec<(i64, u64)>), Troubl
 /// The reader thread: answers asks in order, each from a snapshot of the
 /// database (WAL: the writer never waits for it, nor it for the writer).
 fn read_loop(shared: &Shared) {
-    let mut db: Option<(u64, Connection)> = None;
+    let mut db: Option<(usize, Connection)> = None;
     loop {
         let ask = {
             let mut asks = lock(&shared.asks);
@@ -1058,7 +1033,7 @@ fn read_loop(shared: &Shared) {
             // A file put aside, perhaps: open it afresh next time.
             db = None;
         }
-        shared.counts.queries.fetch_add(1, Ordering::Relaxed);
+        shared.count(|counts| counts.queries += 1);
         lock(&shared.answers).push(Answer { id: ask.id, body });
         let _ = shared.ready.write(1);
     }
