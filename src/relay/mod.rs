@@ -44,6 +44,8 @@ pub use history::to_file as history_to_file;
 pub use history::{History, Reading, file_beside as history_file_beside};
 pub use notify::test_command as notify_test_command;
 pub use registry::{Registry, update as update_registry};
+pub use rollup::Tier as HistoryTier;
+pub use store::{MadeUpStep, file_beside as history_db_beside, fill as fill_history_db};
 
 use conn::{Body, HeadPhase, RespondPhase, ServerStream, Socket, Stop, Turn, Written};
 use engine::{Admission, After, Effect, Engine, RegistryRead};
