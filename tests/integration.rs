@@ -24,6 +24,7 @@ mod relay;
 mod relay_dist;
 mod relay_fairness;
 mod relay_history;
+mod relay_history_db;
 mod relay_hostile;
 mod relay_limits;
 mod systemd;

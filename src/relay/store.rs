@@ -537,9 +537,19 @@ impl Writer {
                         let mut insert = tx.prepare(
                             "INSERT OR REPLACE INTO minutes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?;
+                        let mut select = tx.prepare(&select_steps("minutes"))?;
                         for Row { server, step } in rows {
                             let id = server_id(&tx, &self.ids, &mut new_ids, server)?;
-                            insert_step(&mut insert, id, step)?;
+                            // A minute stored already (by a relay stopped
+                            // within it, before this one started) is
+                            // combined with, not replaced.
+                            let stored = query_steps(&mut select, id, step.time, step.time)?;
+                            if stored.is_empty() {
+                                insert_step(&mut insert, id, step)?;
+                            } else {
+                                let both = stored.iter().chain([step]);
+                                insert_step(&mut insert, id, &rollup::combine(step.time, both))?;
+                            }
                             marks.push((id, step.time));
                         }
                     }
@@ -1312,6 +1322,25 @@ mod tests {
         );
         assert_eq!(answers[1].body.as_ref().unwrap().lines().count(), 6);
         store.finish(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_minute_written_twice_is_combined_not_replaced() {
+        // A relay stopped within a minute wrote it; the next one writes it
+        // again, with the samples after its start.
+        let dir = tempfile::tempdir().unwrap();
+        for (cpu, max) in [(10.0, 40.0), (30.0, 35.0)] {
+            let (store, _) = start(&dir);
+            store.send(minutes("a", [step(T, cpu, max, 100)]));
+            store.finish(Duration::from_secs(10));
+        }
+        let db = Connection::open(dir.path().join("relay.db")).unwrap();
+        let mut select = db.prepare(&select_steps("minutes")).unwrap();
+        let stored = query_steps(&mut select, 1, T, T).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(history::decode(0, &stored[0].mean), Some(20.0));
+        assert_eq!(history::decode(0, &stored[0].max), Some(40.0));
+        assert_eq!(stored[0].rx_bytes, 200);
     }
 
     #[test]
