@@ -15,6 +15,7 @@ use super::rollup::{self, Answer, Ask, DAY_SECS, Job, Retention, Row, Step, Tier
 use super::shared::StoreCounts;
 use log::{debug, info, warn};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::AsFd;
@@ -332,6 +333,8 @@ impl Writer {
     }
 
     fn run(mut self) {
+        // At once, so that reads are answered before the first write.
+        self.open();
         loop {
             let (jobs, stopping) = self.wait_for_work();
             if self.db.is_none() {
@@ -878,12 +881,27 @@ fn query_steps(
     last: u64,
 ) -> rusqlite::Result<Vec<Step>> {
     let steps = select.query_map(params![id, first as i64, last as i64], |row| {
+        // Whatever a hand-edited row holds reads as something: a blob of
+        // another size is a gap, a number of another kind a zero.
+        let number = |at| -> rusqlite::Result<u64> {
+            Ok(match row.get_ref(at)? {
+                ValueRef::Integer(value) => value.max(0) as u64,
+                ValueRef::Real(value) => value.max(0.0) as u64,
+                _ => 0,
+            })
+        };
+        let blob = |at| -> rusqlite::Result<Point> {
+            Ok(match row.get_ref(at)? {
+                ValueRef::Blob(bytes) => point(Some(bytes)),
+                _ => GAP,
+            })
+        };
         Ok(Step {
-            time: row.get::<_, i64>(0)?.max(0) as u64,
-            mean: point(row.get_ref(1)?.as_blob_or_null()?),
-            max: point(row.get_ref(2)?.as_blob_or_null()?),
-            rx_bytes: row.get::<_, i64>(3)?.max(0) as u64,
-            tx_bytes: row.get::<_, i64>(4)?.max(0) as u64,
+            time: number(0)?,
+            mean: blob(1)?,
+            max: blob(2)?,
+            rx_bytes: number(3)?,
+            tx_bytes: number(4)?,
         })
     })?;
     steps.collect()
@@ -937,10 +955,17 @@ impl<'a> RollupStatements<'a> {
     }
 }
 
+/// The servers' row ids by name; a hand-edited name that is not text is
+/// skipped.
 fn load_ids(db: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
     let mut select = db.prepare("SELECT name, id FROM servers")?;
-    let ids = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    ids.collect()
+    let ids = select.query_map([], |row| {
+        Ok(match row.get_ref(0)? {
+            ValueRef::Text(name) => Some((String::from_utf8_lossy(name).into_owned(), row.get(1)?)),
+            _ => None,
+        })
+    })?;
+    ids.filter_map(Result::transpose).collect()
 }
 
 /// The tables: each tier a table of steps keyed by server and time (unix
@@ -1037,14 +1062,13 @@ fn open_for_writing(path: &Path) -> Result<(Connection, Vec<(i64, u64)>), Troubl
                 "SELECT id, (SELECT max(time) FROM minutes WHERE server = servers.id) FROM servers",
             )?;
             let rows = select.query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+                Ok(match row.get_ref(1)? {
+                    ValueRef::Integer(time) => Some((row.get::<_, i64>(0)?, time.max(0) as u64)),
+                    _ => None,
+                })
             })?;
-            rows.filter_map(|row| match row {
-                Ok((id, Some(time))) => Some(Ok((id, time.max(0) as u64))),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            rows.filter_map(Result::transpose)
+                .collect::<rusqlite::Result<Vec<_>>>()?
         };
         Ok(newest)
     })();
@@ -1341,6 +1365,62 @@ mod tests {
         assert_eq!(history::decode(0, &stored[0].mean), Some(20.0));
         assert_eq!(history::decode(0, &stored[0].max), Some(40.0));
         assert_eq!(stored[0].rx_bytes, 200);
+    }
+
+    #[test]
+    fn hand_edited_rows_read_as_gaps_and_never_beyond_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = start(&dir);
+        store.send(minutes("a", [step(T, 5.0, 5.0, 1)]));
+        store.finish(Duration::from_secs(10));
+        // A person's edits: a blob of another length, a time before 1970,
+        // text where bytes go, and many rows outside the span asked.
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(&format!(
+            "INSERT INTO minutes VALUES (1, {}, x'01', x'0102', -5, 7);
+             INSERT INTO minutes VALUES (1, -60, x'00', x'00', 0, 0);
+             UPDATE minutes SET rx_bytes = 'lots' WHERE time = {T};
+             INSERT INTO servers (name) VALUES ('b');
+             INSERT INTO servers (name) VALUES (42);
+             INSERT INTO minutes VALUES (3, 'noon', x'00', x'00', 0, 0);
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+             INSERT INTO minutes SELECT 2, {} + i * 60, x'00', x'00', 0, 0 FROM n;",
+            T + 60,
+            T + 86_400
+        ))
+        .unwrap();
+        drop(db);
+        let (store, _) = start(&dir);
+        let plan = Plan {
+            source: Source::Database(Tier::Minutes),
+            step: 60,
+            first: T,
+            last: T + 120,
+        };
+        for (id, server) in [(1, "a"), (2, "b")] {
+            let ask = Ask {
+                id,
+                server: server.into(),
+                tier: Tier::Minutes,
+                plan: plan.clone(),
+                csv: true,
+                range: "custom",
+                last_seen: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let body = loop {
+                store.ask(ask.clone()).unwrap();
+                match answers(&store, 1).remove(0).body {
+                    Ok(body) => break body,
+                    Err(e) if Instant::now() < deadline => {
+                        assert!(e.contains("not open yet"), "{e}");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(body.lines().count(), 4, "{server}: three points:\n{body}");
+        }
+        store.finish(Duration::from_secs(10));
     }
 
     #[test]
