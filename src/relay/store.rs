@@ -538,6 +538,9 @@ impl Writer {
                 match job {
                     Job::Minutes(rows) => {
                         let mut insert = tx.prepare(
+                            "INSERT OR IGNORE INTO minutes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?;
+                        let mut replace = tx.prepare(
                             "INSERT OR REPLACE INTO minutes VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?;
                         let mut select = tx.prepare(&select_steps("minutes"))?;
@@ -546,12 +549,10 @@ impl Writer {
                             // A minute stored already (by a relay stopped
                             // within it, before this one started) is
                             // combined with, not replaced.
-                            let stored = query_steps(&mut select, id, step.time, step.time)?;
-                            if stored.is_empty() {
-                                insert_step(&mut insert, id, step)?;
-                            } else {
+                            if insert_step(&mut insert, id, step)? == 0 {
+                                let stored = query_steps(&mut select, id, step.time, step.time)?;
                                 let both = stored.iter().chain([step]);
-                                insert_step(&mut insert, id, &rollup::combine(step.time, both))?;
+                                insert_step(&mut replace, id, &rollup::combine(step.time, both))?;
                             }
                             marks.push((id, step.time));
                         }
@@ -845,7 +846,9 @@ fn server_id(
     Ok(id)
 }
 
-fn insert_step(insert: &mut rusqlite::Statement, id: i64, step: &Step) -> rusqlite::Result<()> {
+/// Runs an insert of a step; the rows it changed (0: one was there and
+/// the insert ignores it).
+fn insert_step(insert: &mut rusqlite::Statement, id: i64, step: &Step) -> rusqlite::Result<usize> {
     insert.execute(params![
         id,
         step.time as i64,
@@ -853,8 +856,7 @@ fn insert_step(insert: &mut rusqlite::Statement, id: i64, step: &Step) -> rusqli
         &step.max[..],
         step.rx_bytes.min(i64::MAX as u64) as i64,
         step.tx_bytes.min(i64::MAX as u64) as i64,
-    ])?;
-    Ok(())
+    ])
 }
 
 fn delete_server(tx: &Connection, id: i64) -> rusqlite::Result<()> {
