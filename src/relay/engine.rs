@@ -431,6 +431,8 @@ pub struct Engine {
     paused_until: Option<Instant>,
     malformed: Hush,
     refusals: Hush,
+    /// History requests the database could not answer.
+    history_trouble: Hush,
     accept_failures: Hush,
     /// A shutdown was ordered: nothing new is admitted.
     stopping: bool,
@@ -479,6 +481,7 @@ impl Engine {
             paused_until: None,
             malformed: Hush::default(),
             refusals: Hush::default(),
+            history_trouble: Hush::default(),
             accept_failures: Hush::default(),
             stopping: false,
             bodies: HashMap::new(),
@@ -860,7 +863,7 @@ impl Engine {
                 )
             }
             Err(why) => {
-                if let Some(earlier) = self.malformed.pass(now) {
+                if let Some(earlier) = self.history_trouble.pass(now) {
                     self.log(
                         Level::Warn,
                         format!("history request not answered: {why}{}", held_back(earlier)),
