@@ -628,6 +628,13 @@ fn the_page_is_sent_gzipped_to_a_client_that_accepts_it() {
         gzipped.len(),
         plain.len()
     );
+    // The page's budget: 16 KiB on the wire, so that a dashboard opens at
+    // once on a slow uplink; a feature that needs more must pay for it.
+    assert!(
+        gzipped.len() <= 16 * 1024,
+        "the page is {} bytes gzipped, over its 16 KiB budget",
+        gzipped.len()
+    );
     let mut unpacked = Vec::new();
     flate2::read::GzDecoder::new(&gzipped[..])
         .read_to_end(&mut unpacked)
