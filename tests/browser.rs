@@ -473,8 +473,9 @@ impl Browser {
 
     /// What the detail view shows: whether it (and the grid) is shown, the
     /// hash, the name, how many points each shown chart's longest series
-    /// has (by title), the per-core bars, the disk and interface tables'
-    /// cells, and the facts (by label).
+    /// has (by title), how many bands up to the maxima the charts draw,
+    /// the per-core bars, the disk and interface tables' cells, and the
+    /// facts (by label).
     fn detail(&mut self) -> Value {
         self.eval(
             r#"(() => {
@@ -483,16 +484,18 @@ impl Browser {
                 const cells = id => [...document.querySelectorAll(id + ' tr')]
                     .map(r => [...r.cells].map(c => c.textContent));
                 const charts = {};
+                let bands = 0;
                 for (const c of d.querySelectorAll('.chart')) {
                     if (c.hidden) continue;
-                    const n = [...c.querySelectorAll('path')].map(p => +p.dataset.points);
+                    const n = [...c.querySelectorAll('path[data-points]')].map(p => +p.dataset.points);
                     charts[c.querySelector('h3').textContent] = Math.max(0, ...n);
+                    bands += c.querySelectorAll('path.band[d*="Z"]').length;
                 }
                 const facts = {};
                 for (const e of d.querySelectorAll('#d-facts > div')) facts[e.firstChild.textContent] = e.lastChild.textContent;
                 return {
                     shown: shown(d), grid: shown(document.querySelector('#grid')),
-                    hash: location.hash, name: d.querySelector('#d-name').textContent, charts,
+                    hash: location.hash, name: d.querySelector('#d-name').textContent, charts, bands,
                     cores: d.querySelectorAll('#d-cores .core').length,
                     disks: cells('#d-disks'), interfaces: cells('#d-ifs'), facts,
                 };
@@ -942,6 +945,13 @@ fn dashboard_passes_viewer_token() {
         || relay.proc.log(),
         || (browser.eval(message) == "No history yet.").then_some(()),
     );
+    // So does the CSV link.
+    let link = browser.eval("document.querySelector('#d-csv').href");
+    let link = link.as_str().unwrap();
+    let path = &link[link.find("/api/").unwrap()..];
+    assert!(path.ends_with("&format=csv&token=s3cret%26x"), "{link}");
+    let csv = http_get(relay.port, path).unwrap();
+    assert!(csv.starts_with("time,unix,"), "{csv:.200}");
 
     browser.navigate(&relay.url());
     let conn = poll(
@@ -1213,7 +1223,7 @@ fn noise(x: f64) -> f64 {
 }
 
 /// A day of made-up history for the pictures: a sample a minute, one every
-/// 10 s in the last hour, slow waves with noise, and no samples in `gaps`
+/// 10 s in the last hour, of `made_up_values`, and no samples in `gaps`
 /// (from, to: seconds ago).
 fn made_up_history(
     seed: f64,
@@ -1229,29 +1239,7 @@ fn made_up_history(
         if gaps.iter().any(|&(from, to)| ago <= from && ago >= to) {
             continue;
         }
-        let t = (now - ago) as f64;
-        let wave = |period: f64| (t / period + seed).sin();
-        let jitter = noise(t + seed);
-        let swing = cpu.min(100.0 - cpu) * 0.5;
-        let busy = (cpu + swing * wave(1500.0) + 8.0 * (jitter - 0.5)).clamp(0.0, 100.0);
-        let burst = if noise(t / 60.0 + seed) > 0.95 {
-            2.5
-        } else {
-            1.0
-        };
-        let traffic = 0.3 + cpu / 40.0;
-        let values = [
-            busy,
-            memory + 4.0 * wave(7200.0) + jitter,
-            8.0 + 2.0 * wave(20_000.0),
-            39.0 + ago as f64 / 86_400.0,
-            traffic * burst * (900_000.0 + 300_000.0 * wave(900.0) + 300_000.0 * jitter),
-            traffic * burst * (250_000.0 + 100_000.0 * wave(700.0) + 90_000.0 * jitter),
-            120_000.0 * (1.0 + wave(1100.0)) + 60_000.0 * jitter,
-            250_000.0 + 80_000.0 * wave(500.0) + 120_000.0 * jitter * jitter,
-            busy / 25.0,
-            48.0 + busy / 5.0 + 2.0 * jitter,
-        ];
+        let values = made_up_values(now - ago, now, seed, cpu, memory);
         history.record(
             now - ago,
             &Reading {
@@ -1261,6 +1249,131 @@ fn made_up_history(
         );
     }
     history
+}
+
+/// Days ago at which a made-up server's CPU spikes to nearly 100 % for 20
+/// minutes, with a burst of traffic: on a year's chart only the steps'
+/// maxima keep them.
+const SPIKES: [f64; 10] = [0.4, 1.6, 3.3, 5.4, 11.2, 23.7, 64.0, 131.5, 208.2, 301.9];
+
+/// Noise in 0..1 that wanders: a new value every `every` seconds, eased
+/// into from the last.
+fn wander(t: f64, every: f64, seed: f64) -> f64 {
+    let (k, f) = ((t / every).floor(), (t / every).fract());
+    let ease = f * f * (3.0 - 2.0 * f);
+    noise(k + seed) * (1.0 - ease) + noise(k + 1.0 + seed) * ease
+}
+
+/// What a made-up server's agent would report at unix time `t` (`now`
+/// being the time of the pictures), in the order of a `Reading`'s
+/// series: waves of a day, a week and a season, noise that wanders over
+/// minutes, now and then a minute's burst of traffic, and `SPIKES`.
+fn made_up_values(t: u64, now: u64, seed: f64, cpu: f64, memory: f64) -> [f64; 10] {
+    let days = (now - t) as f64 / 86_400.0;
+    let t = t as f64;
+    // sin(t / period): 13,751 s is a day's period, 96,257 s a week's.
+    let wave = |period: f64| (t / period + seed).sin();
+    let jitter = noise(t + seed);
+    let swing = cpu.min(100.0 - cpu) * 0.5;
+    let spike = SPIKES
+        .iter()
+        .any(|&at| days >= at && days < at + 20.0 / 1440.0);
+    let busy = if spike {
+        96.0 + 4.0 * jitter
+    } else {
+        let rhythm = 0.5 * wave(13_751.0) + 0.2 * wave(96_257.0) + wander(t, 300.0, seed) - 0.5;
+        (cpu + swing * rhythm + 6.0 * (jitter - 0.5)).clamp(0.0, 100.0)
+    };
+    let burst = if spike || noise(t / 60.0 + seed) > 0.95 {
+        2.5
+    } else {
+        1.0
+    };
+    let traffic = (0.3 + cpu / 40.0) * burst * (1.0 + 0.2 * wave(13_751.0));
+    [
+        busy,
+        memory + 4.0 * wave(7200.0) + 3.0 * wave(2_000_000.0) + jitter,
+        8.0 + 2.0 * wave(20_000.0),
+        // The disk fills slowly: a year ago it was 30 % full.
+        39.0 - days / 40.0,
+        traffic * (700_000.0 + 600_000.0 * wander(t, 240.0, seed) + 300_000.0 * jitter),
+        traffic * (200_000.0 + 200_000.0 * wander(t, 200.0, seed + 1.0) + 90_000.0 * jitter),
+        120_000.0 * (0.5 + 0.5 * wave(13_751.0) + wander(t, 180.0, seed + 2.0)) + 60_000.0 * jitter,
+        200_000.0
+            + 80_000.0 * wave(2_000_000.0)
+            + 150_000.0 * wander(t, 400.0, seed + 3.0)
+            + 120_000.0 * jitter * jitter,
+        busy / 25.0,
+        48.0 + busy / 5.0 + 2.0 * jitter,
+    ]
+}
+
+/// A made-up server, as `made_up_values` takes it: seed, CPU %, memory %.
+type Shape = (f64, f64, f64);
+
+/// A year of made-up history for the pictures of the long ranges, written
+/// straight into the relay's database beside `state` (before the relay
+/// starts): 31 days of quarter hours and 366 days of hours for each of
+/// `servers` (id, shape, and a gap as (from, to) days ago), each step the
+/// mean and the maximum of `made_up_values` within it.
+fn made_up_year(state: &Path, servers: &[(&str, Shape, (f64, f64))]) {
+    use vstats::relay::{HistoryTier, fill_history_db, history_db_beside};
+    let db = history_db_beside(state);
+    let now = unix_now();
+    for (tier, days) in [(HistoryTier::Quarters, 31), (HistoryTier::Hours, 366)] {
+        let step = tier.step_secs();
+        let last = now - now % step;
+        let steps = servers.iter().flat_map(|&(id, shape, gap)| {
+            (0..days * 86_400 / step)
+                .map(move |k| last - k * step)
+                .filter(move |&time| {
+                    let days = (now - time) as f64 / 86_400.0;
+                    days > gap.0 || days < gap.1
+                })
+                .map(move |time| made_up_step(id, time, step, now, shape))
+        });
+        let written = fill_history_db(&db, tier, steps).unwrap();
+        assert!(
+            written as u64 >= days * 86_400 / step,
+            "{tier:?}: {written}"
+        );
+    }
+}
+
+/// The step of `made_up_year` at `time`: the mean and the maximum of 30
+/// samples of `made_up_values` (of those up to `now`), and the bytes moved.
+fn made_up_step(
+    server: &str,
+    time: u64,
+    step: u64,
+    now: u64,
+    (seed, cpu, memory): Shape,
+) -> vstats::relay::MadeUpStep {
+    use vstats::relay::{MadeUpStep, Reading};
+    let mut sum = [0.0; 10];
+    let mut max = [f64::MIN; 10];
+    let mut n = 0.0;
+    for t in (time..(time + step).min(now + 1)).step_by(step as usize / 30) {
+        let values = made_up_values(t, now, seed, cpu, memory);
+        for (i, v) in values.into_iter().enumerate() {
+            sum[i] += v;
+            max[i] = max[i].max(v);
+        }
+        n += 1.0;
+    }
+    let mean = sum.map(|s| s / n);
+    let reading = |values: [f64; 10]| Reading {
+        values: values.map(Some),
+        ..Reading::default()
+    };
+    MadeUpStep {
+        server: server.to_owned(),
+        time,
+        mean: reading(mean),
+        max: reading(max),
+        rx_bytes: (mean[4] * step as f64) as u64,
+        tx_bytes: (mean[5] * step as f64) as u64,
+    }
 }
 
 /// A full sample, as a busy server's agent would send it.
@@ -1326,9 +1439,11 @@ fn fake_agent(port: u16, token: &str, sample: &Value) -> WebSocket<TcpStream> {
     ws
 }
 
-/// Four servers with a day of history, three online with different CPU
-/// and memory figures and one offline: the grid counts them, filters by
-/// name or location, sorts each way, and follows a dark color scheme; the
+/// Four servers with a day of history (and a year of it in the history
+/// database), three online with different CPU and memory figures and one
+/// offline: the grid counts them, filters by name or location, sorts each
+/// way, and follows a dark color scheme; the detail view charts each range
+/// (a band up to the maxima beyond the hour) and links its CSV; the
 /// pictures in docs/ come from here.
 #[test]
 fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
@@ -1366,7 +1481,34 @@ fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
             .map(|((id, _), h)| (id.as_str(), h)),
     );
     std::fs::write(file_beside(&state), saved).unwrap();
+    // And a year in the database, where web-1 was away for half a day
+    // 17 days ago.
+    let year: Vec<_> = fleet
+        .iter()
+        .zip(&servers)
+        .enumerate()
+        .map(|(i, (&(name, _, cpu, memory, _), (id, _)))| {
+            let gap = if name == "web-1" {
+                (17.5, 17.0)
+            } else {
+                (0.0, 0.0)
+            };
+            (id.as_str(), (i as f64 * 1.7, cpu, memory), gap)
+        })
+        .collect();
+    made_up_year(&state, &year);
     let relay = relay_with_history(dir.path(), fleet.len());
+    // The relay imports the history file into its database (the day's
+    // minutes), on the database's thread.
+    poll(
+        Duration::from_secs(10),
+        "the history file imported",
+        || relay.proc.log(),
+        || {
+            let imported = format!("of {} server(s) imported", fleet.len());
+            relay.proc.log().contains(&imported).then_some(())
+        },
+    );
 
     let mut agents = Vec::new();
     for ((name, _, cpu, memory, cores), (_, token)) in fleet.iter().zip(&servers) {
@@ -1501,6 +1643,8 @@ fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
     );
     assert_eq!(detail["name"], "web-1");
     assert_eq!(detail["disks"].as_array().unwrap().len(), 2, "{detail}");
+    // The hour's 10 s steps keep no maximum: no band.
+    assert_eq!(detail["bands"], 0, "{detail}");
     // The pointer on a chart: the legend reads that step's time and values.
     let at = browser.eval(
         "(() => { const r = document.querySelector('.chart svg').getBoundingClientRect(); \
@@ -1518,7 +1662,8 @@ fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
     assert!(browser.background().iter().all(|&c| c < 50));
     browser.screenshot_page("detail-dark.png");
 
-    // 24 hours: the day's 288 steps of 5 minutes, with web-1's gap.
+    // 24 hours: the day's 720 steps of 2 minutes, from the minutes the
+    // relay imported, with web-1's gaps.
     browser.color_scheme("light");
     browser.click("[data-range=\"24h\"]");
     poll_page(
@@ -1526,9 +1671,63 @@ fn the_grid_filters_sorts_counts_and_follows_the_color_scheme() {
         "the 24 h charts",
         || relay.proc.log(),
         Browser::detail,
-        |d| (d["charts"]["CPU"].as_u64()? > 240).then_some(()),
+        |d| (d["charts"]["CPU"].as_u64()? > 650).then_some(()),
     );
     browser.screenshot("detail-24h.png");
+
+    // The long ranges, from the database: 672 quarter hours, 960 steps of
+    // 45 minutes, 973 of 9 hours; each chart with a band up to the maxima,
+    // where the spikes show.
+    for (range, points, shot) in [
+        ("7d", 640, Some("detail-7d.png")),
+        ("30d", 900, None),
+        ("1y", 940, Some("detail-1y.png")),
+    ] {
+        browser.click(&format!("[data-range=\"{range}\"]"));
+        let detail = poll_page(
+            &mut browser,
+            &format!("the {range} charts"),
+            || relay.proc.log(),
+            Browser::detail,
+            |d| (d["charts"]["CPU"].as_u64()? > points).then(|| d.clone()),
+        );
+        assert!(detail["bands"].as_u64().unwrap() >= 7, "{range}: {detail}");
+        // The CSV link downloads what the charts show.
+        let link = browser.eval("document.querySelector('#d-csv').href");
+        let link = link.as_str().unwrap();
+        let path = &link[link.find("/api/").unwrap()..];
+        assert!(
+            path.ends_with(&format!("/history?range={range}&format=csv")),
+            "{link}"
+        );
+        let csv = http_get(relay.port, path).unwrap();
+        assert!(
+            csv.starts_with("time,unix,cpu,cpu_max,"),
+            "{path}: {csv:.200}"
+        );
+        assert!(csv.lines().count() > points as usize, "{path}");
+        // The pointer's readout: the step's date and time, mean and max.
+        let at = browser.eval(
+            "(() => { const r = document.querySelector('.chart svg').getBoundingClientRect(); \
+             return [r.x + r.width * 0.7, r.y + r.height / 2]; })()",
+        );
+        browser.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": at[0], "y": at[1]}),
+        );
+        let readout = browser.eval("document.querySelector('.chart .lg').textContent");
+        let readout = readout.as_str().unwrap();
+        assert!(
+            readout.contains(" max ") && readout.contains(':'),
+            "{readout}"
+        );
+        if let Some(shot) = shot {
+            browser.screenshot_page(shot);
+        }
+    }
+    browser.color_scheme("dark");
+    browser.screenshot_page("detail-1y-dark.png");
+    browser.color_scheme("light");
 
     // Phone width: nothing wider than the screen but the tables' own
     // scrolling.
