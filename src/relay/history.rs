@@ -151,6 +151,37 @@ pub fn decode(index: usize, point: &Point) -> Option<f64> {
     }
 }
 
+/// Keeps in `kept` each series' larger value of the two points, compared
+/// in their code (which orders as the values do; a gap is smaller than
+/// any value).
+pub fn keep_larger(kept: &mut Point, other: &Point) {
+    for index in 0..SERIES.len() {
+        let (at, width) = layout(index);
+        let code = |point: &Point| -> Option<i32> {
+            let bytes = &point[at..at + width];
+            (bytes != &GAP[at..at + width]).then(|| match (index, width) {
+                (TEMPERATURE, _) => i32::from(bytes[0] as i8),
+                (_, 1) => i32::from(bytes[0]),
+                _ => i32::from(u16::from_le_bytes([bytes[0], bytes[1]])),
+            })
+        };
+        if code(other) > code(kept) {
+            kept[at..at + width].copy_from_slice(&other[at..at + width]);
+        }
+    }
+}
+
+/// A mean of decoded values to what a reader needs: whole B/s for rates,
+/// hundredths for percentages and load, tenths of a degree.
+pub fn rounded(index: usize, value: f64) -> f64 {
+    let scale = match index {
+        TEMPERATURE => 10.0,
+        i if i < PERCENTS || i == LOAD => 100.0,
+        _ => 1.0,
+    };
+    (value * scale).round() / scale
+}
+
 /// The samples of the step in progress: sums for means, the maximum for
 /// temperature.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -781,6 +812,31 @@ mod tests {
             );
         }
         assert_eq!(decode(1, &point), None);
+    }
+
+    #[test]
+    fn the_larger_of_two_points_is_found_in_their_code() {
+        let (mut kept, mut other) = (GAP, GAP);
+        for (index, a, b) in [
+            (CPU, Some(10.0), Some(90.0)),
+            (1, Some(50.0), None),
+            (4, Some(1e9), Some(3.0)),
+            (5, None, Some(7.0)),
+            (LOAD, Some(0.5), Some(2.25)),
+            (TEMPERATURE, Some(-20.0), Some(-3.0)),
+        ] {
+            encode(index, a, &mut kept);
+            encode(index, b, &mut other);
+        }
+        keep_larger(&mut kept, &other);
+        let values: Vec<Option<f64>> = (0..SERIES.len()).map(|i| decode(i, &kept)).collect();
+        assert_eq!(values[CPU], Some(90.0));
+        assert_eq!(values[1], Some(50.0));
+        assert!(values[4].unwrap() > 9.9e8);
+        assert_eq!(values[5], Some(7.0));
+        assert_eq!(values[LOAD], Some(2.25));
+        assert_eq!(values[TEMPERATURE], Some(-3.0));
+        assert_eq!(values[SWAP], None, "gaps stay gaps");
     }
 
     #[test]

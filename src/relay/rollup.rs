@@ -472,38 +472,50 @@ pub struct Points {
 /// the plan's points.
 pub fn group(plan: &Plan, steps: impl IntoIterator<Item = Step>) -> Points {
     let count = plan.points();
-    let mut groups: Vec<Vec<Step>> = vec![Vec::new(); count];
+    let mut sums = vec![[0.0; SERIES.len()]; count];
+    let mut counts = vec![[0u32; SERIES.len()]; count];
+    // The maxima stay in their code, which orders as the values do: a
+    // year's 8,760 hours are compared, not decoded (`exp2` for each rate
+    // was most of a 1y read's time).
+    let mut peaks = vec![GAP; count];
+    let (mut rx_bytes, mut tx_bytes) = (vec![0u64; count], vec![0u64; count]);
     for step in steps {
-        if step.time < plan.first {
+        let Some(index) = step
+            .time
+            .checked_sub(plan.first)
+            .map(|since| (since / plan.step) as usize)
+            .filter(|index| *index < count)
+        else {
             continue;
+        };
+        for series in 0..SERIES.len() {
+            if let Some(value) = history::decode(series, &step.mean) {
+                sums[index][series] += value;
+                counts[index][series] += 1;
+            }
         }
-        let index = ((step.time - plan.first) / plan.step) as usize;
-        if let Some(group) = groups.get_mut(index) {
-            group.push(step);
-        }
+        history::keep_larger(&mut peaks[index], &step.max);
+        rx_bytes[index] = rx_bytes[index].saturating_add(step.rx_bytes);
+        tx_bytes[index] = tx_bytes[index].saturating_add(step.tx_bytes);
     }
-    let mut points = Points {
+    let means = sums
+        .iter()
+        .zip(&counts)
+        .map(|(sums, counts)| {
+            std::array::from_fn(|series| {
+                (counts[series] > 0)
+                    .then(|| history::rounded(series, sums[series] / f64::from(counts[series])))
+            })
+        })
+        .collect();
+    Points {
         start: plan.first,
         step: plan.step,
-        means: Vec::with_capacity(count),
-        maxes: Some(Vec::with_capacity(count)),
-        rx_bytes: Vec::with_capacity(count),
-        tx_bytes: Vec::with_capacity(count),
-    };
-    for (index, group) in groups.iter().enumerate() {
-        let time = plan.first + index as u64 * plan.step;
-        let step = match group.as_slice() {
-            [one] => one.clone(),
-            steps => combine(time, steps),
-        };
-        points.means.push(values(&step.mean));
-        if let Some(maxes) = &mut points.maxes {
-            maxes.push(values(&step.max));
-        }
-        points.rx_bytes.push(step.rx_bytes);
-        points.tx_bytes.push(step.tx_bytes);
+        means,
+        maxes: Some(peaks.iter().map(values).collect()),
+        rx_bytes,
+        tx_bytes,
     }
-    points
 }
 
 fn values(point: &Point) -> [Option<f64>; SERIES.len()] {
