@@ -46,6 +46,10 @@ const IMPORT_CHUNK: usize = 100;
 /// How long a write waits for a lock another process holds (a user's
 /// `sqlite3` in a transaction) before it is tried again later.
 const BUSY_WAIT: Duration = Duration::from_secs(2);
+/// The niceness of the database's threads: when the relay's core is busy
+/// (twenty clients reading years on a one-core box), its event loop runs
+/// first, and the threads take what it leaves.
+const NICENESS: i32 = 10;
 /// `PRAGMA application_id`: "vsta", so `file(1)` and tools can tell.
 const APPLICATION_ID: i32 = 0x7673_7461;
 const SCHEMA_VERSION: i32 = 1;
@@ -333,6 +337,7 @@ impl Writer {
     }
 
     fn run(mut self) {
+        yield_to_the_loop();
         // At once, so that reads are answered before the first write.
         self.open();
         loop {
@@ -815,6 +820,15 @@ pub fn fill(
     Ok(count)
 }
 
+/// Lowers the calling thread's priority (Linux: the niceness is a
+/// thread's own): [`NICENESS`]. Failing that, it runs as it is.
+fn yield_to_the_loop() {
+    let current = rustix::process::getpriority_process(None).unwrap_or(0);
+    if let Err(e) = rustix::process::setpriority_process(None, current + NICENESS) {
+        debug!("history: cannot lower this thread's priority: {e}");
+    }
+}
+
 fn rows_in(jobs: &[Job]) -> usize {
     jobs.iter().map(rows_of).sum()
 }
@@ -1083,6 +1097,7 @@ fn open_for_writing(path: &Path) -> Result<(Connection, Vec<(i64, u64)>), Troubl
 /// The reader thread: answers asks in order, each from a snapshot of the
 /// database (WAL: the writer never waits for it, nor it for the writer).
 fn read_loop(shared: &Shared) {
+    yield_to_the_loop();
     let mut db: Option<(usize, Connection)> = None;
     loop {
         let ask = {
