@@ -346,8 +346,7 @@ impl Writer {
                 self.open();
             }
             if self.db.is_none() {
-                let dropped = lock(&self.shared.queue).put_back(jobs);
-                self.count_dropped(dropped);
+                self.requeue(jobs);
                 if stopping {
                     break;
                 }
@@ -367,8 +366,7 @@ impl Writer {
                 }
                 Err(trouble) => {
                     self.shared.count(|counts| counts.write_errors += 1);
-                    let dropped = lock(&self.shared.queue).put_back(jobs);
-                    self.count_dropped(dropped);
+                    self.requeue(jobs);
                     self.trouble(trouble, "write");
                     if stopping {
                         break;
@@ -421,11 +419,17 @@ impl Writer {
         }
     }
 
-    fn count_dropped(&self, dropped: usize) {
-        if dropped > 0 {
-            self.shared
-                .count(|counts| counts.rows_dropped += dropped as u64);
-        }
+    /// Puts jobs that could not be written back in the queue, ahead of
+    /// newer ones; what the queue cannot hold is dropped and counted.
+    fn requeue(&self, jobs: Vec<Job>) {
+        let mut queue = lock(&self.shared.queue);
+        let dropped = queue.put_back(jobs);
+        let queued = queue.rows as u64;
+        drop(queue);
+        self.shared.count(|counts| {
+            counts.rows_dropped += dropped as u64;
+            counts.rows_queued = queued;
+        });
     }
 
     /// Logs a kind of trouble at most once a [`TROUBLE_LOG_EVERY`]; a
