@@ -2201,9 +2201,13 @@ impl Engine {
             if !import.is_empty() {
                 self.effects.push(Effect::Store(Job::Import(import)));
             }
-            let registered = self.hub.servers.iter().map(|server| server.id.clone());
-            self.effects
-                .push(Effect::Store(Job::Keep(registered.collect())));
+            // An empty registry is more likely a new or mistaken --state
+            // beside an old --history-db than a fleet all removed: nothing
+            // is deleted for it.
+            let registered: Vec<String> = self.hub.servers.iter().map(|s| s.id.clone()).collect();
+            if !registered.is_empty() {
+                self.effects.push(Effect::Store(Job::Keep(registered)));
+            }
         }
         (kept, from_the_future)
     }

@@ -1358,6 +1358,19 @@ fn response_text(effects: &[Effect], id: ConnId) -> String {
         .unwrap_or_else(|| panic!("no response for {id} in {effects:?}"))
 }
 
+#[test]
+fn an_empty_registry_at_start_deletes_nothing_from_the_database() {
+    let mut bench = Bench::new(&[]);
+    bench.engine.restore_history(Vec::new(), bench.at(0));
+    assert_eq!(store_jobs(bench.effects()), []);
+    let mut bench = Bench::new(&["a"]);
+    bench.engine.restore_history(Vec::new(), bench.at(0));
+    assert_eq!(
+        store_jobs(bench.effects()),
+        [Job::Keep(vec![bench.ids[0].clone()])]
+    );
+}
+
 /// The read the engine asked of the database for `id`.
 fn asked(effects: Vec<Effect>, id: ConnId) -> Ask {
     effects
