@@ -95,22 +95,9 @@ tail -n 1 "$OUT/history-gen.out" >"$OUT/history-gen.json"
 sed '$d' "$OUT/history-gen.out" | sed 's/^/    /' >&2
 
 # --- Pinning ----------------------------------------------------------------------
-# The relay on CPU 1 through a wrapper that execs it (so $! is the relay's
-# pid), everything else here on CPU 0.
-pin_relay=""
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    pin_relay="taskset -c 1"
-    taskset -p -c 0 $$ >/dev/null
-else
-    echo "(no taskset or a single CPU: the relay and its clients are not pinned)" >&2
-fi
-# shellcheck disable=SC2016 # expanded by the wrapper
-printf '#!/bin/sh\nexec %s "$HISTORY_RELAY" "$@"\n' "$pin_relay" >"$work/relay"
-chmod +x "$work/relay"
-HISTORY_RELAY=$relay_bin
-export HISTORY_RELAY
-# shellcheck disable=SC2034 # launch_relay (bench-lib.sh) runs $relay
-relay=$work/relay
+pin_relay_apart
+PINNED_RELAY=$relay_bin
+export PINNED_RELAY
 
 # --- Clients ----------------------------------------------------------------------
 # One small HTTP client, three ways: latency (requests one at a time),

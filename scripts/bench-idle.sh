@@ -138,21 +138,7 @@ fi
 . scripts/bench-lib.sh
 
 # --- Pinning ----------------------------------------------------------------------
-# The relay on CPU 1 through a wrapper that execs it (so $! is the relay's
-# pid), everything else here on CPU 0.
-pin_relay="" pin_loadgen=""
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    pin_relay="taskset -c 1"
-    pin_loadgen="taskset -c 0"
-    taskset -p -c 0 $$ >/dev/null
-else
-    echo "(no taskset or a single CPU: the relay and the load generator are not pinned)" >&2
-fi
-# shellcheck disable=SC2016 # expanded by the wrapper
-printf '#!/bin/sh\nexec %s "$IDLE_RELAY" "$@"\n' "$pin_relay" >"$work/relay"
-chmod +x "$work/relay"
-# shellcheck disable=SC2034 # launch_relay (bench-lib.sh) runs $relay
-relay=$work/relay
+pin_relay_apart
 
 use_strace=0
 if [ "$STRACE_SECONDS" -gt 0 ]; then
@@ -214,8 +200,8 @@ measure() {
     echo "$label: $n agents, $dashboards dashboards, run $run" >&2
     cp "$work/registry.json" "$work/state.json"
     rm -f "$work/state.history" "$work/state.alerts"
-    IDLE_RELAY=$(bin_of "$label")
-    export IDLE_RELAY
+    PINNED_RELAY=$(bin_of "$label")
+    export PINNED_RELAY
     launch_relay plain --state "$work/state.json" --log-level warn
     if [ "$n" -gt 0 ] || [ "$dashboards" -gt 0 ]; then
         # Long enough for the wait, the window and the strace; stopped after.

@@ -3,6 +3,27 @@
 # not run. The caller sets $relay (the binary) and $work (a scratch folder),
 # and QUIET_WAIT for wait_quiet (hence SC2154 off: they are the caller's).
 
+# pin_relay_apart: the relay on CPU 1, everything else on CPU 0, when
+# taskset and two CPUs are there. Sets $relay to $work/relay, a wrapper
+# that execs $PINNED_RELAY (exported by the caller before launch_relay) on
+# CPU 1, so that $! is the relay's pid; sets $pin_relay and $pin_loadgen
+# (empty when nothing is pinned) and pins this shell to CPU 0.
+# shellcheck disable=SC2034 # $pin_loadgen and $relay are the caller's to use
+pin_relay_apart() {
+    pin_relay="" pin_loadgen=""
+    if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+        pin_relay="taskset -c 1"
+        pin_loadgen="taskset -c 0"
+        taskset -p -c 0 $$ >/dev/null
+    else
+        echo "(no taskset or a single CPU: the relay and its clients are not pinned)" >&2
+    fi
+    # shellcheck disable=SC2016 # expanded by the wrapper
+    printf '#!/bin/sh\nexec %s "$PINNED_RELAY" "$@"\n' "$pin_relay" >"$work/relay"
+    chmod +x "$work/relay"
+    relay=$work/relay
+}
+
 # tls_material: a throwaway CA and a P-256 certificate for 127.0.0.1 in
 # $work (ca.pem, cert.pem, key.pem), as a small deployment would have.
 tls_material() {
