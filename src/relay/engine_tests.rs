@@ -1435,6 +1435,28 @@ fn a_long_range_is_read_off_the_loop_and_answered_when_the_database_answers() {
 }
 
 #[test]
+fn a_long_range_without_the_viewer_token_reads_nothing() {
+    let mut bench = Bench::with(&["a"], &["--viewer-token", "secret"], 100);
+    let id = bench.ids[0].clone();
+    for query in ["range=1y", "range=30d&format=csv", "from=1"] {
+        let request = bench.request(get(&format!("/api/servers/{id}/history?{query}")), 10);
+        let effects = bench.effects();
+        assert_eq!(response(&effects, request).0, 401, "{query}");
+        assert!(
+            !effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::QueryHistory(_))),
+            "{query}: {effects:?}"
+        );
+    }
+    let request = bench.request(
+        get(&format!("/api/servers/{id}/history?range=1y&token=secret")),
+        20,
+    );
+    asked(bench.effects(), request);
+}
+
+#[test]
 fn a_history_read_the_database_never_answers_ends_at_the_response_deadline() {
     let mut bench = Bench::new(&["a"]);
     let id = bench.ids[0].clone();
