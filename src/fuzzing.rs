@@ -20,6 +20,7 @@ use crate::relay::conn::{Socket, Stop};
 use crate::relay::engine::{After, Effect, Engine, RegistryRead};
 use crate::relay::http::{self, Parsed};
 use crate::relay::registry::Registry;
+use crate::relay::rollup::{self, Params, Retention, Source};
 use crate::relay::shared::Inbound;
 use crate::relay::sim;
 use std::ffi::OsString;
@@ -182,7 +183,8 @@ pub fn proc_files(data: &[u8]) {
 }
 
 /// `http_head`: a request head as it arrives, and all the relay derives
-/// from one: its route, credentials, origin check and upgrade response.
+/// from one: its route, credentials, origin check, upgrade response, and
+/// a history request's span, plan and (empty) answer.
 pub fn http_head(data: &[u8]) {
     let Parsed::Complete(head, len) = http::parse_head(data) else {
         return;
@@ -196,6 +198,7 @@ pub fn http_head(data: &[u8]) {
     head.origin_allowed(&["https://dash.example".to_owned()]);
     head.host_allowed(&[]);
     head.host_allowed(&["relay.lan".to_owned()]);
+    history_request(&head);
     if let Ok(response) = http::upgrade_response(&head) {
         // A 101 head that the client can parse, ending where it should.
         let status = status_of(&response);
@@ -205,6 +208,46 @@ pub fn http_head(data: &[u8]) {
             "{:?}",
             String::from_utf8_lossy(&response)
         );
+    }
+}
+
+/// What a history request's parameters lead to, at a fixed time: a plan
+/// of at most [`rollup::MAX_POINTS`] points, answered (with no steps) in
+/// bounded work.
+fn history_request(head: &http::Head) {
+    const NOW: u64 = 1_800_000_000;
+    let (range, from, to, format) = (
+        head.query_param("range"),
+        head.query_param("from"),
+        head.query_param("to"),
+        head.query_param("format"),
+    );
+    let params = Params {
+        range: range.as_deref(),
+        from: from.as_deref(),
+        to: to.as_deref(),
+        format: format.as_deref(),
+    };
+    let retention = Retention::default();
+    let Ok(query) = rollup::parse_query(params, NOW, retention.longest()) else {
+        return;
+    };
+    assert!(query.from <= query.to && query.to <= NOW, "{query:?}");
+    let plan = rollup::plan(&query, NOW, &retention);
+    assert!(plan.step > 0 && plan.first <= plan.last, "{plan:?}");
+    assert!(
+        plan.points() as u64 <= rollup::MAX_POINTS,
+        "{query:?} {plan:?}"
+    );
+    let points = match plan.source {
+        Source::Memory => rollup::memory_points(None, &plan),
+        Source::Database(_) => rollup::group(&plan, []),
+    };
+    assert_eq!(points.means.len(), plan.points());
+    if query.csv {
+        rollup::to_csv(&points);
+    } else {
+        rollup::to_json("0123456789ab", None, query.range, &points);
     }
 }
 

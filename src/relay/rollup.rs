@@ -437,12 +437,26 @@ pub fn plan(query: &Query, now: u64, retention: &Retention) -> Plan {
         Source::Database(tier) => tier.step_secs(),
     };
     let span = query.to - query.from;
-    let per_point = (span / base).div_ceil(MAX_POINTS).max(1);
+    let custom = query.range == "custom";
+    // The points a step makes: a named range is its last whole steps; a
+    // span from a time touches a step more at either end where it is not
+    // aligned (the fuzzer found 1,002).
+    let points = |step: u64| {
+        if custom {
+            query.to / step - query.from / step + 1
+        } else {
+            span / step
+        }
+    };
+    let mut per_point = (span / base).div_ceil(MAX_POINTS).max(1);
+    while points(base * per_point) > MAX_POINTS {
+        per_point += 1;
+    }
     let step = base * per_point;
     let last = query.to - query.to % step;
     // A named range is its last steps, the one in progress included (the
     // hour: 360 steps of 10 s); a span from a time, every step it touches.
-    let first = if query.range == "custom" {
+    let first = if custom {
         query.from - query.from % step
     } else {
         last.saturating_sub((span / step).saturating_sub(1) * step)
@@ -832,6 +846,23 @@ mod tests {
                 ("1y", Source::Database(Tier::Hours), 32_400),
             ]
         );
+    }
+
+    #[test]
+    fn a_span_that_straddles_its_steps_still_makes_at_most_a_thousand_points() {
+        // 1,000 minutes and a second, from a second before a whole minute:
+        // it touches 1,002 minutes (found by the fuzzer).
+        let now = 1_800_000_000;
+        let from = (now - 60_001).to_string();
+        let query = parse_query(
+            params(None, Some(&from), None),
+            now,
+            Retention::default().longest(),
+        );
+        let plan = plan(&query.unwrap(), now, &Retention::default());
+        assert_eq!(plan.step, 120);
+        assert!(plan.points() as u64 <= MAX_POINTS, "{plan:?}");
+        assert!(plan.first <= now - 60_001);
     }
 
     #[test]
