@@ -20,7 +20,7 @@ use crate::relay::conn::{Socket, Stop};
 use crate::relay::engine::{After, Effect, Engine, RegistryRead};
 use crate::relay::http::{self, Parsed};
 use crate::relay::registry::Registry;
-use crate::relay::rollup::{self, Params, Retention, Source};
+use crate::relay::rollup::{self, Retention, Source};
 use crate::relay::shared::Inbound;
 use crate::relay::sim;
 use std::ffi::OsString;
@@ -216,20 +216,9 @@ pub fn http_head(data: &[u8]) {
 /// bounded work.
 fn history_request(head: &http::Head) {
     const NOW: u64 = 1_800_000_000;
-    let (range, from, to, format) = (
-        head.query_param("range"),
-        head.query_param("from"),
-        head.query_param("to"),
-        head.query_param("format"),
-    );
-    let params = Params {
-        range: range.as_deref(),
-        from: from.as_deref(),
-        to: to.as_deref(),
-        format: format.as_deref(),
-    };
+    let asked = rollup::Asked::from_query(|name| head.query_param(name));
     let retention = Retention::default();
-    let Ok(query) = rollup::parse_query(params, NOW, retention.longest()) else {
+    let Ok(query) = rollup::parse_query(asked.params(), NOW, retention.longest()) else {
         return;
     };
     assert!(query.from <= query.to && query.to <= NOW, "{query:?}");

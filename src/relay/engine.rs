@@ -24,7 +24,7 @@ use super::page::{DASHBOARD_PAGE, DASHBOARD_PAGE_GZIP};
 use super::prometheus;
 use super::rate::RateLimit;
 use super::registry::{self, Refusal, Registry, RegistryError};
-use super::rollup::{self, Answer, Ask, Job, Params, Row, Source};
+use super::rollup::{self, Answer, Ask, Job, Row, Source};
 use super::shared::{
     ConnId, Counters, Fault, Inbound, MAX_FRAME, SocketEnd, StoreCounts, WallClock, unix_seconds,
 };
@@ -748,24 +748,13 @@ impl Engine {
     /// is beyond the hour.
     fn history(&mut self, id: ConnId, head: &Head, head_only: bool, now: Instant) {
         let unix_secs = unix_seconds(self.wall(now));
-        let (range, from, to, format) = (
-            head.query_param("range"),
-            head.query_param("from"),
-            head.query_param("to"),
-            head.query_param("format"),
-        );
-        let params = Params {
-            range: range.as_deref(),
-            from: from.as_deref(),
-            to: to.as_deref(),
-            format: format.as_deref(),
-        };
+        let asked = rollup::Asked::from_query(|name| head.query_param(name));
         let reach = if self.store {
             self.config.history_keep.longest()
         } else {
             Duration::from_secs(rollup::DAY_SECS)
         };
-        let query = match rollup::parse_query(params, unix_secs, reach) {
+        let query = match rollup::parse_query(asked.params(), unix_secs, reach) {
             Ok(query) => query,
             Err(why) => return self.respond(id, http::text_response(400, &why), 400, Next::Close),
         };

@@ -343,6 +343,27 @@ pub struct Params<'a> {
     pub format: Option<&'a str>,
 }
 
+/// A request's parameters as its query string holds them, for [`Params`].
+#[derive(Debug, Default)]
+pub struct Asked([Option<String>; 4]);
+
+impl Asked {
+    /// `range`, `from`, `to` and `format`, each as `param` finds it.
+    pub fn from_query(param: impl Fn(&str) -> Option<String>) -> Asked {
+        Asked(["range", "from", "to", "format"].map(param))
+    }
+
+    pub fn params(&self) -> Params<'_> {
+        let [range, from, to, format] = &self.0;
+        Params {
+            range: range.as_deref(),
+            from: from.as_deref(),
+            to: to.as_deref(),
+            format: format.as_deref(),
+        }
+    }
+}
+
 /// Checks a request at `now` (unix seconds): the reason for a `400` if it
 /// is wrong. `reach` is how far back history is kept.
 pub fn parse_query(params: Params, now: u64, reach: Duration) -> Result<Query, String> {
