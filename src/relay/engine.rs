@@ -765,11 +765,7 @@ impl Engine {
         };
         let last_seen = server.presence.last_seen().map(rfc3339);
         let plan = rollup::plan(&query, unix_secs, &self.config.history_keep);
-        let content_type = if query.csv {
-            "text/csv; charset=utf-8"
-        } else {
-            "application/json"
-        };
+        let content_type = history_content_type(query.csv);
         let body = match plan.source {
             // As it always was: the hour's 10 s steps whole.
             _ if query.range == "1h" && !query.csv => history::to_json(
@@ -841,11 +837,7 @@ impl Engine {
         let (head_only, csv) = (*head_only, *csv);
         let (status, bytes) = match answer.body {
             Ok(body) => {
-                let content_type = if csv {
-                    "text/csv; charset=utf-8"
-                } else {
-                    "application/json"
-                };
+                let content_type = history_content_type(csv);
                 (
                     200,
                     http::response(200, content_type, body.as_bytes(), head_only),
@@ -2227,6 +2219,15 @@ impl Engine {
                 registry::constant_time_eq(token.as_bytes(), expected.as_bytes())
             }),
         }
+    }
+}
+
+/// The `Content-Type` of a history answer.
+fn history_content_type(csv: bool) -> &'static str {
+    if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
     }
 }
 
