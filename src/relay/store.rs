@@ -10,9 +10,9 @@
 //! tries again every [`RETRY_EVERY`], with one log line a minute; a
 //! corrupt file is renamed aside and a fresh one started.
 
-use super::history::{GAP, History, POINT_BYTES, Point, SERIES};
+use super::history::{GAP, History, POINT_BYTES, Point, SERIES, point_of};
 use super::rollup::{self, Answer, Ask, DAY_SECS, Job, Retention, Row, Step, Tier};
-use super::shared::StoreCounts;
+use super::shared::{StoreCounts, unix_seconds};
 use log::{debug, info, warn};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use rusqlite::types::ValueRef;
@@ -569,7 +569,7 @@ impl Writer {
                     // In transactions of their own (see `import`).
                     Job::Import(_) => {}
                     Job::Forget(server) => {
-                        if let Some(id) = self.lookup(&tx, &new_ids, server)? {
+                        if let Some(id) = known_id(&self.ids, &new_ids, server) {
                             delete_server(&tx, id)?;
                             forgotten.push(server.clone());
                         }
@@ -657,24 +657,6 @@ impl Writer {
             histories.len()
         );
         Ok(())
-    }
-
-    fn lookup(
-        &self,
-        tx: &Connection,
-        new_ids: &[(String, i64)],
-        server: &str,
-    ) -> rusqlite::Result<Option<i64>> {
-        if let Some(id) = self.ids.get(server) {
-            return Ok(Some(*id));
-        }
-        if let Some((_, id)) = new_ids.iter().find(|(name, _)| name == server) {
-            return Ok(Some(*id));
-        }
-        tx.query_row("SELECT id FROM servers WHERE name = ?1", [server], |row| {
-            row.get(0)
-        })
-        .optional()
     }
 
     /// A minute at `time` of server `id` changes its quarter, hour and day.
@@ -804,15 +786,10 @@ pub fn fill(
     for made_up in steps {
         let id = server_id(&tx, &ids, &mut new_ids, &made_up.server).map_err(failed)?;
         ids.extend(new_ids.drain(..));
-        let (mut mean, mut max) = (GAP, GAP);
-        for index in 0..SERIES.len() {
-            super::history::encode(index, made_up.mean.values[index], &mut mean);
-            super::history::encode(index, made_up.max.values[index], &mut max);
-        }
         let step = Step {
             time: made_up.time,
-            mean,
-            max,
+            mean: point_of(&made_up.mean.values),
+            max: point_of(&made_up.max.values),
             rx_bytes: made_up.rx_bytes,
             tx_bytes: made_up.tx_bytes,
         };
@@ -838,9 +815,17 @@ fn rows_in(jobs: &[Job]) -> usize {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    unix_seconds(SystemTime::now())
+}
+
+/// A server's row id, if it has one: `ids` holds every row of `servers`
+/// (read at open), `new_ids` those made in the transaction under way.
+fn known_id(ids: &HashMap<String, i64>, new_ids: &[(String, i64)], server: &str) -> Option<i64> {
+    ids.get(server).copied().or_else(|| {
+        new_ids
+            .iter()
+            .find_map(|(name, id)| (name == server).then_some(*id))
+    })
 }
 
 /// A server's row id, made on its first row.
@@ -850,11 +835,8 @@ fn server_id(
     new_ids: &mut Vec<(String, i64)>,
     server: &str,
 ) -> rusqlite::Result<i64> {
-    if let Some(id) = ids.get(server) {
-        return Ok(*id);
-    }
-    if let Some((_, id)) = new_ids.iter().find(|(name, _)| name == server) {
-        return Ok(*id);
+    if let Some(id) = known_id(ids, new_ids, server) {
+        return Ok(id);
     }
     tx.execute("INSERT OR IGNORE INTO servers (name) VALUES (?1)", [server])?;
     let id = tx.query_row("SELECT id FROM servers WHERE name = ?1", [server], |row| {
