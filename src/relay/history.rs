@@ -163,6 +163,15 @@ fn code(index: usize, point: &Point) -> Option<i32> {
     }
 }
 
+/// A point holding each series' value (`None`: a gap).
+pub fn point_of(values: &[Option<f64>; SERIES.len()]) -> Point {
+    let mut point = GAP;
+    for (index, value) in values.iter().enumerate() {
+        encode(index, *value, &mut point);
+    }
+    point
+}
+
 /// Keeps in `kept` each series' larger value of the two points, compared
 /// in their code (which orders as the values do; a gap is smaller than
 /// any value).

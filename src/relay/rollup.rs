@@ -163,18 +163,15 @@ impl Minute {
     }
 
     fn step(&self) -> Step {
-        let (mut mean, mut max) = (GAP, GAP);
-        for index in 0..SERIES.len() {
-            let count = self.counts[index];
-            let present = count > 0;
-            let average = self.sums[index] / f64::from(count.max(1));
-            history::encode(index, present.then_some(average), &mut mean);
-            history::encode(index, present.then_some(self.maxes[index]), &mut max);
-        }
+        let present = |index: usize| self.counts[index] > 0;
+        let means = std::array::from_fn(|index| {
+            present(index).then(|| self.sums[index] / f64::from(self.counts[index]))
+        });
+        let maxes = std::array::from_fn(|index| present(index).then_some(self.maxes[index]));
         Step {
             time: self.start,
-            mean,
-            max,
+            mean: history::point_of(&means),
+            max: history::point_of(&maxes),
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
         }
@@ -241,38 +238,64 @@ impl Rollup {
     }
 }
 
+/// Steps being combined: the sums and counts of their means, the largest
+/// of their maxima (compared in their code, which orders as the values
+/// do: no decoding), and their bytes.
+#[derive(Debug, Clone)]
+struct Combined {
+    sums: [f64; SERIES.len()],
+    counts: [u32; SERIES.len()],
+    peak: Point,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+impl Default for Combined {
+    fn default() -> Combined {
+        Combined {
+            sums: [0.0; SERIES.len()],
+            counts: [0; SERIES.len()],
+            peak: GAP,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }
+    }
+}
+
+impl Combined {
+    fn add(&mut self, step: &Step) {
+        for index in 0..SERIES.len() {
+            if let Some(value) = history::decode(index, &step.mean) {
+                self.sums[index] += value;
+                self.counts[index] += 1;
+            }
+        }
+        history::keep_larger(&mut self.peak, &step.max);
+        self.rx_bytes = self.rx_bytes.saturating_add(step.rx_bytes);
+        self.tx_bytes = self.tx_bytes.saturating_add(step.tx_bytes);
+    }
+
+    /// The mean of the means of each series.
+    fn means(&self) -> [Option<f64>; SERIES.len()] {
+        std::array::from_fn(|index| {
+            (self.counts[index] > 0).then(|| self.sums[index] / f64::from(self.counts[index]))
+        })
+    }
+}
+
 /// Finer steps combined into one: the mean of their means, the maximum of
 /// their maxima, the sum of their bytes. `time` is the coarser step's.
 pub fn combine<'a>(time: u64, steps: impl IntoIterator<Item = &'a Step>) -> Step {
-    let mut sums = [0.0; SERIES.len()];
-    let mut counts = [0u32; SERIES.len()];
-    let mut maxes = [None::<f64>; SERIES.len()];
-    let (mut rx_bytes, mut tx_bytes) = (0u64, 0u64);
+    let mut combined = Combined::default();
     for step in steps {
-        for index in 0..SERIES.len() {
-            if let Some(value) = history::decode(index, &step.mean) {
-                sums[index] += value;
-                counts[index] += 1;
-            }
-            if let Some(value) = history::decode(index, &step.max) {
-                maxes[index] = Some(maxes[index].map_or(value, |max| max.max(value)));
-            }
-        }
-        rx_bytes = rx_bytes.saturating_add(step.rx_bytes);
-        tx_bytes = tx_bytes.saturating_add(step.tx_bytes);
-    }
-    let (mut mean, mut max) = (GAP, GAP);
-    for index in 0..SERIES.len() {
-        let average = (counts[index] > 0).then(|| sums[index] / f64::from(counts[index]));
-        history::encode(index, average, &mut mean);
-        history::encode(index, maxes[index], &mut max);
+        combined.add(step);
     }
     Step {
         time,
-        mean,
-        max,
-        rx_bytes,
-        tx_bytes,
+        mean: history::point_of(&combined.means()),
+        max: combined.peak,
+        rx_bytes: combined.rx_bytes,
+        tx_bytes: combined.tx_bytes,
     }
 }
 
@@ -507,49 +530,33 @@ pub struct Points {
 /// the plan's points.
 pub fn group(plan: &Plan, steps: impl IntoIterator<Item = Step>) -> Points {
     let count = plan.points();
-    let mut sums = vec![[0.0; SERIES.len()]; count];
-    let mut counts = vec![[0u32; SERIES.len()]; count];
-    // The maxima stay in their code, which orders as the values do: a
-    // year's 8,760 hours are compared, not decoded (`exp2` for each rate
-    // was most of a 1y read's time).
-    let mut peaks = vec![GAP; count];
-    let (mut rx_bytes, mut tx_bytes) = (vec![0u64; count], vec![0u64; count]);
+    // A year's 8,760 hours: their maxima are compared in code, not
+    // decoded (`exp2` for each rate was most of a 1y read's time).
+    let mut points = vec![Combined::default(); count];
     for step in steps {
-        let Some(index) = step
+        let index = step
             .time
             .checked_sub(plan.first)
-            .map(|since| (since / plan.step) as usize)
-            .filter(|index| *index < count)
-        else {
-            continue;
-        };
-        for series in 0..SERIES.len() {
-            if let Some(value) = history::decode(series, &step.mean) {
-                sums[index][series] += value;
-                counts[index][series] += 1;
-            }
+            .map(|since| (since / plan.step) as usize);
+        if let Some(point) = index.and_then(|index| points.get_mut(index)) {
+            point.add(&step);
         }
-        history::keep_larger(&mut peaks[index], &step.max);
-        rx_bytes[index] = rx_bytes[index].saturating_add(step.rx_bytes);
-        tx_bytes[index] = tx_bytes[index].saturating_add(step.tx_bytes);
     }
-    let means = sums
-        .iter()
-        .zip(&counts)
-        .map(|(sums, counts)| {
-            std::array::from_fn(|series| {
-                (counts[series] > 0)
-                    .then(|| history::rounded(series, sums[series] / f64::from(counts[series])))
-            })
-        })
-        .collect();
     Points {
         start: plan.first,
         step: plan.step,
-        means,
-        maxes: Some(peaks.iter().map(values).collect()),
-        rx_bytes,
-        tx_bytes,
+        means: points
+            .iter()
+            .map(|point| {
+                let means = point.means();
+                std::array::from_fn(|series| {
+                    means[series].map(|mean| history::rounded(series, mean))
+                })
+            })
+            .collect(),
+        maxes: Some(points.iter().map(|point| values(&point.peak)).collect()),
+        rx_bytes: points.iter().map(|point| point.rx_bytes).collect(),
+        tx_bytes: points.iter().map(|point| point.tx_bytes).collect(),
     }
 }
 
