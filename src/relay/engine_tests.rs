@@ -1507,6 +1507,28 @@ fn bad_history_requests_get_400_with_the_reason() {
 }
 
 #[test]
+fn oversize_and_repeated_history_parameters_are_refused_or_read_once() {
+    let mut bench = Bench::new(&["a"]);
+    let id = bench.ids[0].clone();
+    // A time of 7,000 digits (within the 8 KiB head): not unix seconds.
+    let long = format!("from={}", "9".repeat(7000));
+    let request = bench.request(get(&format!("/api/servers/{id}/history?{long}")), 10);
+    let effects = bench.effects();
+    assert_eq!(response(&effects, request).0, 400);
+    assert!(response_text(&effects, request).contains("from must be a time"));
+    // A thousand ranges: the first one counts, and one read is asked.
+    let many = vec!["range=1y"; 1000].join("&");
+    let request = bench.request(get(&format!("/api/servers/{id}/history?{many}")), 20);
+    let effects = bench.effects();
+    let asks = effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::QueryHistory(_)))
+        .count();
+    assert_eq!(asks, 1);
+    assert_eq!(asked(effects, request).range, "1y");
+}
+
+#[test]
 fn the_last_hour_is_served_from_memory_as_csv_too() {
     let mut bench = Bench::new(&["a"]);
     let agent = bench.agent(0, 0);
